@@ -1,0 +1,169 @@
+//! One data-plane worker: a TUN queue and a UDP socket, polled together;
+//! each wake-up drains a bounded batch from each, run to completion.
+//! The per-packet path reuses two fixed buffers and does not allocate;
+//! only packets bound for the control thread are copied.
+
+use super::ToControl;
+use crate::net::{packet, poll};
+use crate::node::table::PeerTable;
+use crate::proto::wire::{self, TransportHeader, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
+use arc_swap::ArcSwap;
+use crossbeam_channel::Sender;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+use tun_rs::SyncDevice;
+
+/// Packets taken from one source per wake-up before looking at the other.
+const BATCH: usize = 64;
+/// How often a worker re-checks the stop flag when idle.
+const IDLE_WAKE: Duration = Duration::from_millis(200);
+/// Big enough for any datagram or TUN packet.
+const BUF: usize = 65536;
+
+/// Drop counters of the data plane, shared by all workers.
+#[derive(Debug, Default)]
+pub struct DataplaneCounters {
+    pub rx_auth_failed: AtomicU64,
+    pub rx_spoofed: AtomicU64,
+    pub tx_no_route: AtomicU64,
+    pub control_full: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub tun: SyncDevice,
+    pub udp: UdpSocket,
+    pub table: Arc<ArcSwap<PeerTable>>,
+    pub to_control: Sender<ToControl>,
+    pub stop: Arc<AtomicBool>,
+    pub counters: Arc<DataplaneCounters>,
+    pub core: Option<core_affinity::CoreId>,
+}
+
+impl Worker {
+    pub fn run(self) {
+        if let Some(core) = self.core {
+            let pinned = core_affinity::set_for_current(core);
+            debug!(worker = self.id, core = core.id, pinned, "worker started");
+        }
+        let fds = [self.tun.as_raw_fd(), self.udp.as_raw_fd()];
+        // Outbound: room in front for the record header, behind for the tag.
+        let mut out = vec![0u8; BUF + TRANSPORT_OVERHEAD];
+        let mut inb = vec![0u8; BUF];
+        while !self.stop.load(Ordering::Relaxed) {
+            let ready = match poll::readable(&fds, IDLE_WAKE) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(worker = self.id, error = %e, "poll failed; worker stops");
+                    return;
+                }
+            };
+            let table = self.table.load();
+            let now = Instant::now();
+            if ready[0] {
+                for _ in 0..BATCH {
+                    match self.tun.recv(&mut out[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + BUF]) {
+                        Ok(n) => self.outbound(&table, &mut out, n, now),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            warn!(worker = self.id, error = %e, "TUN read failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            if ready[1] {
+                for _ in 0..BATCH {
+                    match self.udp.recv_from(&mut inb) {
+                        Ok((n, from)) => self.inbound(&table, &mut inb[..n], from, now),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            // ICMP errors surface here on Linux; not fatal.
+                            debug!(worker = self.id, error = %e, "UDP receive error");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn to_control(&self, msg: ToControl) {
+        if self.to_control.try_send(msg).is_err() {
+            self.counters.control_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A packet from the TUN at `out[16..16 + n]`.
+    fn outbound(&self, table: &PeerTable, out: &mut [u8], n: usize, now: Instant) {
+        let pkt = &out[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + n];
+        let Some(IpAddr::V4(dst)) = packet::destination(pkt) else {
+            return; // IPv6 (router solicitations and the like): not routed here
+        };
+        if let Some(route) = table.by_vip.get(&dst) {
+            match route.session.seal(wire::DATA, out, n) {
+                Ok(len) => match self.udp.send_to(&out[..len], route.endpoint) {
+                    Ok(_) => route.stats.record_tx(n, now),
+                    Err(e) => {
+                        self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                        debug!(error = %e, endpoint = %route.endpoint, "send failed");
+                    }
+                },
+                Err(e) => debug!(error = %e, "seal failed"),
+            }
+            return;
+        }
+        let in_prefix = table.prefix.is_some_and(|p| p.contains(&dst));
+        if in_prefix || table.resolvers.contains(&dst) {
+            self.to_control(ToControl::Tun(pkt.to_vec()));
+        } else {
+            self.counters.tx_no_route.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A datagram from the network.
+    fn inbound(&self, table: &PeerTable, dgram: &mut [u8], from: SocketAddr, now: Instant) {
+        let route = match TransportHeader::decode(dgram) {
+            Ok(h) if h.kind == wire::DATA => table.by_index.get(&h.receiver),
+            _ => None,
+        };
+        let Some(route) = route else {
+            self.to_control(ToControl::Udp { from, bytes: dgram.to_vec() });
+            return;
+        };
+        let range = match route.session.open(dgram) {
+            Ok(r) => r,
+            Err(e) => {
+                self.counters.rx_auth_failed.fetch_add(1, Ordering::Relaxed);
+                debug!(%from, error = %e, "record dropped");
+                return;
+            }
+        };
+        if from != route.endpoint {
+            let index = route.session.local_index;
+            self.to_control(ToControl::EndpointSeen { index, from });
+        }
+        let payload = &dgram[range];
+        route.stats.record_rx(payload.len(), now);
+        if payload.is_empty() {
+            return; // keepalive
+        }
+        // The tunnel authenticates the peer; the inner source must be its
+        // own virtual address, or a peer could spoof another.
+        let src_ok = packet::source(payload) == Some(IpAddr::V4(route.virtual_ip));
+        let dst_ok = table.local_ip.is_some_and(|ip| packet::destination(payload) == Some(IpAddr::V4(ip)));
+        if !(src_ok && dst_ok) {
+            self.counters.rx_spoofed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Err(e) = self.tun.send(payload) {
+            debug!(error = %e, "TUN write failed");
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The DC's IO shell: UDP sockets on every listen address, one thread
+//! polling them and feeding the sans-IO core.
+
+use super::core::{DcCore, DcSettings};
+use super::store::Store;
+use crate::config::DcConfig;
+use crate::net::{poll, udp};
+use anyhow::{Context, Result};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// Runs the DC until `stop` is set.
+pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
+    let store = Store::open(&cfg.state_dir)
+        .with_context(|| format!("opening the DC store in state_dir {}", cfg.state_dir.display()))?;
+    let enrolled = store.all().map(|v| v.len()).unwrap_or(0);
+    let sockets: Vec<UdpSocket> = cfg
+        .listen
+        .iter()
+        .map(|&addr| {
+            udp::bind(addr, udp::UdpOptions { mark: false, ..Default::default() })
+                .with_context(|| format!("listen address {addr} (key `listen` in the DC config)"))
+        })
+        .collect::<Result<_>>()?;
+    for s in &sockets {
+        s.set_nonblocking(true)?;
+    }
+    info!(
+        listen = ?cfg.listen,
+        domain = %cfg.domain,
+        prefix = %cfg.virtual_prefix,
+        public_key = %cfg.private_key.public_key(),
+        enrolled,
+        "DC ready"
+    );
+    let mut core = DcCore::new(
+        DcSettings {
+            key: cfg.private_key.clone(),
+            domain: cfg.domain.clone(),
+            prefix: cfg.virtual_prefix,
+            auth_keys: cfg.auth_keys.clone(),
+            expiry: Duration::from_secs(cfg.node_expiry_secs),
+        },
+        store,
+        rand::random(),
+    );
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        core.handle_timeout(now);
+        let wait = core
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now))
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let ready = poll::readable(&fds, wait).context("waiting for DC sockets")?;
+        for (sock, ready) in sockets.iter().zip(ready) {
+            if !ready {
+                continue;
+            }
+            // Bounded drain so one busy socket cannot starve the others.
+            for _ in 0..256 {
+                let (n, from) = match sock.recv_from(&mut buf) {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        warn!(error = %e, "DC receive failed");
+                        break;
+                    }
+                };
+                let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                for t in core.handle(from, &mut buf[..n], Instant::now(), unix) {
+                    send(sock, &sockets, t.to, &t.bytes);
+                }
+            }
+        }
+    }
+    info!(online = core.online_count(), stats = ?core.stats, "DC stopping");
+    Ok(())
+}
+
+/// Replies leave from the socket the request came in on when the family
+/// matches (so the node sees the address it sent to), else from any socket
+/// of the right family.
+fn send(preferred: &UdpSocket, all: &[UdpSocket], to: SocketAddr, bytes: &[u8]) {
+    let family_ok = |s: &UdpSocket| {
+        s.local_addr()
+            .map(|a| a.is_ipv4() == to.is_ipv4() || a.ip().is_unspecified())
+            .unwrap_or(false)
+    };
+    let sock = if family_ok(preferred) { Some(preferred) } else { all.iter().find(|s| family_ok(s)) };
+    match sock {
+        Some(s) => {
+            if let Err(e) = s.send_to(bytes, to) {
+                warn!(%to, error = %e, "DC send failed");
+            }
+        }
+        None => warn!(%to, "no DC socket of the right address family"),
+    }
+}

@@ -1,0 +1,108 @@
+//! `ntmtun`: the command line. Parses arguments, loads configuration and
+//! calls into the library; nothing else lives here.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ntmtun::keys::PrivateKey;
+use ntmtun::{config, dc, node, shutdown, status};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// NTMobile as a TUN app: every host gets a virtual IP that never changes,
+/// and unmodified applications reach each other by name through NATs,
+/// encrypted end to end.
+#[derive(Parser)]
+#[command(name = "ntmtun", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a new private key (base64 of 32 bytes) to stdout.
+    Keygen,
+    /// Read a private key on stdin and print its public key.
+    Pubkey,
+    /// Run a Direction Coordinator in the foreground (logs to stderr; RUST_LOG sets the level).
+    Dc {
+        /// DC configuration file (see docs/configuration.md).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a node (the TUN app) in the foreground; needs root or CAP_NET_ADMIN.
+    Node {
+        /// Node configuration file (see docs/configuration.md).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show a running node's virtual IP, DC connection and peers.
+    Status {
+        /// The node's control socket (its `control_socket` setting).
+        #[arg(long, default_value = config::DEFAULT_CONTROL_SOCKET)]
+        socket: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Keygen => {
+            println!("{}", PrivateKey::generate().to_base64());
+        }
+        Command::Pubkey => {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(4096)
+                .read_to_string(&mut text)
+                .context("reading a private key from stdin")?;
+            let key = PrivateKey::from_base64(&text)
+                .map_err(|e| anyhow::anyhow!("stdin is not a private key: {e} (use the output of `ntmtun keygen`)"))?;
+            println!("{}", key.public_key());
+        }
+        Command::Dc { config } => {
+            shutdown::block_signals();
+            init_logging();
+            let cfg = config::load_dc(&config)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            shutdown::spawn_waiter(stop.clone(), || {});
+            dc::server::run(cfg, stop)?;
+        }
+        Command::Node { config } => {
+            shutdown::block_signals();
+            init_logging();
+            let cfg = config::load_node(&config)?;
+            node::run::run(cfg)?;
+        }
+        Command::Status { socket, json } => {
+            let report = status::query(&socket)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", status::render(&report));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ntmtun: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Socket and packet helpers shared by the IO shells: UDP socket set-up,
+//! readiness polling, interface addresses, IP/UDP headers, resolv.conf.
+
+pub mod ifaddrs;
+pub mod packet;
+pub mod poll;
+pub mod resolv;
+pub mod udp;

@@ -1,0 +1,47 @@
+//! UDP socket set-up with socket2: the options a tunnel socket needs.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+
+/// Firewall mark on every socket ntmtun opens. Policy rules send marked
+/// packets through the main table, so tunnel and forwarded-DNS traffic can
+/// never loop back into the TUN (the same trick as wg-quick).
+pub const FWMARK: u32 = 0x4e54;
+
+/// Options for a data or signaling socket.
+#[derive(Debug, Clone, Copy)]
+pub struct UdpOptions {
+    pub reuse_port: bool,
+    pub mark: bool,
+    pub buffer_bytes: usize,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        UdpOptions { reuse_port: false, mark: true, buffer_bytes: 4 << 20 }
+    }
+}
+
+/// Binds a UDP socket on `addr`. IPv6 wildcard sockets are dual-stack so one
+/// port serves both families. Setting the mark needs CAP_NET_ADMIN; without
+/// it we go on unmarked (fine for the DC, and logged by the caller).
+pub fn bind(addr: SocketAddr, opts: UdpOptions) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(!addr.ip().is_unspecified())?;
+    }
+    if opts.reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    if opts.mark {
+        let _ = sock.set_mark(FWMARK);
+    }
+    // Best effort: the kernel caps these at rmem_max/wmem_max.
+    let _ = sock.set_recv_buffer_size(opts.buffer_bytes);
+    let _ = sock.set_send_buffer_size(opts.buffer_bytes);
+    sock.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
+    Ok(sock.into())
+}

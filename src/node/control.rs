@@ -1,0 +1,122 @@
+//! The control thread: runs the sans-IO `NodeCore`, carries out its
+//! outputs, and publishes new peer tables to the workers.
+
+use super::core::{NodeCore, Output};
+use super::system;
+use super::table::PeerTable;
+use crate::dataplane::ToControl;
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::net::{IpAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+use tun_rs::SyncDevice;
+
+pub struct Control {
+    pub core: NodeCore,
+    pub rx: Receiver<ToControl>,
+    /// A handle on the data socket: signaling leaves from the data port, so
+    /// the DC sees the address peers must use.
+    pub udp: UdpSocket,
+    /// Marked socket for forwarding DNS to the real resolvers.
+    pub upstream: UdpSocket,
+    pub tun: Arc<SyncDevice>,
+    pub tun_name: String,
+    pub table: Arc<ArcSwap<PeerTable>>,
+    /// Resolvers to capture once the TUN has its address (empty: off).
+    pub capture: Vec<IpAddr>,
+}
+
+impl Control {
+    /// Runs until a `Shutdown` message arrives or every sender is gone.
+    pub fn run(mut self) {
+        let mut captured = false;
+        loop {
+            let now = Instant::now();
+            self.core.handle_timeout(now);
+            self.drain(&mut captured);
+            let wait = self
+                .core
+                .poll_timeout(now)
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(5));
+            match self.rx.recv_timeout(wait) {
+                Ok(ToControl::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(msg) => self.handle(msg),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Take whatever else is queued before the next timer pass.
+            for _ in 0..256 {
+                match self.rx.try_recv() {
+                    Ok(ToControl::Shutdown) => return,
+                    Ok(msg) => self.handle(msg),
+                    Err(_) => break,
+                }
+            }
+            self.drain(&mut captured);
+        }
+    }
+
+    fn handle(&mut self, msg: ToControl) {
+        let now = Instant::now();
+        match msg {
+            ToControl::Udp { from, mut bytes } => self.core.handle_udp(from, &mut bytes, now),
+            ToControl::Tun(pkt) => self.core.handle_tun(pkt, now),
+            ToControl::EndpointSeen { index, from } => self.core.handle_endpoint_seen(index, from),
+            ToControl::Upstream { from, bytes } => self.core.handle_upstream(from, &bytes),
+            ToControl::Status(reply) => {
+                let _ = reply.try_send(self.core.status(now));
+            }
+            ToControl::Shutdown => {}
+        }
+    }
+
+    /// Carries out the core's outputs and publishes a changed table.
+    fn drain(&mut self, captured: &mut bool) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Udp { to, bytes } => {
+                    if let Err(e) = self.udp.send_to(&bytes, to) {
+                        debug!(%to, error = %e, "control send failed");
+                    }
+                }
+                Output::Tun(pkt) => {
+                    if let Err(e) = self.tun.send(&pkt) {
+                        debug!(error = %e, "TUN write failed");
+                    }
+                }
+                Output::Upstream { to, bytes } => {
+                    if let Err(e) = self.upstream.send_to(&bytes, to) {
+                        warn!(resolver = %to, error = %e, "cannot forward DNS query");
+                    }
+                }
+                Output::Configure(reg) => {
+                    if let Err(e) = system::configure_address(&self.tun_name, reg.virtual_ip, reg.prefix_len) {
+                        warn!(error = format!("{e:#}"), "cannot configure the TUN");
+                    }
+                    if !*captured && !self.capture.is_empty() {
+                        let v4: Vec<_> = self
+                            .capture
+                            .iter()
+                            .filter_map(|r| match r {
+                                IpAddr::V4(v4) => Some(*v4),
+                                IpAddr::V6(v6) => {
+                                    warn!(resolver = %v6, "IPv6 resolvers are not captured yet; queries to it bypass ntmtun");
+                                    None
+                                }
+                            })
+                            .collect();
+                        match system::capture_dns(&self.tun_name, &v4) {
+                            Ok(()) => *captured = true,
+                            Err(e) => warn!(error = format!("{e:#}"), "cannot capture DNS; names in the domain will not resolve"),
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(t) = self.core.take_table() {
+            self.table.store(Arc::new(t));
+        }
+    }
+}

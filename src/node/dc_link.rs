@@ -1,0 +1,236 @@
+//! Sans-IO client side of the node <-> DC channel: registration with
+//! backoff while the DC is unreachable, periodic refresh (each refresh is a
+//! new Noise handshake, so it also rekeys and updates the reflexive address),
+//! and sealing/opening signaling records.
+
+use crate::keys::{PrivateKey, PublicKey};
+use crate::proto::handshake::Initiator;
+use crate::proto::session::Session;
+use crate::proto::signal::{self, FromDc, Register, RegisterReply, Registered, ToDc};
+use crate::proto::wire::{self, TransportHeader};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// After a refusal, ask again this often: the operator may fix the DC.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
+/// Connection state as shown by `ntmtun status` (`dc.state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DcState {
+    Connecting,
+    Registered,
+    Refused(String),
+}
+
+impl DcState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            DcState::Connecting => "connecting",
+            DcState::Registered => "registered",
+            DcState::Refused(_) => "refused",
+        }
+    }
+}
+
+/// What happened as a result of a DC handshake response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DcEvent {
+    Registered(Registered),
+    Refused(String),
+}
+
+pub struct DcIdentity {
+    pub key: PrivateKey,
+    pub dc_key: PublicKey,
+    pub addrs: Vec<SocketAddr>,
+    pub name: String,
+    pub auth_key: String,
+}
+
+pub struct DcLink {
+    id: DcIdentity,
+    pub state: DcState,
+    addr_idx: usize,
+    failures: u32,
+    next_attempt: Instant,
+    /// The registration handshake in flight.
+    attempt: Option<Initiator>,
+    session: Option<(Session, SocketAddr)>,
+    previous: Option<Session>,
+    pub registered: Option<Registered>,
+    registered_at: Option<Instant>,
+    last_timestamp: u64,
+    index_seed: u32,
+}
+
+impl DcLink {
+    pub fn new(id: DcIdentity, now: Instant, index_seed: u32) -> Self {
+        DcLink {
+            id,
+            state: DcState::Connecting,
+            addr_idx: 0,
+            failures: 0,
+            next_attempt: now,
+            attempt: None,
+            session: None,
+            previous: None,
+            registered: None,
+            registered_at: None,
+            last_timestamp: 0,
+            index_seed,
+        }
+    }
+
+    /// The DC address currently in use (for status).
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.session
+            .as_ref()
+            .map(|(_, a)| *a)
+            .or_else(|| self.id.addrs.get(self.addr_idx).copied())
+    }
+
+    /// True while a live session to the DC exists.
+    pub fn is_up(&self) -> bool {
+        self.session.is_some() && self.state == DcState::Registered
+    }
+
+    /// Seconds since the last successful registration or refresh.
+    pub fn since_registered(&self, now: Instant) -> Option<u64> {
+        self.registered_at.map(|t| now.saturating_duration_since(t).as_secs())
+    }
+
+    pub fn owns_index(&self, index: u32) -> bool {
+        self.attempt.as_ref().is_some_and(|a| a.local_index == index)
+            || self.session.as_ref().is_some_and(|(s, _)| s.local_index == index)
+            || self.previous.as_ref().is_some_and(|s| s.local_index == index)
+    }
+
+    pub fn next_deadline(&self) -> Instant {
+        self.next_attempt
+    }
+
+    /// Sends a (re-)registration when it is due. `unix_nanos` feeds the
+    /// replay-guard timestamp; it is forced to increase strictly.
+    pub fn poll(&mut self, now: Instant, unix_nanos: u64, local_endpoints: &[SocketAddr]) -> Option<(SocketAddr, Vec<u8>)> {
+        if now < self.next_attempt {
+            return None;
+        }
+        if self.attempt.is_some() {
+            self.failures += 1;
+            if self.id.addrs.len() > 1 {
+                self.addr_idx = (self.addr_idx + 1) % self.id.addrs.len();
+            }
+            warn!(
+                attempt = self.failures,
+                next_dc = ?self.id.addrs.get(self.addr_idx),
+                "no answer from the DC; retrying"
+            );
+            self.attempt = None;
+        }
+        // A registration that stopped refreshing for three periods is gone.
+        if let (Some(reg), Some(at)) = (&self.registered, self.registered_at) {
+            if self.state == DcState::Registered
+                && now.saturating_duration_since(at) > Duration::from_secs(3 * reg.refresh_secs as u64)
+            {
+                warn!("lost the DC: registration lapsed; existing tunnels keep working");
+                self.state = DcState::Connecting;
+                self.session = None;
+                self.previous = None;
+            }
+        }
+        let to = *self.id.addrs.get(self.addr_idx)?;
+        self.last_timestamp = unix_nanos.max(self.last_timestamp + 1);
+        let reg = Register {
+            timestamp: self.last_timestamp,
+            name: self.id.name.clone(),
+            auth_key: self.id.auth_key.clone(),
+            local_endpoints: local_endpoints.to_vec(),
+        };
+        let payload = match signal::encode(&reg) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot encode registration");
+                self.next_attempt = now + MAX_RETRY;
+                return None;
+            }
+        };
+        self.index_seed = self.index_seed.wrapping_add(0x9e37_79b9) | 1;
+        match Initiator::start(wire::DC_HANDSHAKE_INIT, &self.id.key, &self.id.dc_key, self.index_seed, &payload) {
+            Ok((initiator, bytes)) => {
+                self.attempt = Some(initiator);
+                let backoff = FIRST_RETRY * 2u32.saturating_pow(self.failures.min(5));
+                self.next_attempt = now + backoff.min(MAX_RETRY);
+                debug!(dc = %to, "registering with the DC");
+                Some((to, bytes))
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot start DC handshake");
+                self.next_attempt = now + MAX_RETRY;
+                None
+            }
+        }
+    }
+
+    /// Consumes a DC_HANDSHAKE_RESP datagram.
+    pub fn handle_response(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) -> Option<DcEvent> {
+        let (sender, receiver, noise) = wire::decode_resp(datagram).ok()?;
+        let attempt = self.attempt.take_if(|a| a.local_index == receiver)?;
+        let (session, payload) = match attempt.finish(sender, noise) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(%from, error = %e, "DC handshake response rejected (wrong dc_public_key?)");
+                return None;
+            }
+        };
+        let reply: RegisterReply = match signal::decode(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(%from, error = %e, "undecodable registration reply");
+                return None;
+            }
+        };
+        self.failures = 0;
+        match reply {
+            RegisterReply::Accepted(reg) => {
+                if self.state != DcState::Registered {
+                    info!(vip = %reg.virtual_ip, domain = %reg.domain, reflexive = %reg.reflexive, dc = %from, "registered with the DC");
+                }
+                self.previous = self.session.take().map(|(s, _)| s);
+                self.session = Some((session, from));
+                self.state = DcState::Registered;
+                self.registered_at = Some(now);
+                self.next_attempt = now + Duration::from_secs(reg.refresh_secs.max(1) as u64);
+                self.registered = Some(reg.clone());
+                Some(DcEvent::Registered(reg))
+            }
+            RegisterReply::Refused { reason } => {
+                warn!(%reason, "the DC refused registration");
+                self.state = DcState::Refused(reason.clone());
+                self.next_attempt = now + REFUSED_RETRY;
+                Some(DcEvent::Refused(reason))
+            }
+        }
+    }
+
+    /// Seals a signaling message for the DC.
+    pub fn seal(&self, msg: &ToDc) -> Option<(SocketAddr, Vec<u8>)> {
+        let (session, to) = self.session.as_ref()?;
+        let payload = signal::encode(msg).ok()?;
+        let bytes = session.seal_to_vec(wire::DC_DATA, &payload).ok()?;
+        Some((*to, bytes))
+    }
+
+    /// Opens a DC_DATA record from the DC.
+    pub fn open(&self, datagram: &mut [u8]) -> Option<FromDc> {
+        let header = TransportHeader::decode(datagram).ok()?;
+        let session = [self.session.as_ref().map(|(s, _)| s), self.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|s| s.local_index == header.receiver)?;
+        let range = session.open(datagram).ok()?;
+        signal::decode(&datagram[range]).ok()
+    }
+}

@@ -1,0 +1,15 @@
+//! The node, the paper's TUN app. Sans-IO logic (`core`, `dc_link`, `peer`,
+//! `dns`) and the shells around it: the TUN device and host network set-up
+//! (`tun`, `system`), the control thread (`control`), the control socket,
+//! and `run`, which wires them to the data-plane workers.
+
+pub mod control;
+pub mod control_socket;
+pub mod core;
+pub mod dc_link;
+pub mod dns;
+pub mod peer;
+pub mod run;
+pub mod system;
+pub mod table;
+pub mod tun;

@@ -1,0 +1,182 @@
+//! Wiring of the node: TUN queues, data sockets, workers, the control
+//! thread, the upstream DNS reader, the control socket and shutdown.
+
+use super::control::Control;
+use super::core::{NodeCore, NodeSettings};
+use super::table::PeerTable;
+use super::{control_socket, system, tun};
+use crate::config::{DnsMode, NodeConfig};
+use crate::dataplane::worker::{DataplaneCounters, Worker};
+use crate::dataplane::ToControl;
+use crate::net::{ifaddrs, udp};
+use crate::shutdown;
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// Control-channel depth: bounded so a flood cannot grow memory; workers
+/// count what they drop when it is full.
+const CONTROL_QUEUE: usize = 4096;
+
+fn worker_count(cfg: &NodeConfig) -> usize {
+    if cfg.workers > 0 {
+        cfg.workers
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+}
+
+/// Binds one SO_REUSEPORT socket per worker on the same port (the NAT sees
+/// one mapping; the kernel spreads flows over the sockets).
+fn bind_data_sockets(port: u16, count: usize) -> Result<Vec<UdpSocket>> {
+    let opts = udp::UdpOptions { reuse_port: true, ..Default::default() };
+    let first = udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), opts)
+        .with_context(|| format!("data socket on port {port} (key `listen_port`)"))?;
+    let port = first.local_addr()?.port();
+    let mut all = vec![first];
+    for _ in 1..count {
+        all.push(udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), opts)?);
+    }
+    for s in &all {
+        s.set_nonblocking(true)?;
+    }
+    Ok(all)
+}
+
+pub fn run(cfg: NodeConfig) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = worker_count(&cfg);
+    // Binding first also proves no other node runs here, so clearing the
+    // rules a crashed predecessor may have left behind is safe.
+    let listener = control_socket::bind(&cfg.control_socket)?;
+    let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
+    system::teardown();
+    let mut queues = tun::create(&cfg.tun, workers)?;
+    let sockets = bind_data_sockets(cfg.listen_port, workers)?;
+    let port = sockets[0].local_addr()?.port();
+    let local_endpoints: Vec<SocketAddr> = ifaddrs::local_addresses(&cfg.tun)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(IpAddr::is_ipv4)
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+
+    let capture: Vec<IpAddr> = match cfg.dns.mode {
+        DnsMode::Off => Vec::new(),
+        DnsMode::Capture => cfg.dns.resolvers.clone(),
+        DnsMode::Stub => {
+            warn!("[dns] mode = \"stub\" is not implemented yet; using capture mode");
+            cfg.dns.resolvers.clone()
+        }
+    };
+    let now = Instant::now();
+    let unix_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mut core = NodeCore::new(
+        NodeSettings {
+            name: cfg.name.clone(),
+            key: cfg.private_key.clone(),
+            dc: cfg.dc.clone(),
+            dc_key: cfg.dc_public_key,
+            auth_key: cfg.auth_key.clone(),
+            keepalive: (cfg.keepalive_secs > 0).then(|| Duration::from_secs(cfg.keepalive_secs)),
+            rekey: Duration::from_secs(cfg.rekey_secs),
+            resolvers: capture.clone(),
+            unix_nanos_at_start: unix_nanos,
+            index_seed: rand::random(),
+        },
+        now,
+    );
+    core.set_local_endpoints(local_endpoints.clone());
+
+    let table = Arc::new(ArcSwap::from_pointee(PeerTable::default()));
+    let counters = Arc::new(DataplaneCounters::default());
+    let (tx, rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
+    let control_udp = sockets[0].try_clone()?;
+    // Control writes (DNS answers, first packets) share queue 0's fd.
+    let control_tun = Arc::new(queues[0].try_clone().context("opening a TUN queue for the control thread")?);
+    let upstream = udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), udp::UdpOptions::default())
+        .context("DNS forwarding socket")?;
+    upstream.set_read_timeout(Some(Duration::from_millis(200)))?;
+
+    info!(
+        name = %cfg.name,
+        tun = %cfg.tun,
+        port,
+        workers,
+        dns = cfg.dns.mode.as_str(),
+        ?local_endpoints,
+        public_key = %cfg.private_key.public_key(),
+        "node starting"
+    );
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut handles = Vec::new();
+    for (id, (tun, udp)) in queues.drain(..).zip(sockets).enumerate() {
+        let w = Worker {
+            id,
+            tun,
+            udp,
+            table: table.clone(),
+            to_control: tx.clone(),
+            stop: stop.clone(),
+            counters: counters.clone(),
+            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+        };
+        handles.push(std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || w.run())?);
+    }
+    {
+        let (tx, stop, upstream) = (tx.clone(), stop.clone(), upstream.try_clone()?);
+        handles.push(std::thread::Builder::new().name("dns-upstream".into()).spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = upstream.recv_from(&mut buf) {
+                    let _ = tx.try_send(ToControl::Upstream { from, bytes: buf[..n].to_vec() });
+                }
+            }
+        })?);
+    }
+    {
+        let (tx, stop) = (tx.clone(), stop.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name("control-socket".into())
+                .spawn(move || control_socket::serve(listener, tx, stop))?,
+        );
+    }
+    {
+        let tx = tx.clone();
+        shutdown::spawn_waiter(stop.clone(), move || {
+            let _ = tx.send(ToControl::Shutdown);
+        });
+    }
+    drop(tx);
+
+    Control {
+        core,
+        rx,
+        udp: control_udp,
+        upstream,
+        tun: control_tun,
+        tun_name: cfg.tun.clone(),
+        table,
+        capture,
+    }
+    .run();
+
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        let _ = h.join();
+    }
+    system::teardown();
+    info!(
+        auth_failed = counters.rx_auth_failed.load(Ordering::Relaxed),
+        spoofed = counters.rx_spoofed.load(Ordering::Relaxed),
+        control_full = counters.control_full.load(Ordering::Relaxed),
+        "node stopped; routes and rules removed"
+    );
+    Ok(())
+}

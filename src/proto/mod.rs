@@ -1,0 +1,11 @@
+//! Sans-IO protocol core: wire formats, the Noise IK handshake, transport
+//! sessions with anti-replay, and the signaling messages between nodes and
+//! the DC. Nothing here touches a socket or reads a clock: callers pass bytes
+//! and times in and get bytes out.
+
+pub mod aead;
+pub mod handshake;
+pub mod replay;
+pub mod session;
+pub mod signal;
+pub mod wire;

@@ -1,0 +1,190 @@
+//! `ntmtun status`: the report a node gives over its control socket, the
+//! client that asks for it, and the plain-text table.
+//!
+//! The JSON field names are a public contract (scripts parse them).
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// Status of the node, as `ntmtun status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub name: String,
+    pub fqdn: Option<String>,
+    pub virtual_ip: Option<Ipv4Addr>,
+    pub dc: DcStatus,
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DcStatus {
+    pub state: String,
+    pub address: Option<SocketAddr>,
+    pub reflexive: Option<SocketAddr>,
+    pub last_registered_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    pub name: String,
+    pub fqdn: String,
+    pub virtual_ip: Ipv4Addr,
+    pub public_key: String,
+    pub path: String,
+    pub endpoint: Option<SocketAddr>,
+    pub last_handshake_secs: Option<u64>,
+    pub last_rx_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+/// The one request the control socket understands today.
+pub const STATUS_REQUEST: &str = "status";
+
+/// Asks the node listening on `socket` for its status.
+pub fn query(socket: &Path) -> Result<StatusReport> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot connect to the node's control socket {}: is `ntmtun node` running, and is this the \
+             `control_socket` from its config (use --socket PATH)? Are you root?",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{STATUS_REQUEST}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).context("reading the node's answer")?;
+    if line.trim().is_empty() {
+        bail!("the node closed the control socket without answering");
+    }
+    serde_json::from_str(&line).context("the node's answer is not a status report")
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), |x| x.to_string())
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The human-readable form of a report.
+pub fn render(r: &StatusReport) -> String {
+    let mut s = String::new();
+    s += &format!("node:     {} ({})\n", opt(&r.fqdn).replace('-', &r.name), opt(&r.virtual_ip));
+    s += &format!(
+        "dc:       {} via {} (seen as {}, refreshed {}s ago)\n",
+        r.dc.state,
+        opt(&r.dc.address),
+        opt(&r.dc.reflexive),
+        opt(&r.dc.last_registered_secs)
+    );
+    if let Some(e) = &r.dc.error {
+        s += &format!("dc error: {e}\n");
+    }
+    if r.peers.is_empty() {
+        s += "peers:    none yet (resolve a name in the domain to reach one)\n";
+        return s;
+    }
+    let header = ["PEER", "VIRTUAL IP", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX"];
+    let rows: Vec<[String; 7]> = r
+        .peers
+        .iter()
+        .map(|p| {
+            [
+                p.fqdn.clone(),
+                p.virtual_ip.to_string(),
+                p.path.clone(),
+                opt(&p.endpoint),
+                p.last_handshake_secs.map_or("never".into(), |t| format!("{t}s ago")),
+                bytes(p.rx_bytes),
+                bytes(p.tx_bytes),
+            ]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for row in &rows {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (c, w) in cells.iter().zip(width) {
+            l += &format!("{c:<w$}  ");
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    s += "\n";
+    s += &line(&header.map(String::from));
+    for row in &rows {
+        s += &line(row);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_contract_fields() {
+        let r = StatusReport {
+            name: "bob".into(),
+            fqdn: Some("bob.ntm.internal".into()),
+            virtual_ip: Some(Ipv4Addr::new(198, 18, 0, 2)),
+            dc: DcStatus {
+                state: "registered".into(),
+                address: Some("198.51.100.10:7446".parse().unwrap()),
+                reflexive: None,
+                last_registered_secs: Some(3),
+                error: None,
+            },
+            peers: vec![PeerStatus {
+                name: "alice".into(),
+                fqdn: "alice.ntm.internal".into(),
+                virtual_ip: Ipv4Addr::new(198, 18, 0, 1),
+                public_key: "k".into(),
+                path: "direct".into(),
+                endpoint: Some("198.51.100.11:4000".parse().unwrap()),
+                last_handshake_secs: Some(1),
+                last_rx_secs: Some(0),
+                rx_bytes: 2048,
+                tx_bytes: 10,
+                rx_packets: 2,
+                tx_packets: 1,
+            }],
+        };
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        for k in ["name", "fqdn", "virtual_ip", "dc", "peers"] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["dc"]["state"], "registered");
+        let p = &v["peers"][0];
+        for k in ["name", "fqdn", "virtual_ip", "path", "endpoint", "last_handshake_secs", "rx_bytes", "tx_bytes"] {
+            assert!(p.get(k).is_some(), "peer missing {k}");
+        }
+        let table = render(&r);
+        assert!(table.contains("alice.ntm.internal") && table.contains("2.0 KiB"), "{table}");
+    }
+}
