@@ -108,7 +108,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_text_with_reason() {
-        assert!(matches!(PrivateKey::from_base64("!!"), Err(KeyError::Base64(_))));
+        assert!(matches!(
+            PrivateKey::from_base64("!!"),
+            Err(KeyError::Base64(_))
+        ));
         assert_eq!(PublicKey::from_base64("AAAA"), Err(KeyError::Length(3)));
     }
 

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ntmtun::keys::PrivateKey;
 use ntmtun::{config, dc, node, shutdown, status};
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -53,7 +53,11 @@ enum Command {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -67,8 +71,11 @@ fn run(cli: Cli) -> Result<()> {
                 .take(4096)
                 .read_to_string(&mut text)
                 .context("reading a private key from stdin")?;
-            let key = PrivateKey::from_base64(&text)
-                .map_err(|e| anyhow::anyhow!("stdin is not a private key: {e} (use the output of `ntmtun keygen`)"))?;
+            let key = PrivateKey::from_base64(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "stdin is not a private key: {e} (use the output of `ntmtun keygen`)"
+                )
+            })?;
             println!("{}", key.public_key());
         }
         Command::Dc { config } => {

@@ -27,15 +27,17 @@ pub fn block_signals() {
 /// Spawns the thread that waits for a shutdown signal, sets `stop` and
 /// calls `notify` (e.g. to wake the control loop).
 pub fn spawn_waiter(stop: Arc<AtomicBool>, notify: impl FnOnce() + Send + 'static) {
-    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let set = signal_set();
-        let mut sig = 0;
-        // SAFETY: a valid set and an out-pointer to an int.
-        unsafe { libc::sigwait(&set, &mut sig) };
-        tracing::info!(signal = sig, "shutting down");
-        stop.store(true, Ordering::SeqCst);
-        notify();
-    });
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let set = signal_set();
+            let mut sig = 0;
+            // SAFETY: a valid set and an out-pointer to an int.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            tracing::info!(signal = sig, "shutting down");
+            stop.store(true, Ordering::SeqCst);
+            notify();
+        });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the signal thread; stop with SIGKILL");
     }

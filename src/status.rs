@@ -62,7 +62,9 @@ pub fn query(socket: &Path) -> Result<StatusReport> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(format!("{STATUS_REQUEST}\n").as_bytes())?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).context("reading the node's answer")?;
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .context("reading the node's answer")?;
     if line.trim().is_empty() {
         bail!("the node closed the control socket without answering");
     }
@@ -70,7 +72,8 @@ pub fn query(socket: &Path) -> Result<StatusReport> {
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".to_string(), |x| x.to_string())
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), |x| x.to_string())
 }
 
 fn bytes(n: u64) -> String {
@@ -91,7 +94,11 @@ fn bytes(n: u64) -> String {
 /// The human-readable form of a report.
 pub fn render(r: &StatusReport) -> String {
     let mut s = String::new();
-    s += &format!("node:     {} ({})\n", opt(&r.fqdn).replace('-', &r.name), opt(&r.virtual_ip));
+    s += &format!(
+        "node:     {} ({})\n",
+        opt(&r.fqdn).replace('-', &r.name),
+        opt(&r.virtual_ip)
+    );
     s += &format!(
         "dc:       {} via {} (seen as {}, refreshed {}s ago)\n",
         r.dc.state,
@@ -106,7 +113,15 @@ pub fn render(r: &StatusReport) -> String {
         s += "peers:    none yet (resolve a name in the domain to reach one)\n";
         return s;
     }
-    let header = ["PEER", "VIRTUAL IP", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX"];
+    let header = [
+        "PEER",
+        "VIRTUAL IP",
+        "PATH",
+        "ENDPOINT",
+        "HANDSHAKE",
+        "RX",
+        "TX",
+    ];
     let rows: Vec<[String; 7]> = r
         .peers
         .iter()
@@ -116,7 +131,8 @@ pub fn render(r: &StatusReport) -> String {
                 p.virtual_ip.to_string(),
                 p.path.clone(),
                 opt(&p.endpoint),
-                p.last_handshake_secs.map_or("never".into(), |t| format!("{t}s ago")),
+                p.last_handshake_secs
+                    .map_or("never".into(), |t| format!("{t}s ago")),
                 bytes(p.rx_bytes),
                 bytes(p.tx_bytes),
             ]
@@ -181,10 +197,22 @@ mod tests {
         }
         assert_eq!(v["dc"]["state"], "registered");
         let p = &v["peers"][0];
-        for k in ["name", "fqdn", "virtual_ip", "path", "endpoint", "last_handshake_secs", "rx_bytes", "tx_bytes"] {
+        for k in [
+            "name",
+            "fqdn",
+            "virtual_ip",
+            "path",
+            "endpoint",
+            "last_handshake_secs",
+            "rx_bytes",
+            "tx_bytes",
+        ] {
             assert!(p.get(k).is_some(), "peer missing {k}");
         }
         let table = render(&r);
-        assert!(table.contains("alice.ntm.internal") && table.contains("2.0 KiB"), "{table}");
+        assert!(
+            table.contains("alice.ntm.internal") && table.contains("2.0 KiB"),
+            "{table}"
+        );
     }
 }

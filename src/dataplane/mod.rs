@@ -13,13 +13,22 @@ use std::net::SocketAddr;
 /// What a worker (or another IO thread) hands to the control thread.
 pub enum ToControl {
     /// A datagram that is not a data record of a known session.
-    Udp { from: SocketAddr, bytes: Vec<u8> },
+    Udp {
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
     /// A TUN packet with no tunnel yet, or a captured DNS query.
     Tun(Vec<u8>),
     /// An authenticated record for our session `index` came from `from`.
-    EndpointSeen { index: u32, from: SocketAddr },
+    EndpointSeen {
+        index: u32,
+        from: SocketAddr,
+    },
     /// An answer from a real DNS resolver.
-    Upstream { from: SocketAddr, bytes: Vec<u8> },
+    Upstream {
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
     /// `ntmtun status` asks; the report goes back on the channel.
     Status(crossbeam_channel::Sender<crate::status::StatusReport>),
     Shutdown,

@@ -37,7 +37,9 @@ pub struct DataplaneCounters {
 
 pub struct Worker {
     pub id: usize,
-    pub tun: SyncDevice,
+    /// This worker's TUN queue (queue 0 is shared with the control thread,
+    /// which writes DNS answers and first packets through it).
+    pub tun: Arc<SyncDevice>,
     pub udp: UdpSocket,
     pub table: Arc<ArcSwap<PeerTable>>,
     pub to_control: Sender<ToControl>,
@@ -68,7 +70,10 @@ impl Worker {
             let now = Instant::now();
             if ready[0] {
                 for _ in 0..BATCH {
-                    match self.tun.recv(&mut out[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + BUF]) {
+                    match self
+                        .tun
+                        .recv(&mut out[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + BUF])
+                    {
                         Ok(n) => self.outbound(&table, &mut out, n, now),
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => {
@@ -134,7 +139,10 @@ impl Worker {
             _ => None,
         };
         let Some(route) = route else {
-            self.to_control(ToControl::Udp { from, bytes: dgram.to_vec() });
+            self.to_control(ToControl::Udp {
+                from,
+                bytes: dgram.to_vec(),
+            });
             return;
         };
         let range = match route.session.open(dgram) {
@@ -157,7 +165,9 @@ impl Worker {
         // The tunnel authenticates the peer; the inner source must be its
         // own virtual address, or a peer could spoof another.
         let src_ok = packet::source(payload) == Some(IpAddr::V4(route.virtual_ip));
-        let dst_ok = table.local_ip.is_some_and(|ip| packet::destination(payload) == Some(IpAddr::V4(ip)));
+        let dst_ok = table
+            .local_ip
+            .is_some_and(|ip| packet::destination(payload) == Some(IpAddr::V4(ip)));
         if !(src_ok && dst_ok) {
             self.counters.rx_spoofed.fetch_add(1, Ordering::Relaxed);
             return;

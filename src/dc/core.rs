@@ -77,7 +77,9 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 63
         && !name.starts_with('-')
         && !name.ends_with('-')
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl DcCore {
@@ -107,7 +109,13 @@ impl DcCore {
     }
 
     /// Handles one datagram from `from`; `unix_now` is wall-clock seconds.
-    pub fn handle(&mut self, from: SocketAddr, datagram: &mut [u8], now: Instant, unix_now: u64) -> Vec<Transmit> {
+    pub fn handle(
+        &mut self,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        now: Instant,
+        unix_now: u64,
+    ) -> Vec<Transmit> {
         match wire::kind(datagram) {
             Ok(wire::DC_HANDSHAKE_INIT) => self.handle_register(from, datagram, now, unix_now),
             Ok(wire::DC_DATA) => self.handle_data(from, datagram, now),
@@ -124,7 +132,13 @@ impl DcCore {
         }
     }
 
-    fn handle_register(&mut self, from: SocketAddr, datagram: &[u8], now: Instant, unix_now: u64) -> Vec<Transmit> {
+    fn handle_register(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        unix_now: u64,
+    ) -> Vec<Transmit> {
         let responder = match Responder::read(&self.settings.key, datagram) {
             Ok(r) => r,
             Err(e) => {
@@ -142,7 +156,11 @@ impl DcCore {
                 return Vec::new();
             }
         };
-        if self.last_timestamp.get(&key).is_some_and(|&t| reg.timestamp <= t) {
+        if self
+            .last_timestamp
+            .get(&key)
+            .is_some_and(|&t| reg.timestamp <= t)
+        {
             debug!(%from, node = %key.short(), "replayed or stale registration ignored");
             self.stats.dropped += 1;
             return Vec::new();
@@ -216,7 +234,12 @@ impl DcCore {
     }
 
     /// Enrols or re-admits a node; Err carries a reason for the node's log.
-    fn admit(&mut self, key: &PublicKey, reg: &Register, unix_now: u64) -> Result<NodeRecord, String> {
+    fn admit(
+        &mut self,
+        key: &PublicKey,
+        reg: &Register,
+        unix_now: u64,
+    ) -> Result<NodeRecord, String> {
         if !valid_name(&reg.name) {
             return Err(format!(
                 "name {:?} is not a valid node name: use 1-63 lowercase letters, digits or '-'",
@@ -230,7 +253,13 @@ impl DcCore {
             .is_some();
         // Once enrolled, the static key is the identity; the auth key is
         // only needed to join.
-        if !known && !self.settings.auth_keys.iter().any(|k| ct_eq(k.as_bytes(), reg.auth_key.as_bytes())) {
+        if !known
+            && !self
+                .settings
+                .auth_keys
+                .iter()
+                .any(|k| ct_eq(k.as_bytes(), reg.auth_key.as_bytes()))
+        {
             return Err("auth key not accepted by the DC: check auth_key in node.toml against auth_keys in dc.toml".into());
         }
         self.store
@@ -244,7 +273,12 @@ impl DcCore {
             })
     }
 
-    fn handle_data(&mut self, from: SocketAddr, datagram: &mut [u8], now: Instant) -> Vec<Transmit> {
+    fn handle_data(
+        &mut self,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        now: Instant,
+    ) -> Vec<Transmit> {
         let Ok(header) = TransportHeader::decode(datagram) else {
             self.stats.dropped += 1;
             return Vec::new();
@@ -304,7 +338,13 @@ impl DcCore {
         }
     }
 
-    fn resolve(&mut self, asker: PublicKey, id: u64, target: Target, direct: bool) -> Vec<Transmit> {
+    fn resolve(
+        &mut self,
+        asker: PublicKey,
+        id: u64,
+        target: Target,
+        direct: bool,
+    ) -> Vec<Transmit> {
         self.stats.resolves += 1;
         let found = match &target {
             Target::Name(n) => self.store.by_name(&n.to_ascii_lowercase()),
@@ -342,7 +382,10 @@ impl DcCore {
         let node = self.online.get(to)?;
         let payload = signal::encode(msg).ok()?;
         let bytes = node.session.seal_to_vec(wire::DC_DATA, &payload).ok()?;
-        Some(Transmit { to: node.reflexive, bytes })
+        Some(Transmit {
+            to: node.reflexive,
+            bytes,
+        })
     }
 
     /// Expires nodes that stopped refreshing; their addresses stay reserved
@@ -368,6 +411,9 @@ impl DcCore {
 
     /// When `handle_timeout` next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.online.values().map(|n| n.last_seen + self.settings.expiry).min()
+        self.online
+            .values()
+            .map(|n| n.last_seen + self.settings.expiry)
+            .min()
     }
 }

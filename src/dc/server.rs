@@ -15,15 +15,25 @@ use tracing::{info, warn};
 
 /// Runs the DC until `stop` is set.
 pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
-    let store = Store::open(&cfg.state_dir)
-        .with_context(|| format!("opening the DC store in state_dir {}", cfg.state_dir.display()))?;
+    let store = Store::open(&cfg.state_dir).with_context(|| {
+        format!(
+            "opening the DC store in state_dir {}",
+            cfg.state_dir.display()
+        )
+    })?;
     let enrolled = store.all().map(|v| v.len()).unwrap_or(0);
     let sockets: Vec<UdpSocket> = cfg
         .listen
         .iter()
         .map(|&addr| {
-            udp::bind(addr, udp::UdpOptions { mark: false, ..Default::default() })
-                .with_context(|| format!("listen address {addr} (key `listen` in the DC config)"))
+            udp::bind(
+                addr,
+                udp::UdpOptions {
+                    mark: false,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("listen address {addr} (key `listen` in the DC config)"))
         })
         .collect::<Result<_>>()?;
     for s in &sockets {
@@ -73,7 +83,10 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
                         break;
                     }
                 };
-                let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let unix = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
                 for t in core.handle(from, &mut buf[..n], Instant::now(), unix) {
                     send(sock, &sockets, t.to, &t.bytes);
                 }
@@ -93,7 +106,11 @@ fn send(preferred: &UdpSocket, all: &[UdpSocket], to: SocketAddr, bytes: &[u8]) 
             .map(|a| a.is_ipv4() == to.is_ipv4() || a.ip().is_unspecified())
             .unwrap_or(false)
     };
-    let sock = if family_ok(preferred) { Some(preferred) } else { all.iter().find(|s| family_ok(s)) };
+    let sock = if family_ok(preferred) {
+        Some(preferred)
+    } else {
+        all.iter().find(|s| family_ok(s))
+    };
     match sock {
         Some(s) => {
             if let Err(e) = s.send_to(bytes, to) {

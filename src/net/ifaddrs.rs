@@ -8,7 +8,10 @@ fn usable(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_unspecified() && !v4.is_link_local(),
         IpAddr::V6(v6) => {
-            !v6.is_loopback() && !v6.is_unspecified() && !is_unicast_link_local(v6) && !v6.is_multicast()
+            !v6.is_loopback()
+                && !v6.is_unspecified()
+                && !is_unicast_link_local(v6)
+                && !v6.is_multicast()
         }
     }
 }

@@ -10,7 +10,11 @@ use std::time::Duration;
 pub fn readable(fds: &[RawFd], timeout: Duration) -> io::Result<Vec<bool>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
         .collect();
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: pfds is a valid array of pollfd of the given length.

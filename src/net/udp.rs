@@ -19,7 +19,11 @@ pub struct UdpOptions {
 
 impl Default for UdpOptions {
     fn default() -> Self {
-        UdpOptions { reuse_port: false, mark: true, buffer_bytes: 4 << 20 }
+        UdpOptions {
+            reuse_port: false,
+            mark: true,
+            buffer_bytes: 4 << 20,
+        }
     }
 }
 
@@ -27,7 +31,11 @@ impl Default for UdpOptions {
 /// port serves both families. Setting the mark needs CAP_NET_ADMIN; without
 /// it we go on unmarked (fine for the DC, and logged by the caller).
 pub fn bind(addr: SocketAddr, opts: UdpOptions) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         sock.set_only_v6(!addr.ip().is_unspecified())?;

@@ -92,7 +92,9 @@ impl Control {
                     }
                 }
                 Output::Configure(reg) => {
-                    if let Err(e) = system::configure_address(&self.tun_name, reg.virtual_ip, reg.prefix_len) {
+                    if let Err(e) =
+                        system::configure_address(&self.tun_name, reg.virtual_ip, reg.prefix_len)
+                    {
                         warn!(error = format!("{e:#}"), "cannot configure the TUN");
                     }
                     if !*captured && !self.capture.is_empty() {
@@ -109,7 +111,10 @@ impl Control {
                             .collect();
                         match system::capture_dns(&self.tun_name, &v4) {
                             Ok(()) => *captured = true,
-                            Err(e) => warn!(error = format!("{e:#}"), "cannot capture DNS; names in the domain will not resolve"),
+                            Err(e) => warn!(
+                                error = format!("{e:#}"),
+                                "cannot capture DNS; names in the domain will not resolve"
+                            ),
                         }
                     }
                 }

@@ -20,7 +20,8 @@ use tracing::{debug, warn};
 /// steal one a running node still answers on.
 pub fn bind(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {} (key `control_socket`)", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {} (key `control_socket`)", dir.display()))?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -29,10 +30,15 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
                 path.display()
             );
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale control socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale control socket {}", path.display()))?;
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding control socket {} (key `control_socket`)", path.display()))?;
+    let listener = UnixListener::bind(path).with_context(|| {
+        format!(
+            "binding control socket {} (key `control_socket`)",
+            path.display()
+        )
+    })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {} to root", path.display()))?;
     listener.set_nonblocking(true)?;
@@ -80,12 +86,19 @@ fn answer(stream: UnixStream, to_control: &Sender<ToControl>) -> Result<()> {
     BufReader::new((&stream).take(1024)).read_line(&mut line)?;
     let mut stream = stream;
     if line.trim() != STATUS_REQUEST {
-        writeln!(stream, "{{\"error\":\"unknown request; the only request is {STATUS_REQUEST:?}\"}}")?;
+        writeln!(
+            stream,
+            "{{\"error\":\"unknown request; the only request is {STATUS_REQUEST:?}\"}}"
+        )?;
         return Ok(());
     }
     let (tx, rx) = crossbeam_channel::bounded(1);
-    to_control.send(ToControl::Status(tx)).context("control thread gone")?;
-    let report = rx.recv_timeout(Duration::from_secs(2)).context("control thread did not answer")?;
+    to_control
+        .send(ToControl::Status(tx))
+        .context("control thread gone")?;
+    let report = rx
+        .recv_timeout(Duration::from_secs(2))
+        .context("control thread did not answer")?;
     writeln!(stream, "{}", serde_json::to_string(&report)?)?;
     Ok(())
 }

@@ -3,13 +3,15 @@
 //! tunnel. Bytes and times go in; `Output`s and a new worker table come out.
 
 use super::dc_link::{DcEvent, DcIdentity, DcLink, DcState};
-use super::dns::{DnsAction, DnsInterceptor, ResolveTarget, Resolution as DnsResolution};
+use super::dns::{DnsAction, DnsInterceptor, Resolution as DnsResolution, ResolveTarget};
 use super::peer::{DnsWaiter, Initiation, Peer};
 use super::table::{PeerStats, PeerTable, RxRoute, TxRoute};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::net::packet;
 use crate::proto::handshake::{Initiator, Responder};
-use crate::proto::signal::{self, FromDc, PeerHello, PeerInfo, Registered, Resolution, Target, ToDc};
+use crate::proto::signal::{
+    self, FromDc, PeerHello, PeerInfo, Registered, Resolution, Target, ToDc,
+};
 use crate::proto::wire;
 use crate::status::{DcStatus, PeerStatus, StatusReport};
 use ipnet::Ipv4Net;
@@ -166,13 +168,23 @@ impl NodeCore {
             if let Some(cur) = &p.current {
                 t.by_vip.insert(
                     p.virtual_ip,
-                    TxRoute { virtual_ip: p.virtual_ip, session: cur.clone(), endpoint, stats: p.stats.clone() },
+                    TxRoute {
+                        virtual_ip: p.virtual_ip,
+                        session: cur.clone(),
+                        endpoint,
+                        stats: p.stats.clone(),
+                    },
                 );
             }
             for s in [&p.current, &p.previous].into_iter().flatten() {
                 t.by_index.insert(
                     s.local_index,
-                    RxRoute { virtual_ip: p.virtual_ip, session: s.clone(), endpoint, stats: p.stats.clone() },
+                    RxRoute {
+                        virtual_ip: p.virtual_ip,
+                        session: s.clone(),
+                        endpoint,
+                        stats: p.stats.clone(),
+                    },
                 );
             }
         }
@@ -235,8 +247,11 @@ impl NodeCore {
     fn on_dc_event(&mut self, ev: DcEvent, now: Instant) {
         match ev {
             DcEvent::Registered(reg) => {
-                let prefix = Ipv4Net::new(reg.virtual_ip, reg.prefix_len).map(|n| n.trunc()).ok();
-                let changed = self.prefix != prefix || self.dns.as_ref().map(|d| d.domain()) != Some(reg.domain.as_str());
+                let prefix = Ipv4Net::new(reg.virtual_ip, reg.prefix_len)
+                    .map(|n| n.trunc())
+                    .ok();
+                let changed = self.prefix != prefix
+                    || self.dns.as_ref().map(|d| d.domain()) != Some(reg.domain.as_str());
                 if changed {
                     self.prefix = prefix;
                     self.dns = match (prefix, self.s.resolvers.is_empty()) {
@@ -269,7 +284,9 @@ impl NodeCore {
                 self.upsert_peer(&info);
             }
             FromDc::Resolved { id, result } => {
-                let Some(pending) = self.resolves.remove(&id) else { return };
+                let Some(pending) = self.resolves.remove(&id) else {
+                    return;
+                };
                 self.on_resolved(pending, result, now);
             }
         }
@@ -287,7 +304,13 @@ impl NodeCore {
         self.by_vip.insert(info.virtual_ip, key);
         let stats_epoch = self.start;
         let peer = self.peers.entry(key).or_insert_with(|| {
-            Peer::new(info.name.clone(), info.virtual_ip, key, Vec::new(), Arc::new(PeerStats::new(stats_epoch)))
+            Peer::new(
+                info.name.clone(),
+                info.virtual_ip,
+                key,
+                Vec::new(),
+                Arc::new(PeerStats::new(stats_epoch)),
+            )
         });
         peer.name = info.name.clone();
         peer.virtual_ip = info.virtual_ip;
@@ -298,8 +321,12 @@ impl NodeCore {
     fn on_resolved(&mut self, pending: PendingResolve, result: Resolution, now: Instant) {
         match result {
             Resolution::Found(info) => {
-                let own = self.dc.registered.as_ref().map(|r| r.virtual_ip) == Some(info.virtual_ip);
-                let answer = DnsResolution::Found { name: info.name.clone(), virtual_ip: info.virtual_ip };
+                let own =
+                    self.dc.registered.as_ref().map(|r| r.virtual_ip) == Some(info.virtual_ip);
+                let answer = DnsResolution::Found {
+                    name: info.name.clone(),
+                    virtual_ip: info.virtual_ip,
+                };
                 if own || !pending.direct {
                     for w in pending.dns {
                         self.reply_dns(&w, &answer);
@@ -320,7 +347,11 @@ impl NodeCore {
                 self.ensure_tunnel(key, now);
             }
             Resolution::NotFound | Resolution::Offline => {
-                let answer = if result == Resolution::NotFound { DnsResolution::NotFound } else { DnsResolution::Failed };
+                let answer = if result == Resolution::NotFound {
+                    DnsResolution::NotFound
+                } else {
+                    DnsResolution::Failed
+                };
                 debug!(target = ?pending.target, ?result, "DC could not resolve");
                 if let Target::Address(ip) = pending.target {
                     self.orphans.remove(&ip);
@@ -337,7 +368,9 @@ impl NodeCore {
     /// Starts a handshake unless a session exists or one is in flight; then
     /// delivers whatever waits if the tunnel is already up.
     fn ensure_tunnel(&mut self, key: PublicKey, now: Instant) {
-        let Some(p) = self.peers.get(&key) else { return };
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
         if p.current.is_some() {
             self.flush_peer(key, now);
         } else if p.initiation.is_none() {
@@ -349,8 +382,12 @@ impl NodeCore {
         let index = self.alloc_index();
         let ts = self.unix_nanos(now).max(self.last_hello_sent + 1);
         self.last_hello_sent = ts;
-        let Ok(payload) = signal::encode(&PeerHello { timestamp: ts }) else { return };
-        let Some(p) = self.peers.get_mut(&key) else { return };
+        let Ok(payload) = signal::encode(&PeerHello { timestamp: ts }) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
         if let Some(old) = p.initiation.take() {
             self.initiations.remove(&old.initiator.local_index);
         }
@@ -359,9 +396,16 @@ impl NodeCore {
                 let targets = p.targets();
                 debug!(peer = %p.name, ?targets, attempts, "sending handshake initiation");
                 for to in targets {
-                    self.out.push_back(Output::Udp { to, bytes: bytes.clone() });
+                    self.out.push_back(Output::Udp {
+                        to,
+                        bytes: bytes.clone(),
+                    });
                 }
-                p.initiation = Some(Initiation { initiator, sent: now, attempts });
+                p.initiation = Some(Initiation {
+                    initiator,
+                    sent: now,
+                    attempts,
+                });
                 self.initiations.insert(index, key);
             }
             Err(e) => warn!(peer = %p.name, error = %e, "cannot start handshake"),
@@ -404,13 +448,19 @@ impl NodeCore {
     }
 
     fn on_handshake_resp(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
-        let Ok((sender, receiver, noise)) = wire::decode_resp(datagram) else { return };
+        let Ok((sender, receiver, noise)) = wire::decode_resp(datagram) else {
+            return;
+        };
         let Some(key) = self.initiations.get(&receiver).copied() else {
             debug!(%from, "handshake response for no initiation in flight");
             return;
         };
-        let Some(p) = self.peers.get_mut(&key) else { return };
-        let Some(init) = p.initiation.take() else { return };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(init) = p.initiation.take() else {
+            return;
+        };
         let attempts = init.attempts;
         self.initiations.remove(&receiver);
         match init.initiator.finish(sender, noise) {
@@ -430,9 +480,16 @@ impl NodeCore {
 
     /// Sends packets queued for the peer and answers DNS queries waiting on it.
     fn flush_peer(&mut self, key: PublicKey, now: Instant) {
-        let Some(p) = self.peers.get_mut(&key) else { return };
-        let (Some(session), Some(endpoint)) = (p.current.clone(), p.endpoint) else { return };
-        let answer = DnsResolution::Found { name: p.name.clone(), virtual_ip: p.virtual_ip };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let (Some(session), Some(endpoint)) = (p.current.clone(), p.endpoint) else {
+            return;
+        };
+        let answer = DnsResolution::Found {
+            name: p.name.clone(),
+            virtual_ip: p.virtual_ip,
+        };
         let waiters = std::mem::take(&mut p.dns_waiters);
         let queued: Vec<Vec<u8>> = p.queue.drain(..).collect();
         let stats = p.stats.clone();
@@ -442,7 +499,10 @@ impl NodeCore {
         for pkt in queued {
             if let Ok(bytes) = session.seal_to_vec(wire::DATA, &pkt) {
                 stats.record_tx(pkt.len(), now);
-                self.out.push_back(Output::Udp { to: endpoint, bytes });
+                self.out.push_back(Output::Udp {
+                    to: endpoint,
+                    bytes,
+                });
             }
         }
     }
@@ -459,7 +519,9 @@ impl NodeCore {
                 return;
             }
         }
-        let Some(IpAddr::V4(dst)) = packet::destination(&pkt) else { return };
+        let Some(IpAddr::V4(dst)) = packet::destination(&pkt) else {
+            return;
+        };
         if !self.prefix.is_some_and(|p| p.contains(&dst)) {
             return;
         }
@@ -494,13 +556,24 @@ impl NodeCore {
         self.s.resolvers.iter().any(|r| *r == IpAddr::V4(*ip))
     }
 
-    fn handle_dns(&mut self, client: SocketAddrV4, resolver: SocketAddrV4, query: &[u8], now: Instant) {
+    fn handle_dns(
+        &mut self,
+        client: SocketAddrV4,
+        resolver: SocketAddrV4,
+        query: &[u8],
+        now: Instant,
+    ) {
         let Some(dns) = &self.dns else { return };
         match dns.classify(query) {
             DnsAction::Forward => self.forward_dns(client, resolver, query, now),
             DnsAction::Reply(bytes) => self.write_dns(client, resolver, &bytes),
             DnsAction::Resolve { pending, target } => {
-                let waiter = DnsWaiter { pending, client, resolver, deadline: now + DNS_WAIT };
+                let waiter = DnsWaiter {
+                    pending,
+                    client,
+                    resolver,
+                    deadline: now + DNS_WAIT,
+                };
                 let (target, direct) = match target {
                     ResolveTarget::Name(n) => (Target::Name(n), true),
                     ResolveTarget::Address(a) => (Target::Address(a), false),
@@ -518,7 +591,10 @@ impl NodeCore {
                 Target::Address(a) => *a == reg.virtual_ip,
             };
             if own {
-                let ans = DnsResolution::Found { name: self.s.name.clone(), virtual_ip: reg.virtual_ip };
+                let ans = DnsResolution::Found {
+                    name: self.s.name.clone(),
+                    virtual_ip: reg.virtual_ip,
+                };
                 self.reply_dns(&waiter, &ans);
                 return;
             }
@@ -529,7 +605,10 @@ impl NodeCore {
         });
         if let Some(p) = known {
             let key = p.key;
-            let ans = DnsResolution::Found { name: p.name.clone(), virtual_ip: p.virtual_ip };
+            let ans = DnsResolution::Found {
+                name: p.name.clone(),
+                virtual_ip: p.virtual_ip,
+            };
             if !direct || p.current.is_some() {
                 self.reply_dns(&waiter, &ans);
                 if direct {
@@ -552,21 +631,40 @@ impl NodeCore {
 
     /// Asks the DC about `target`, joining a question already in flight.
     fn resolve(&mut self, target: Target, direct: bool, waiter: Option<DnsWaiter>, now: Instant) {
-        if let Some(p) = self.resolves.values_mut().find(|p| p.target == target && p.direct == direct) {
+        if let Some(p) = self
+            .resolves
+            .values_mut()
+            .find(|p| p.target == target && p.direct == direct)
+        {
             p.dns.extend(waiter);
             return;
         }
         let id = self.next_resolve;
         self.next_resolve += 1;
-        self.resolves.insert(id, PendingResolve { target, direct, sent: now, attempts: 0, dns: waiter.into_iter().collect() });
+        self.resolves.insert(
+            id,
+            PendingResolve {
+                target,
+                direct,
+                sent: now,
+                attempts: 0,
+                dns: waiter.into_iter().collect(),
+            },
+        );
         self.send_resolve(id, now);
     }
 
     fn send_resolve(&mut self, id: u64, now: Instant) {
-        let Some(p) = self.resolves.get_mut(&id) else { return };
+        let Some(p) = self.resolves.get_mut(&id) else {
+            return;
+        };
         p.sent = now;
         p.attempts += 1;
-        let msg = ToDc::Resolve { id, target: p.target.clone(), direct: p.direct };
+        let msg = ToDc::Resolve {
+            id,
+            target: p.target.clone(),
+            direct: p.direct,
+        };
         if let Some((to, bytes)) = self.dc.seal(&msg) {
             self.out.push_back(Output::Udp { to, bytes });
         }
@@ -585,7 +683,13 @@ impl NodeCore {
         self.out.push_back(Output::Tun(pkt));
     }
 
-    fn forward_dns(&mut self, client: SocketAddrV4, resolver: SocketAddrV4, query: &[u8], now: Instant) {
+    fn forward_dns(
+        &mut self,
+        client: SocketAddrV4,
+        resolver: SocketAddrV4,
+        query: &[u8],
+        now: Instant,
+    ) {
         if query.len() < 2 {
             return;
         }
@@ -598,8 +702,18 @@ impl NodeCore {
             }
             return;
         }
-        self.forwards.insert((to, id), Forward { client, resolver, deadline: now + FORWARD_TIMEOUT });
-        self.out.push_back(Output::Upstream { to, bytes: query.to_vec() });
+        self.forwards.insert(
+            (to, id),
+            Forward {
+                client,
+                resolver,
+                deadline: now + FORWARD_TIMEOUT,
+            },
+        );
+        self.out.push_back(Output::Upstream {
+            to,
+            bytes: query.to_vec(),
+        });
     }
 
     /// An answer from a real resolver: back to the application, unchanged.
@@ -629,7 +743,10 @@ impl NodeCore {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            let give_up = self.resolves.get(&id).is_some_and(|p| p.attempts >= RESOLVE_ATTEMPTS);
+            let give_up = self
+                .resolves
+                .get(&id)
+                .is_some_and(|p| p.attempts >= RESOLVE_ATTEMPTS);
             if give_up || !self.dc.is_up() {
                 if let Some(p) = self.resolves.remove(&id) {
                     debug!(target = ?p.target, "no answer from the DC");
@@ -654,18 +771,27 @@ impl NodeCore {
     }
 
     fn peer_timers(&mut self, key: PublicKey, now: Instant) {
-        let Some(p) = self.peers.get_mut(&key) else { return };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
         // DNS answers that waited long enough go out with the address: the
         // first packets will find the tunnel or trigger it again.
         if p.dns_waiters.iter().any(|w| w.deadline <= now) {
-            let answer = DnsResolution::Found { name: p.name.clone(), virtual_ip: p.virtual_ip };
-            let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut p.dns_waiters).into_iter().partition(|w| w.deadline <= now);
+            let answer = DnsResolution::Found {
+                name: p.name.clone(),
+                virtual_ip: p.virtual_ip,
+            };
+            let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut p.dns_waiters)
+                .into_iter()
+                .partition(|w| w.deadline <= now);
             p.dns_waiters = keep;
             for w in late {
                 self.reply_dns(&w, &answer);
             }
         }
-        let Some(p) = self.peers.get_mut(&key) else { return };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
         if let Some(init) = &p.initiation {
             if now.saturating_duration_since(init.sent) >= HANDSHAKE_RETRY {
                 let attempts = init.attempts;
@@ -684,15 +810,24 @@ impl NodeCore {
         // Rekey: the initiator of the current session renews it on time; the
         // responder steps in later in case the initiator went quiet.
         if let Some(est) = p.established {
-            let due = if p.we_initiated { self.s.rekey } else { self.s.rekey + Duration::from_secs(30) };
+            let due = if p.we_initiated {
+                self.s.rekey
+            } else {
+                self.s.rekey + Duration::from_secs(30)
+            };
             if now.saturating_duration_since(est) >= due {
                 debug!(peer = %p.name, "rekeying");
                 self.initiate(key, now, 1);
                 return;
             }
         }
-        if let (Some(interval), Some(s), Some(ep)) = (self.s.keepalive, p.current.clone(), p.endpoint) {
-            let idle = p.stats.last_tx().is_none_or(|t| now.saturating_duration_since(t) >= interval);
+        if let (Some(interval), Some(s), Some(ep)) =
+            (self.s.keepalive, p.current.clone(), p.endpoint)
+        {
+            let idle = p
+                .stats
+                .last_tx()
+                .is_none_or(|t| now.saturating_duration_since(t) >= interval);
             if idle {
                 if let Ok(bytes) = s.seal_to_vec(wire::DATA, &[]) {
                     p.stats.record_tx(0, now);
@@ -729,7 +864,10 @@ impl NodeCore {
 
     pub fn status(&self, now: Instant) -> StatusReport {
         let reg = self.dc.registered.as_ref();
-        let fqdn = |name: &str| reg.map(|r| format!("{name}.{}", r.domain)).unwrap_or_else(|| name.to_string());
+        let fqdn = |name: &str| {
+            reg.map(|r| format!("{name}.{}", r.domain))
+                .unwrap_or_else(|| name.to_string())
+        };
         let mut peers: Vec<PeerStatus> = self
             .peers
             .values()
@@ -740,12 +878,23 @@ impl NodeCore {
                 public_key: p.key.to_base64(),
                 path: "direct".into(),
                 endpoint: p.endpoint,
-                last_handshake_secs: p.established.map(|t| now.saturating_duration_since(t).as_secs()),
-                last_rx_secs: p.stats.last_rx().map(|t| now.saturating_duration_since(t).as_secs()),
+                last_handshake_secs: p
+                    .established
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
+                last_rx_secs: p
+                    .stats
+                    .last_rx()
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
                 rx_bytes: p.stats.rx_bytes.load(std::sync::atomic::Ordering::Relaxed),
                 tx_bytes: p.stats.tx_bytes.load(std::sync::atomic::Ordering::Relaxed),
-                rx_packets: p.stats.rx_packets.load(std::sync::atomic::Ordering::Relaxed),
-                tx_packets: p.stats.tx_packets.load(std::sync::atomic::Ordering::Relaxed),
+                rx_packets: p
+                    .stats
+                    .rx_packets
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                tx_packets: p
+                    .stats
+                    .tx_packets
+                    .load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect();
         peers.sort_by(|a, b| a.name.cmp(&b.name));

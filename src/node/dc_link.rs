@@ -99,13 +99,22 @@ impl DcLink {
 
     /// Seconds since the last successful registration or refresh.
     pub fn since_registered(&self, now: Instant) -> Option<u64> {
-        self.registered_at.map(|t| now.saturating_duration_since(t).as_secs())
+        self.registered_at
+            .map(|t| now.saturating_duration_since(t).as_secs())
     }
 
     pub fn owns_index(&self, index: u32) -> bool {
-        self.attempt.as_ref().is_some_and(|a| a.local_index == index)
-            || self.session.as_ref().is_some_and(|(s, _)| s.local_index == index)
-            || self.previous.as_ref().is_some_and(|s| s.local_index == index)
+        self.attempt
+            .as_ref()
+            .is_some_and(|a| a.local_index == index)
+            || self
+                .session
+                .as_ref()
+                .is_some_and(|(s, _)| s.local_index == index)
+            || self
+                .previous
+                .as_ref()
+                .is_some_and(|s| s.local_index == index)
     }
 
     pub fn next_deadline(&self) -> Instant {
@@ -114,7 +123,12 @@ impl DcLink {
 
     /// Sends a (re-)registration when it is due. `unix_nanos` feeds the
     /// replay-guard timestamp; it is forced to increase strictly.
-    pub fn poll(&mut self, now: Instant, unix_nanos: u64, local_endpoints: &[SocketAddr]) -> Option<(SocketAddr, Vec<u8>)> {
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        unix_nanos: u64,
+        local_endpoints: &[SocketAddr],
+    ) -> Option<(SocketAddr, Vec<u8>)> {
         if now < self.next_attempt {
             return None;
         }
@@ -133,7 +147,8 @@ impl DcLink {
         // A registration that stopped refreshing for three periods is gone.
         if let (Some(reg), Some(at)) = (&self.registered, self.registered_at) {
             if self.state == DcState::Registered
-                && now.saturating_duration_since(at) > Duration::from_secs(3 * reg.refresh_secs as u64)
+                && now.saturating_duration_since(at)
+                    > Duration::from_secs(3 * reg.refresh_secs as u64)
             {
                 warn!("lost the DC: registration lapsed; existing tunnels keep working");
                 self.state = DcState::Connecting;
@@ -158,7 +173,13 @@ impl DcLink {
             }
         };
         self.index_seed = self.index_seed.wrapping_add(0x9e37_79b9) | 1;
-        match Initiator::start(wire::DC_HANDSHAKE_INIT, &self.id.key, &self.id.dc_key, self.index_seed, &payload) {
+        match Initiator::start(
+            wire::DC_HANDSHAKE_INIT,
+            &self.id.key,
+            &self.id.dc_key,
+            self.index_seed,
+            &payload,
+        ) {
             Ok((initiator, bytes)) => {
                 self.attempt = Some(initiator);
                 let backoff = FIRST_RETRY * 2u32.saturating_pow(self.failures.min(5));
@@ -175,7 +196,12 @@ impl DcLink {
     }
 
     /// Consumes a DC_HANDSHAKE_RESP datagram.
-    pub fn handle_response(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) -> Option<DcEvent> {
+    pub fn handle_response(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Option<DcEvent> {
         let (sender, receiver, noise) = wire::decode_resp(datagram).ok()?;
         let attempt = self.attempt.take_if(|a| a.local_index == receiver)?;
         let (session, payload) = match attempt.finish(sender, noise) {
@@ -226,10 +252,13 @@ impl DcLink {
     /// Opens a DC_DATA record from the DC.
     pub fn open(&self, datagram: &mut [u8]) -> Option<FromDc> {
         let header = TransportHeader::decode(datagram).ok()?;
-        let session = [self.session.as_ref().map(|(s, _)| s), self.previous.as_ref()]
-            .into_iter()
-            .flatten()
-            .find(|s| s.local_index == header.receiver)?;
+        let session = [
+            self.session.as_ref().map(|(s, _)| s),
+            self.previous.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|s| s.local_index == header.receiver)?;
         let range = session.open(datagram).ok()?;
         signal::decode(&datagram[range]).ok()
     }

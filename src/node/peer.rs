@@ -53,7 +53,13 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(name: String, virtual_ip: Ipv4Addr, key: PublicKey, endpoints: Vec<SocketAddr>, stats: Arc<PeerStats>) -> Self {
+    pub fn new(
+        name: String,
+        virtual_ip: Ipv4Addr,
+        key: PublicKey,
+        endpoints: Vec<SocketAddr>,
+        stats: Arc<PeerStats>,
+    ) -> Self {
         Peer {
             name,
             virtual_ip,
@@ -81,7 +87,13 @@ impl Peer {
     }
 
     /// Installs a new session, keeping the old one for records in flight.
-    pub fn install(&mut self, session: Session, endpoint: SocketAddr, now: Instant, we_initiated: bool) {
+    pub fn install(
+        &mut self,
+        session: Session,
+        endpoint: SocketAddr,
+        now: Instant,
+        we_initiated: bool,
+    ) {
         self.previous = self.current.take();
         self.current = Some(Arc::new(session));
         self.endpoint = Some(endpoint);
@@ -102,7 +114,12 @@ impl Peer {
     }
 
     pub fn owns_index(&self, index: u32) -> bool {
-        self.current.as_ref().is_some_and(|s| s.local_index == index)
-            || self.previous.as_ref().is_some_and(|s| s.local_index == index)
+        self.current
+            .as_ref()
+            .is_some_and(|s| s.local_index == index)
+            || self
+                .previous
+                .as_ref()
+                .is_some_and(|s| s.local_index == index)
     }
 }

@@ -26,20 +26,28 @@ fn worker_count(cfg: &NodeConfig) -> usize {
     if cfg.workers > 0 {
         cfg.workers
     } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 }
 
 /// Binds one SO_REUSEPORT socket per worker on the same port (the NAT sees
 /// one mapping; the kernel spreads flows over the sockets).
 fn bind_data_sockets(port: u16, count: usize) -> Result<Vec<UdpSocket>> {
-    let opts = udp::UdpOptions { reuse_port: true, ..Default::default() };
+    let opts = udp::UdpOptions {
+        reuse_port: true,
+        ..Default::default()
+    };
     let first = udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), opts)
         .with_context(|| format!("data socket on port {port} (key `listen_port`)"))?;
     let port = first.local_addr()?.port();
     let mut all = vec![first];
     for _ in 1..count {
-        all.push(udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), opts)?);
+        all.push(udp::bind(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+            opts,
+        )?);
     }
     for s in &all {
         s.set_nonblocking(true)?;
@@ -55,7 +63,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
     let listener = control_socket::bind(&cfg.control_socket)?;
     let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
     system::teardown();
-    let mut queues = tun::create(&cfg.tun, workers)?;
+    let queues = tun::create(&cfg.tun, workers)?;
     let sockets = bind_data_sockets(cfg.listen_port, workers)?;
     let port = sockets[0].local_addr()?.port();
     let local_endpoints: Vec<SocketAddr> = ifaddrs::local_addresses(&cfg.tun)
@@ -74,7 +82,10 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         }
     };
     let now = Instant::now();
-    let unix_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let unix_nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let mut core = NodeCore::new(
         NodeSettings {
             name: cfg.name.clone(),
@@ -96,10 +107,16 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
     let counters = Arc::new(DataplaneCounters::default());
     let (tx, rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
     let control_udp = sockets[0].try_clone()?;
-    // Control writes (DNS answers, first packets) share queue 0's fd.
-    let control_tun = Arc::new(queues[0].try_clone().context("opening a TUN queue for the control thread")?);
-    let upstream = udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), udp::UdpOptions::default())
-        .context("DNS forwarding socket")?;
+    // The control thread writes through queue 0's fd. It must not open a
+    // queue of its own: the kernel spreads flows over every attached queue,
+    // and one nobody reads would swallow them.
+    let queues: Vec<Arc<_>> = queues.into_iter().map(Arc::new).collect();
+    let control_tun = queues[0].clone();
+    let upstream = udp::bind(
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        udp::UdpOptions::default(),
+    )
+    .context("DNS forwarding socket")?;
     upstream.set_read_timeout(Some(Duration::from_millis(200)))?;
 
     info!(
@@ -115,7 +132,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
-    for (id, (tun, udp)) in queues.drain(..).zip(sockets).enumerate() {
+    for (id, (tun, udp)) in queues.into_iter().zip(sockets).enumerate() {
         let w = Worker {
             id,
             tun,
@@ -126,18 +143,29 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
             counters: counters.clone(),
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
         };
-        handles.push(std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || w.run())?);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{id}"))
+                .spawn(move || w.run())?,
+        );
     }
     {
         let (tx, stop, upstream) = (tx.clone(), stop.clone(), upstream.try_clone()?);
-        handles.push(std::thread::Builder::new().name("dns-upstream".into()).spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = upstream.recv_from(&mut buf) {
-                    let _ = tx.try_send(ToControl::Upstream { from, bytes: buf[..n].to_vec() });
-                }
-            }
-        })?);
+        handles.push(
+            std::thread::Builder::new()
+                .name("dns-upstream".into())
+                .spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok((n, from)) = upstream.recv_from(&mut buf) {
+                            let _ = tx.try_send(ToControl::Upstream {
+                                from,
+                                bytes: buf[..n].to_vec(),
+                            });
+                        }
+                    }
+                })?,
+        );
     }
     {
         let (tx, stop) = (tx.clone(), stop.clone());

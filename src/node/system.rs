@@ -25,7 +25,11 @@ fn ip(args: &[&str]) -> Result<()> {
         .output()
         .context("cannot run `ip` (install iproute2)")?;
     if !out.status.success() {
-        bail!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -44,8 +48,14 @@ pub fn configure_address(tun: &str, vip: Ipv4Addr, prefix_len: u8) -> Result<()>
     // routed via another interface: strict reverse-path filtering would drop
     // them, loose mode keeps the check meaningful.
     sysctl(&format!("/proc/sys/net/ipv4/conf/{tun}/rp_filter"), "2");
-    ip(&["address", "replace", &format!("{vip}/{prefix_len}"), "dev", tun])
-        .with_context(|| format!("assigning {vip}/{prefix_len} to {tun}"))?;
+    ip(&[
+        "address",
+        "replace",
+        &format!("{vip}/{prefix_len}"),
+        "dev",
+        tun,
+    ])
+    .with_context(|| format!("assigning {vip}/{prefix_len} to {tun}"))?;
     ip(&["link", "set", "dev", tun, "up"])?;
     info!(tun, %vip, prefix_len, "TUN configured");
     Ok(())
@@ -55,7 +65,16 @@ pub fn configure_address(tun: &str, vip: Ipv4Addr, prefix_len: u8) -> Result<()>
 pub fn capture_dns(tun: &str, resolvers: &[Ipv4Addr]) -> Result<()> {
     let mark = format!("{FWMARK:#x}");
     let table = DNS_TABLE.to_string();
-    ip(&["rule", "add", "priority", &PRIO_MARK.to_string(), "fwmark", &mark, "lookup", "main"])?;
+    ip(&[
+        "rule",
+        "add",
+        "priority",
+        &PRIO_MARK.to_string(),
+        "fwmark",
+        &mark,
+        "lookup",
+        "main",
+    ])?;
     for r in resolvers {
         let host = format!("{r}/32");
         ip(&["route", "replace", &host, "dev", tun, "table", &table])?;
@@ -74,7 +93,11 @@ pub fn capture_dns(tun: &str, resolvers: &[Ipv4Addr]) -> Result<()> {
             &table,
         ])?;
     }
-    info!(tun, ?resolvers, "DNS queries to the resolvers are captured into the TUN");
+    info!(
+        tun,
+        ?resolvers,
+        "DNS queries to the resolvers are captured into the TUN"
+    );
     Ok(())
 }
 

@@ -18,11 +18,16 @@ pub fn create(name: &str, queues: usize) -> Result<Vec<SyncDevice>> {
         .with_context(|| {
             format!("cannot create TUN interface {name:?} (key `tun`): this needs root or CAP_NET_ADMIN and /dev/net/tun")
         })?;
-    first.set_nonblocking(true).context("setting the TUN non-blocking")?;
+    first
+        .set_nonblocking(true)
+        .context("setting the TUN non-blocking")?;
     let mut all = Vec::with_capacity(queues);
     for i in 1..queues {
-        let q = first.try_clone().with_context(|| format!("opening TUN queue {i} of {name}"))?;
-        q.set_nonblocking(true).context("setting the TUN non-blocking")?;
+        let q = first
+            .try_clone()
+            .with_context(|| format!("opening TUN queue {i} of {name}"))?;
+        q.set_nonblocking(true)
+            .context("setting the TUN non-blocking")?;
         all.push(q);
     }
     all.insert(0, first);

@@ -74,17 +74,31 @@ impl Initiator {
             .write_message(payload, &mut out[INIT_HEADER_LEN..])
             .map_err(|_| HandshakeError::TooLarge)?;
         out.truncate(INIT_HEADER_LEN + n);
-        Ok((Initiator { hs, local_index, remote_key: *remote }, out))
+        Ok((
+            Initiator {
+                hs,
+                local_index,
+                remote_key: *remote,
+            },
+            out,
+        ))
     }
 
     /// Consumes message 2 (already split from its header) and returns the
     /// session and the responder's payload.
-    pub fn finish(mut self, remote_index: u32, noise: &[u8]) -> Result<(Session, Vec<u8>), HandshakeError> {
+    pub fn finish(
+        mut self,
+        remote_index: u32,
+        noise: &[u8],
+    ) -> Result<(Session, Vec<u8>), HandshakeError> {
         let mut payload = vec![0u8; MAX_HANDSHAKE];
         let n = self.hs.read_message(noise, &mut payload)?;
         payload.truncate(n);
         let (i2r, r2i) = self.hs.dangerously_get_raw_split();
-        Ok((Session::new(self.local_index, remote_index, &i2r, &r2i), payload))
+        Ok((
+            Session::new(self.local_index, remote_index, &i2r, &r2i),
+            payload,
+        ))
     }
 }
 
@@ -114,13 +128,24 @@ impl Responder {
         let n = hs.read_message(noise, &mut payload)?;
         payload.truncate(n);
         let remote = hs.get_remote_static().ok_or(HandshakeError::NoStatic)?;
-        let remote_key = PublicKey(<[u8; 32]>::try_from(remote).map_err(|_| HandshakeError::NoStatic)?);
-        Ok(Responder { hs, remote_index, remote_key, payload })
+        let remote_key =
+            PublicKey(<[u8; 32]>::try_from(remote).map_err(|_| HandshakeError::NoStatic)?);
+        Ok(Responder {
+            hs,
+            remote_index,
+            remote_key,
+            payload,
+        })
     }
 
     /// Builds message 2 of type `kind` carrying `payload`; returns the
     /// session and the datagram to send back.
-    pub fn reply(mut self, kind: u8, local_index: u32, payload: &[u8]) -> Result<(Session, Vec<u8>), HandshakeError> {
+    pub fn reply(
+        mut self,
+        kind: u8,
+        local_index: u32,
+        payload: &[u8],
+    ) -> Result<(Session, Vec<u8>), HandshakeError> {
         let header = wire::encode_resp_header(kind, local_index, self.remote_index);
         let mut out = vec![0u8; MAX_HANDSHAKE];
         out[..header.len()].copy_from_slice(&header);
@@ -130,7 +155,10 @@ impl Responder {
             .map_err(|_| HandshakeError::TooLarge)?;
         out.truncate(header.len() + n);
         let (i2r, r2i) = self.hs.dangerously_get_raw_split();
-        Ok((Session::new(local_index, self.remote_index, &r2i, &i2r), out))
+        Ok((
+            Session::new(local_index, self.remote_index, &r2i, &i2r),
+            out,
+        ))
     }
 }
 
@@ -143,7 +171,8 @@ mod tests {
     fn full_handshake_gives_matching_sessions() {
         let a = PrivateKey::generate();
         let b = PrivateKey::generate();
-        let (init, m1) = Initiator::start(HANDSHAKE_INIT, &a, &b.public_key(), 11, b"hello").unwrap();
+        let (init, m1) =
+            Initiator::start(HANDSHAKE_INIT, &a, &b.public_key(), 11, b"hello").unwrap();
         let resp = Responder::read(&b, &m1).unwrap();
         assert_eq!(resp.remote_key, a.public_key());
         assert_eq!(resp.payload, b"hello");

@@ -19,7 +19,10 @@ pub struct ReplayWindow {
 
 impl Default for ReplayWindow {
     fn default() -> Self {
-        ReplayWindow { ring: [0; WORDS], next: 0 }
+        ReplayWindow {
+            ring: [0; WORDS],
+            next: 0,
+        }
     }
 }
 
@@ -44,7 +47,11 @@ impl ReplayWindow {
             return false;
         }
         if counter >= self.next {
-            let current_word = if self.next == 0 { None } else { Some((self.next - 1) / BITS) };
+            let current_word = if self.next == 0 {
+                None
+            } else {
+                Some((self.next - 1) / BITS)
+            };
             let new_word = counter / BITS;
             match current_word {
                 Some(cur) => {

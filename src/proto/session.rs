@@ -43,7 +43,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(local_index: u32, remote_index: u32, send_key: &[u8; 32], recv_key: &[u8; 32]) -> Self {
+    pub fn new(
+        local_index: u32,
+        remote_index: u32,
+        send_key: &[u8; 32],
+        recv_key: &[u8; 32],
+    ) -> Self {
         Session {
             local_index,
             remote_index,
@@ -61,7 +66,12 @@ impl Session {
 
     /// Seals the payload at `record[16..16 + payload_len]` in place: writes the
     /// header in front and the tag behind. Returns the record length.
-    pub fn seal(&self, kind: u8, record: &mut [u8], payload_len: usize) -> Result<usize, SessionError> {
+    pub fn seal(
+        &self,
+        kind: u8,
+        record: &mut [u8],
+        payload_len: usize,
+    ) -> Result<usize, SessionError> {
         let total = payload_len + TRANSPORT_OVERHEAD;
         if record.len() < total {
             return Err(SessionError::BufferTooSmall);
@@ -70,10 +80,19 @@ impl Session {
         if counter >= REJECT_AFTER_MESSAGES {
             return Err(SessionError::Exhausted);
         }
-        let header = TransportHeader { kind, receiver: self.remote_index, counter }.encode();
+        let header = TransportHeader {
+            kind,
+            receiver: self.remote_index,
+            counter,
+        }
+        .encode();
         record[..TRANSPORT_HEADER_LEN].copy_from_slice(&header);
         let body_end = TRANSPORT_HEADER_LEN + payload_len;
-        let tag = self.send.seal(counter, &header, &mut record[TRANSPORT_HEADER_LEN..body_end]);
+        let tag = self.send.seal(
+            counter,
+            &header,
+            &mut record[TRANSPORT_HEADER_LEN..body_end],
+        );
         record[body_end..total].copy_from_slice(&tag);
         Ok(total)
     }
@@ -102,7 +121,12 @@ impl Session {
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(&record[body_end..]);
         let (aad, rest) = record.split_at_mut(TRANSPORT_HEADER_LEN);
-        if !self.recv.open(header.counter, aad, &mut rest[..body_end - TRANSPORT_HEADER_LEN], &tag) {
+        if !self.recv.open(
+            header.counter,
+            aad,
+            &mut rest[..body_end - TRANSPORT_HEADER_LEN],
+            &tag,
+        ) {
             return Err(SessionError::Auth);
         }
         if !self.replay_lock().accept(header.counter) {

@@ -53,13 +53,20 @@ pub enum Target {
 pub enum ToDc {
     /// Look up a node; with `direct`, also direct both nodes at each other
     /// (the DNS query or first packet that triggers a tunnel).
-    Resolve { id: u64, target: Target, direct: bool },
+    Resolve {
+        id: u64,
+        target: Target,
+        direct: bool,
+    },
 }
 
 /// DC -> node, inside a DC_DATA record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromDc {
-    Resolved { id: u64, result: Resolution },
+    Resolved {
+        id: u64,
+        result: Resolution,
+    },
     /// Sent to the other node of a pair: accept handshakes from this peer.
     Direction(PeerInfo),
 }

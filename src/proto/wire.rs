@@ -130,7 +130,12 @@ pub fn kind(datagram: &[u8]) -> Result<u8, WireError> {
         Some(&k)
             if matches!(
                 k,
-                HANDSHAKE_INIT | HANDSHAKE_RESP | DATA | DC_HANDSHAKE_INIT | DC_HANDSHAKE_RESP | DC_DATA
+                HANDSHAKE_INIT
+                    | HANDSHAKE_RESP
+                    | DATA
+                    | DC_HANDSHAKE_INIT
+                    | DC_HANDSHAKE_RESP
+                    | DC_DATA
             ) =>
         {
             Ok(k)
@@ -146,7 +151,11 @@ mod tests {
 
     #[test]
     fn transport_header_roundtrip() {
-        let h = TransportHeader { kind: DATA, receiver: 0xdead_beef, counter: 1 << 40 };
+        let h = TransportHeader {
+            kind: DATA,
+            receiver: 0xdead_beef,
+            counter: 1 << 40,
+        };
         let mut d = h.encode().to_vec();
         d.extend_from_slice(&[0u8; TAG_LEN]);
         assert_eq!(TransportHeader::decode(&d), Ok(h));

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The project's test command (CI runs it through .ci/run): setup, rustfmt, clippy, and the whole
+# test suite in release mode, including the network-lab tests (tests/lab_*.rs), which need root.
+#
+#   sudo scripts/test.sh                      everything
+#   NTMTUN_SKIP_LAB=1 scripts/test.sh         everything except the network-lab tests (reported)
+set -euo pipefail
+
+ME=${0##*/}
+cd "$(dirname "$0")/.."
+
+die() {
+    echo "$ME: error: $*" >&2
+    exit 1
+}
+
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+if [[ ${NTMTUN_SKIP_LAB:-} == 1 ]]; then
+    echo "############################################################################"
+    echo "# $ME: NTMTUN_SKIP_LAB=1: the network-lab tests are SKIPPED (not run)."
+    echo "# The lab tests are the end-to-end tests: DNS, tunnels, encryption on the wire."
+    echo "############################################################################"
+elif [[ $EUID -ne 0 ]]; then
+    echo "############################################################################" >&2
+    echo "# $ME: FAILED: not running as root." >&2
+    echo "# The network-lab tests (tests/lab_*.rs) create network namespaces, veths," >&2
+    echo "# TUN devices and routes, which needs root. Run:   sudo $0" >&2
+    echo "# or skip them explicitly:   NTMTUN_SKIP_LAB=1 $0" >&2
+    echo "############################################################################" >&2
+    exit 1
+fi
+
+step "setup (scripts/setup.sh)"
+scripts/setup.sh
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -f $HOME/.cargo/env ]]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found"
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo test --release"
+cargo test --release
+
+if [[ ${NTMTUN_SKIP_LAB:-} == 1 ]]; then
+    echo "$ME: passed, but the network-lab tests were SKIPPED (NTMTUN_SKIP_LAB=1)"
+else
+    echo "$ME: all checks passed (including the network-lab tests)"
+fi
