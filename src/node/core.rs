@@ -553,7 +553,7 @@ impl NodeCore {
     }
 
     fn is_resolver(&self, ip: &Ipv4Addr) -> bool {
-        self.s.resolvers.iter().any(|r| *r == IpAddr::V4(*ip))
+        self.s.resolvers.contains(&IpAddr::V4(*ip))
     }
 
     fn handle_dns(
