@@ -94,11 +94,8 @@ fn bytes(n: u64) -> String {
 /// The human-readable form of a report.
 pub fn render(r: &StatusReport) -> String {
     let mut s = String::new();
-    s += &format!(
-        "node:     {} ({})\n",
-        opt(&r.fqdn).replace('-', &r.name),
-        opt(&r.virtual_ip)
-    );
+    let fqdn = r.fqdn.as_deref().unwrap_or(&r.name);
+    s += &format!("node:     {fqdn} ({})\n", opt(&r.virtual_ip));
     s += &format!(
         "dc:       {} via {} (seen as {}, refreshed {}s ago)\n",
         r.dc.state,

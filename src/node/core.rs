@@ -135,6 +135,10 @@ impl NodeCore {
         }
     }
 
+    pub fn public_key(&self) -> PublicKey {
+        self.s.key.public_key()
+    }
+
     /// The addresses our data socket can be reached on, sent to the DC.
     pub fn set_local_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
         self.local_endpoints = endpoints;
@@ -758,8 +762,14 @@ impl NodeCore {
                     }
                 }
             } else {
+                // A restarted DC does not know our session: re-register
+                // rather than wait out the refresh period.
+                self.dc.expedite(now);
                 self.send_resolve(id, now);
             }
+        }
+        if let Some((to, bytes)) = self.dc.poll(now, unix, &self.local_endpoints) {
+            self.out.push_back(Output::Udp { to, bytes });
         }
 
         let keys: Vec<PublicKey> = self.peers.keys().copied().collect();

@@ -117,6 +117,14 @@ impl DcLink {
                 .is_some_and(|s| s.local_index == index)
     }
 
+    /// Refreshes now instead of at the next period: the DC stopped answering
+    /// on our session (restarted, say), so prove we are still registered.
+    pub fn expedite(&mut self, now: Instant) {
+        if self.attempt.is_none() && self.next_attempt > now {
+            self.next_attempt = now;
+        }
+    }
+
     pub fn next_deadline(&self) -> Instant {
         self.next_attempt
     }

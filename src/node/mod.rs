@@ -6,6 +6,8 @@
 pub mod control;
 pub mod control_socket;
 pub mod core;
+#[cfg(test)]
+mod core_tests;
 pub mod dc_link;
 pub mod dns;
 pub mod peer;
