@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 const DC_ADDR: &str = "198.51.100.10:7446";
 const RESOLVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 const TOKEN: &str = "token";
+const UNIX_BASE: u64 = 1_700_000_000_000_000_000;
 
 struct Node {
     addr: SocketAddr,
@@ -25,6 +26,8 @@ struct Node {
 }
 
 struct Net {
+    /// Simulated time; wall clock is `UNIX_BASE` at `epoch`.
+    epoch: Instant,
     now: Instant,
     dc: DcCore,
     dc_key: PrivateKey,
@@ -52,8 +55,10 @@ fn dc_core(key: &PrivateKey, store: Store) -> DcCore {
 impl Net {
     fn new() -> Net {
         let dc_key = PrivateKey::generate();
+        let now = Instant::now();
         Net {
-            now: Instant::now(),
+            epoch: now,
+            now,
             dc: dc_core(&dc_key, Store::in_memory().unwrap()),
             dc_key,
             nodes: Vec::new(),
@@ -84,7 +89,7 @@ impl Net {
                 keepalive: Some(Duration::from_secs(25)),
                 rekey: Duration::from_secs(120),
                 resolvers: vec![IpAddr::V4(RESOLVER)],
-                unix_nanos_at_start: 1_700_000_000_000_000_000,
+                unix_nanos_at_start: UNIX_BASE + (self.now - self.epoch).as_nanos() as u64,
                 index_seed: 1000 * (self.nodes.len() as u32 + 1),
             },
             self.now,
@@ -424,4 +429,47 @@ fn rekey_replaces_session_and_old_records_still_open() {
         .get(&h.receiver)
         .expect("old session dropped too early");
     assert!(rx.session.open(&mut in_flight).is_ok());
+}
+
+#[test]
+fn silent_nodes_expire_but_keep_their_address() {
+    let mut net = Net::new();
+    let alice_key = PrivateKey::generate();
+    net.add_node_with_key("alice", "198.51.100.11:1000", TOKEN, alice_key.clone());
+    net.add_node("bob", "198.51.100.12:2000", TOKEN);
+    net.advance(Duration::from_millis(200));
+    let alice_vip = net.vip(0);
+    // Alice goes silent (powered off): she stops refreshing.
+    let gone = net.nodes.remove(0);
+    drop(gone);
+    net.advance(Duration::from_secs(100));
+    assert_eq!(net.dc.online_count(), 1);
+    let ans = net.dns(0, "alice.ntm.internal.", RecordType::A).unwrap();
+    assert_eq!(
+        ans.metadata.response_code,
+        ResponseCode::ServFail,
+        "offline node must not resolve"
+    );
+    // She comes back from another address with the same key: same address.
+    let i = net.add_node_with_key("alice", "203.0.113.11:1000", TOKEN, alice_key);
+    net.advance(Duration::from_millis(200));
+    assert_eq!(net.vip(i), alice_vip);
+    let ans = net.dns(0, "alice.ntm.internal.", RecordType::A).unwrap();
+    assert_eq!(a_record(&ans), alice_vip);
+}
+
+#[test]
+fn replayed_registration_is_ignored_by_the_dc() {
+    let mut net = Net::new();
+    net.add_node("alice", "198.51.100.11:1000", TOKEN);
+    net.nodes[0].core.handle_timeout(net.now);
+    let Some(Output::Udp { to, bytes }) = net.nodes[0].core.poll_output() else {
+        panic!("no registration sent")
+    };
+    let from = net.nodes[0].addr;
+    let first = net.dc.handle(from, &mut bytes.clone(), net.now, 1);
+    assert_eq!(first.len(), 1, "DC did not answer the registration");
+    let again = net.dc.handle(from, &mut bytes.clone(), net.now, 1);
+    assert!(again.is_empty(), "DC answered a replayed registration");
+    assert_eq!(to, DC_ADDR.parse().unwrap());
 }
