@@ -102,6 +102,14 @@ impl Control {
                             .capture
                             .iter()
                             .filter_map(|r| match r {
+                                IpAddr::V4(v4) if v4.is_loopback() => {
+                                    warn!(
+                                        resolver = %v4,
+                                        "a loopback resolver (systemd-resolved?) cannot be captured by policy routing; \
+                                         set [dns] resolvers to the upstream servers"
+                                    );
+                                    None
+                                }
                                 IpAddr::V4(v4) => Some(*v4),
                                 IpAddr::V6(v6) => {
                                     warn!(resolver = %v6, "IPv6 resolvers are not captured yet; queries to it bypass ntmtun");

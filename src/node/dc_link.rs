@@ -271,3 +271,57 @@ impl DcLink {
         signal::decode(&datagram[range]).ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(addrs: &[&str]) -> DcLink {
+        DcLink::new(
+            DcIdentity {
+                key: PrivateKey::generate(),
+                dc_key: PrivateKey::generate().public_key(),
+                addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+                name: "n".into(),
+                auth_key: "t".into(),
+            },
+            Instant::now(),
+            1,
+        )
+    }
+
+    /// While the DC never answers, attempts continue forever with doubling
+    /// gaps capped at MAX_RETRY, rotating over the configured addresses.
+    #[test]
+    fn unreachable_dc_backs_off_and_rotates_but_never_gives_up() {
+        let mut l = link(&["198.51.100.10:7446", "[2001:db8:100::10]:7446"]);
+        let t0 = Instant::now();
+        let mut sent = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(300) {
+            if let Some((to, _)) = l.poll(now, 1, &[]) {
+                sent.push((now - t0, to));
+            }
+            now += Duration::from_millis(250);
+        }
+        let gaps: Vec<u64> = sent
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0).as_secs())
+            .collect();
+        assert_eq!(&gaps[..5], &[1, 2, 4, 8, 16], "{gaps:?}");
+        assert!(gaps[5..].iter().all(|&g| g == 30), "{gaps:?}");
+        assert!(sent.len() > 12, "gave up after {} attempts", sent.len());
+        assert_ne!(sent[0].1, sent[1].1, "did not rotate DC addresses");
+        assert_eq!(l.state, DcState::Connecting);
+    }
+
+    #[test]
+    fn timestamps_increase_even_if_the_clock_does_not() {
+        let mut l = link(&["198.51.100.10:7446"]);
+        let t0 = Instant::now();
+        let a = l.poll(t0, 5, &[]).unwrap().1;
+        let b = l.poll(t0 + Duration::from_secs(2), 5, &[]).unwrap().1;
+        assert_ne!(a, b);
+        assert_eq!(l.last_timestamp, 6);
+    }
+}
