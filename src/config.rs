@@ -63,7 +63,34 @@ pub struct DcConfig {
     /// A node that has not refreshed within this many seconds is expired;
     /// its address stays reserved for it.
     pub node_expiry_secs: u64,
+    /// Relay Servers this DC hands tickets for (`[[relays]]`); an entry per
+    /// address family of the same relay is allowed.
+    pub relays: Vec<RelayEntry>,
 }
+
+/// One `[[relays]]` entry of the DC config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayEntry {
+    pub address: SocketAddr,
+    pub public_key: PublicKey,
+}
+
+/// Settings of a Relay Server (`ntmtun relay`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// UDP addresses to listen on (IPv4 and/or IPv6; both for v4<->v6 relaying).
+    pub listen: Vec<SocketAddr>,
+    pub private_key: PrivateKey,
+    /// The DC whose tickets this relay honours.
+    pub dc_public_key: PublicKey,
+    /// Most a ticketed pair may send through the relay, in Mbit/s.
+    pub session_rate_mbps: u64,
+}
+
+/// Default relay port.
+pub const DEFAULT_RELAY_PORT: u16 = 7447;
+/// Default per-pair relay rate limit.
+pub const DEFAULT_SESSION_RATE_MBPS: u64 = 1000;
 
 /// Settings of a node (`ntmtun node`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +214,43 @@ pub fn load_dc(path: &Path) -> Result<DcConfig, ConfigError> {
     parse_dc(&text, &path.display().to_string())
 }
 
+/// Reads and validates a relay config file.
+pub fn load_relay(path: &Path) -> Result<RelayConfig, ConfigError> {
+    let text = read(path)?;
+    parse_relay(&text, &path.display().to_string())
+}
+
+/// Parses a relay config.
+pub fn parse_relay(text: &str, origin: &str) -> Result<RelayConfig, ConfigError> {
+    let raw: RawRelay = parse_toml(text, origin)?;
+    let cx = Cx { origin };
+    const LISTEN: &str = "a list of addresses to listen on, each \"ip:port\" or \"[ipv6]:port\", such as [\"198.51.100.20:7447\", \"[2001:db8::20]:7447\"]";
+    let listen = cx.addresses(
+        "listen",
+        cx.required("listen", raw.listen, LISTEN)?,
+        LISTEN,
+        true,
+    )?;
+    let private_key = cx.private_key(raw.private_key)?;
+    let dc_public_key = cx.public_key("dc_public_key", raw.dc_public_key, "the DC's public key")?;
+    let session_rate_mbps = match raw.session_rate_mbps {
+        None => DEFAULT_SESSION_RATE_MBPS,
+        Some(v) => cx.integer(
+            "session_rate_mbps",
+            v,
+            1,
+            1_000_000,
+            "a whole number of Mbit/s, 1 to 1000000",
+        )? as u64,
+    };
+    Ok(RelayConfig {
+        listen,
+        private_key,
+        dc_public_key,
+        session_rate_mbps,
+    })
+}
+
 /// Reads and validates a node config file; `[dns] resolvers` defaults to
 /// the nameservers in /etc/resolv.conf.
 pub fn load_node(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -262,6 +326,40 @@ pub fn parse_dc(text: &str, origin: &str) -> Result<DcConfig, ConfigError> {
         )? as u64,
     };
 
+    let mut relays = Vec::new();
+    for (i, r) in raw.relays.unwrap_or_default().into_iter().enumerate() {
+        let key = format!("relays[{i}].address");
+        const ADDR: &str =
+            "the relay's address as \"ip:port\" or \"[ipv6]:port\" (port 7447 if a bare IP)";
+        let text = cx.string(&key, cx.required(&key, r.address, ADDR)?, ADDR)?;
+        let address = parse_endpoint(&text, false).map_err(|why| {
+            cx.invalid(
+                &key,
+                format!("{text:?} is not a valid address: {why}; expected {ADDR}"),
+            )
+        })?;
+        let address = if text.parse::<IpAddr>().is_ok() {
+            SocketAddr::new(address.ip(), DEFAULT_RELAY_PORT)
+        } else {
+            address
+        };
+        let public_key = cx.public_key(
+            &format!("relays[{i}].public_key"),
+            r.public_key,
+            "the relay's public key",
+        )?;
+        if relays.iter().any(|e: &RelayEntry| e.address == address) {
+            return Err(cx.invalid(
+                &key,
+                format!("{address} is listed twice; expected each relay address once"),
+            ));
+        }
+        relays.push(RelayEntry {
+            address,
+            public_key,
+        });
+    }
+
     Ok(DcConfig {
         listen,
         domain,
@@ -270,6 +368,7 @@ pub fn parse_dc(text: &str, origin: &str) -> Result<DcConfig, ConfigError> {
         state_dir,
         auth_keys,
         node_expiry_secs,
+        relays,
     })
 }
 
@@ -305,19 +404,7 @@ pub fn parse_node_with(
     const DC: &str = "the DC's address as \"ip:port\", \"[ipv6]:port\" or a bare IP (port 7446), or a list of them";
     let dc = cx.addresses("dc", cx.required("dc", raw.dc, DC)?, DC, false)?;
 
-    const DC_KEY: &str =
-        "the DC's public key, base64 of 32 bytes (use the output of `ntmtun pubkey`)";
-    let dc_key_text = cx.string(
-        "dc_public_key",
-        cx.required("dc_public_key", raw.dc_public_key, DC_KEY)?,
-        DC_KEY,
-    )?;
-    let dc_public_key = PublicKey::from_base64(&dc_key_text).map_err(|e| {
-        cx.invalid(
-            "dc_public_key",
-            format!("{dc_key_text:?} is not a valid public key: {e} (use the output of `ntmtun pubkey`)"),
-        )
-    })?;
+    let dc_public_key = cx.public_key("dc_public_key", raw.dc_public_key, "the DC's public key")?;
     if private_key.public_key() == dc_public_key {
         return Err(cx.invalid(
             "private_key",
@@ -442,6 +529,23 @@ struct RawDc {
     state_dir: Option<Value>,
     auth_keys: Option<Value>,
     node_expiry_secs: Option<Value>,
+    relays: Option<Vec<RawRelayEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    listen: Option<Value>,
+    private_key: Option<Value>,
+    dc_public_key: Option<Value>,
+    session_rate_mbps: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelayEntry {
+    address: Option<Value>,
+    public_key: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -643,6 +747,25 @@ impl Cx<'_> {
             out.push(addr);
         }
         Ok(out)
+    }
+
+    /// A required public key; `what` says whose, for the messages.
+    fn public_key(
+        &self,
+        key: &str,
+        value: Option<Value>,
+        what: &str,
+    ) -> Result<PublicKey, ConfigError> {
+        let expected = format!("{what}, base64 of 32 bytes (use the output of `ntmtun pubkey`)");
+        let text = self.string(key, self.required(key, value, &expected)?, &expected)?;
+        PublicKey::from_base64(&text).map_err(|e| {
+            self.invalid(
+                key,
+                format!(
+                    "{text:?} is not a valid public key: {e} (use the output of `ntmtun pubkey`)"
+                ),
+            )
+        })
     }
 
     fn private_key(&self, value: Option<Value>) -> Result<PrivateKey, ConfigError> {

@@ -12,5 +12,6 @@ pub mod keys;
 pub mod net;
 pub mod node;
 pub mod proto;
+pub mod relay;
 pub mod shutdown;
 pub mod status;

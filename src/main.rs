@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ntmtun::keys::PrivateKey;
-use ntmtun::{config, dc, node, shutdown, status};
+use ntmtun::{config, dc, node, relay, shutdown, status};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,13 @@ enum Command {
     /// Run a Direction Coordinator in the foreground (logs to stderr; RUST_LOG sets the level).
     Dc {
         /// DC configuration file (see docs/configuration.md).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a Relay Server in the foreground: forwards encrypted traffic for
+    /// pairs the DC ticketed (logs to stderr; RUST_LOG sets the level).
+    Relay {
+        /// Relay configuration file (see docs/configuration.md).
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -85,6 +92,14 @@ fn run(cli: Cli) -> Result<()> {
             let stop = Arc::new(AtomicBool::new(false));
             shutdown::spawn_waiter(stop.clone(), || {});
             dc::server::run(cfg, stop)?;
+        }
+        Command::Relay { config } => {
+            shutdown::block_signals();
+            init_logging();
+            let cfg = config::load_relay(&config)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            shutdown::spawn_waiter(stop.clone(), || {});
+            relay::server::run(cfg, stop)?;
         }
         Command::Node { config } => {
             shutdown::block_signals();

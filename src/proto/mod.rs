@@ -5,7 +5,9 @@
 
 pub mod aead;
 pub mod handshake;
+pub mod relay;
 pub mod replay;
 pub mod session;
 pub mod signal;
+pub mod ticket;
 pub mod wire;

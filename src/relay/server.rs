@@ -1,0 +1,168 @@
+//! The relay's IO shell: one socket per listen address, batched receive
+//! and send, one thread. Datagrams are forwarded out of a socket of the
+//! destination's address family, which is what lets an IPv4-only node and
+//! an IPv6-only node talk through a dual-stack relay.
+
+use super::core::RelayCore;
+use crate::config::RelayConfig;
+use crate::net::batch::{RecvBatch, SendBatch};
+use crate::net::{poll, udp};
+use crate::proto::ticket::TicketKey;
+use anyhow::{Context, Result};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+use super::core::Action;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Index of the socket that should send to `to`.
+fn socket_for(locals: &[SocketAddr], to: SocketAddr) -> Option<usize> {
+    locals
+        .iter()
+        .position(|l| l.is_ipv4() == to.is_ipv4())
+        .or_else(|| {
+            locals
+                .iter()
+                .position(|l| l.is_ipv6() && l.ip().is_unspecified())
+        })
+}
+
+pub fn run(cfg: RelayConfig, stop: Arc<AtomicBool>) -> Result<()> {
+    let sockets: Vec<UdpSocket> = cfg
+        .listen
+        .iter()
+        .map(|&a| {
+            let s = udp::bind(
+                a,
+                udp::UdpOptions {
+                    mark: false,
+                    buffer_bytes: 8 << 20,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("listen address {a} (key `listen` in the relay config)"))?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })
+        .collect::<Result<_>>()?;
+    let locals: Vec<SocketAddr> = sockets
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<std::io::Result<_>>()?;
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    let key = TicketKey::derive(&cfg.private_key, &cfg.dc_public_key);
+    let mut core = RelayCore::new(key, cfg.session_rate_mbps * 1_000_000 / 8);
+    info!(
+        listen = ?locals,
+        public_key = %cfg.private_key.public_key(),
+        dc = %cfg.dc_public_key.short(),
+        rate_mbps = cfg.session_rate_mbps,
+        "relay ready"
+    );
+    let mut rx = RecvBatch::new();
+    let mut tx: Vec<SendBatch> = locals.iter().map(|l| SendBatch::new(l.is_ipv6())).collect();
+    let mut last_expire = Instant::now();
+    let mut last_log = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let ready = poll::readable(&fds, Duration::from_millis(500))
+            .context("waiting for relay sockets")?;
+        for (i, _) in ready.iter().enumerate().filter(|(_, r)| **r) {
+            // Bounded: a few batches per socket per wake-up.
+            for _ in 0..8 {
+                let n = match rx.recv(fds[i]) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        warn!(error = %e, "relay receive failed");
+                        break;
+                    }
+                };
+                let now = Instant::now();
+                let unix = unix_now();
+                for j in 0..n {
+                    let (from, data) = rx.get(j);
+                    let Some(from) = from else { continue };
+                    let (to, bytes): (SocketAddr, &[u8]) = match core.handle(from, data, now, unix)
+                    {
+                        Action::Forward(to) => (to, data),
+                        Action::Reply(reply) => {
+                            if tx[i].is_full() {
+                                tx[i].flush(fds[i]);
+                            }
+                            tx[i].push(from, &reply);
+                            continue;
+                        }
+                        Action::Drop(_) => continue,
+                    };
+                    let Some(out) = socket_for(&locals, to) else {
+                        continue;
+                    };
+                    if tx[out].is_full() {
+                        tx[out].flush(fds[out]);
+                    }
+                    tx[out].push(to, bytes);
+                }
+                for (k, batch) in tx.iter_mut().enumerate() {
+                    if !batch.is_empty() {
+                        batch.flush(fds[k]);
+                    }
+                }
+                if n < crate::net::batch::BATCH {
+                    break;
+                }
+            }
+        }
+        if last_expire.elapsed() >= Duration::from_secs(1) {
+            core.expire(unix_now());
+            last_expire = Instant::now();
+        }
+        if last_log.elapsed() >= Duration::from_secs(60) {
+            info!(sessions = core.session_count(), stats = ?core.stats, "relay statistics");
+            last_log = Instant::now();
+        }
+    }
+    info!(stats = ?core.stats, "relay stopping");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_a_socket_of_the_destination_family() {
+        let locals: Vec<SocketAddr> = vec![
+            "198.51.100.20:7447".parse().unwrap(),
+            "[2001:db8::20]:7447".parse().unwrap(),
+        ];
+        assert_eq!(
+            socket_for(&locals, "198.51.100.11:1".parse().unwrap()),
+            Some(0)
+        );
+        assert_eq!(
+            socket_for(&locals, "[2001:db8::12]:1".parse().unwrap()),
+            Some(1)
+        );
+        let v6_any: Vec<SocketAddr> = vec!["[::]:7447".parse().unwrap()];
+        assert_eq!(
+            socket_for(&v6_any, "198.51.100.11:1".parse().unwrap()),
+            Some(0)
+        );
+        let v4_only: Vec<SocketAddr> = vec!["198.51.100.20:7447".parse().unwrap()];
+        assert_eq!(
+            socket_for(&v4_only, "[2001:db8::12]:1".parse().unwrap()),
+            None
+        );
+    }
+}
