@@ -320,9 +320,9 @@ pub fn parse_dc(text: &str, origin: &str) -> Result<DcConfig, ConfigError> {
         Some(v) => cx.integer(
             "node_expiry_secs",
             v,
-            1,
+            30,
             i64::MAX,
-            "a whole number of seconds, at least 1",
+            "a whole number of seconds, at least 30 (nodes refresh every 20 s)",
         )? as u64,
     };
 
@@ -1374,7 +1374,7 @@ node_expiry_secs = 300
             (
                 "node_expiry_secs",
                 "0",
-                &["0 is out of range", "at least 1"],
+                &["0 is out of range", "at least 30"],
             ),
             ("node_expiry_secs", "-5", &["-5 is out of range"]),
             (
