@@ -46,6 +46,19 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Ping a peer through the tunnel: shows the path (direct, punched or
+    /// relay), the endpoint and the round-trip time. Builds the tunnel first
+    /// if there is none.
+    Ping {
+        /// The peer's name (`alice` or `alice.<domain>`).
+        name: String,
+        /// How many pings, one a second.
+        #[arg(long, short, default_value_t = 3)]
+        count: u32,
+        /// The node's control socket (its `control_socket` setting).
+        #[arg(long, default_value = config::DEFAULT_CONTROL_SOCKET)]
+        socket: PathBuf,
+    },
     /// Show a running node's virtual IP, DC connection and peers.
     Status {
         /// The node's control socket (its `control_socket` setting).
@@ -106,6 +119,38 @@ fn run(cli: Cli) -> Result<()> {
             init_logging();
             let cfg = config::load_node(&config)?;
             node::run::run(cfg)?;
+        }
+        Command::Ping {
+            name,
+            count,
+            socket,
+        } => {
+            let short = name.split('.').next().unwrap_or(&name).to_ascii_lowercase();
+            let mut answered = 0;
+            for i in 0..count.max(1) {
+                if i > 0 {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                let r = status::ping(&socket, &short)?;
+                match (r.rtt_ms, r.error) {
+                    (Some(rtt), _) => {
+                        answered += 1;
+                        println!(
+                            "{}: rtt {:.3} ms via {} ({})",
+                            r.name,
+                            rtt,
+                            r.path.unwrap_or_default(),
+                            r.endpoint.unwrap_or_default()
+                        );
+                    }
+                    (None, e) => {
+                        println!("{}: {}", r.name, e.unwrap_or_else(|| "no answer".into()))
+                    }
+                }
+            }
+            if answered == 0 {
+                anyhow::bail!("no answer from {name}");
+            }
         }
         Command::Status { socket, json } => {
             let report = status::query(&socket)?;

@@ -37,8 +37,14 @@ pub struct PeerStatus {
     pub fqdn: String,
     pub virtual_ip: Ipv4Addr,
     pub public_key: String,
+    /// "direct", "punched" (direct through NATs) or "relay".
     pub path: String,
+    /// Where packets go: the peer's address, or the relay's when relayed.
     pub endpoint: Option<SocketAddr>,
+    /// The relay in use, when `path` is "relay".
+    pub relay: Option<SocketAddr>,
+    /// Round-trip time of the last answered ping, in milliseconds.
+    pub rtt_ms: Option<f64>,
     pub last_handshake_secs: Option<u64>,
     pub last_rx_secs: Option<u64>,
     pub rx_bytes: u64,
@@ -50,8 +56,21 @@ pub struct PeerStatus {
 /// The one request the control socket understands today.
 pub const STATUS_REQUEST: &str = "status";
 
-/// Asks the node listening on `socket` for its status.
-pub fn query(socket: &Path) -> Result<StatusReport> {
+/// Prefix of the control-socket request for `ntmtun ping NAME`.
+pub const PING_REQUEST: &str = "ping";
+
+/// The answer to one `ntmtun ping`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PingReport {
+    pub name: String,
+    pub rtt_ms: Option<f64>,
+    pub path: Option<String>,
+    pub endpoint: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Sends one request line to the node on `socket`; returns its answer line.
+fn request(socket: &Path, line: &str) -> Result<String> {
     let mut stream = UnixStream::connect(socket).with_context(|| {
         format!(
             "cannot connect to the node's control socket {}: is `ntmtun node` running, and is this the \
@@ -60,15 +79,27 @@ pub fn query(socket: &Path) -> Result<StatusReport> {
         )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(format!("{STATUS_REQUEST}\n").as_bytes())?;
-    let mut line = String::new();
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
     BufReader::new(stream)
-        .read_line(&mut line)
+        .read_line(&mut answer)
         .context("reading the node's answer")?;
-    if line.trim().is_empty() {
+    if answer.trim().is_empty() {
         bail!("the node closed the control socket without answering");
     }
-    serde_json::from_str(&line).context("the node's answer is not a status report")
+    Ok(answer)
+}
+
+/// Asks the node listening on `socket` for its status.
+pub fn query(socket: &Path) -> Result<StatusReport> {
+    let answer = request(socket, STATUS_REQUEST)?;
+    serde_json::from_str(&answer).context("the node's answer is not a status report")
+}
+
+/// Asks the node to ping peer `name` once.
+pub fn ping(socket: &Path, name: &str) -> Result<PingReport> {
+    let answer = request(socket, &format!("{PING_REQUEST} {name}"))?;
+    serde_json::from_str(&answer).context("the node's answer is not a ping report")
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
@@ -115,11 +146,12 @@ pub fn render(r: &StatusReport) -> String {
         "VIRTUAL IP",
         "PATH",
         "ENDPOINT",
+        "RTT",
         "HANDSHAKE",
         "RX",
         "TX",
     ];
-    let rows: Vec<[String; 7]> = r
+    let rows: Vec<[String; 8]> = r
         .peers
         .iter()
         .map(|p| {
@@ -128,6 +160,7 @@ pub fn render(r: &StatusReport) -> String {
                 p.virtual_ip.to_string(),
                 p.path.clone(),
                 opt(&p.endpoint),
+                p.rtt_ms.map_or("-".into(), |r| format!("{r:.2} ms")),
                 p.last_handshake_secs
                     .map_or("never".into(), |t| format!("{t}s ago")),
                 bytes(p.rx_bytes),
@@ -180,6 +213,8 @@ mod tests {
                 public_key: "k".into(),
                 path: "direct".into(),
                 endpoint: Some("198.51.100.11:4000".parse().unwrap()),
+                relay: None,
+                rtt_ms: Some(0.25),
                 last_handshake_secs: Some(1),
                 last_rx_secs: Some(0),
                 rx_bytes: 2048,

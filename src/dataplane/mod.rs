@@ -8,6 +8,7 @@
 
 pub mod worker;
 
+use crate::node::table::Endpoint;
 use std::net::SocketAddr;
 
 /// What a worker (or another IO thread) hands to the control thread.
@@ -19,11 +20,20 @@ pub enum ToControl {
     },
     /// A TUN packet with no tunnel yet, or a captured DNS query.
     Tun(Vec<u8>),
-    /// An authenticated record for our session `index` came from `from`.
+    /// An authenticated record for our session `index` came from `from`,
+    /// which is not the endpoint the table had.
     EndpointSeen {
         index: u32,
-        from: SocketAddr,
+        from: Endpoint,
     },
+    /// A peer control message (ping, probe) on session `index` from `from`.
+    PeerControl {
+        index: u32,
+        from: Endpoint,
+        payload: Vec<u8>,
+    },
+    /// The host's addresses or routes changed; these are our endpoints now.
+    NetworkChanged(Vec<SocketAddr>),
     /// An answer from a real DNS resolver.
     Upstream {
         from: SocketAddr,
@@ -31,5 +41,10 @@ pub enum ToControl {
     },
     /// `ntmtun status` asks; the report goes back on the channel.
     Status(crossbeam_channel::Sender<crate::status::StatusReport>),
+    /// `ntmtun ping NAME`: the answer goes back on the channel.
+    Ping {
+        name: String,
+        reply: crossbeam_channel::Sender<crate::status::PingReport>,
+    },
     Shutdown,
 }

@@ -1,12 +1,16 @@
 //! Sans-IO DC logic: datagrams and times in, datagrams out.
 
+use super::direction::{self, View};
 use super::store::{EnrollError, NodeRecord, Store};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::proto::handshake::Responder;
+use crate::proto::relay as relay_frames;
 use crate::proto::session::Session;
 use crate::proto::signal::{
-    self, FromDc, Path, PeerInfo, Register, RegisterReply, Registered, Resolution, Target, ToDc,
+    self, FromDc, Path, PeerInfo, Register, RegisterReply, Registered, RelayGrant, Resolution,
+    Target, ToDc,
 };
+use crate::proto::ticket::{Ticket, TicketKey};
 use crate::proto::wire::{self, TransportHeader};
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
@@ -16,6 +20,14 @@ use tracing::{debug, info, warn};
 
 /// How often nodes are told to refresh (re-handshake) their registration.
 pub const REFRESH_SECS: u32 = 20;
+/// Relay tickets last this long; nodes ask for fresh ones well before.
+pub const TICKET_SECS: u64 = 600;
+/// Per-pair relay rate written into tickets (the relay may cap it lower).
+const TICKET_RATE_BYTES: u64 = 1_000_000_000 / 8 * 10;
+/// The DC pings each relay this often and declares it dead after
+/// `RELAY_DEAD` without an answer.
+const RELAY_PING: Duration = Duration::from_secs(1);
+const RELAY_DEAD: Duration = Duration::from_secs(3);
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +42,33 @@ pub struct DcSettings {
     pub prefix: Ipv4Net,
     pub auth_keys: Vec<String>,
     pub expiry: Duration,
+    pub relays: Vec<RelaySpec>,
+}
+
+/// One relay: its key and its addresses (one per family, say).
+#[derive(Debug, Clone)]
+pub struct RelaySpec {
+    pub public_key: PublicKey,
+    pub addresses: Vec<SocketAddr>,
+}
+
+struct RelayState {
+    spec: RelaySpec,
+    key: TicketKey,
+    last_ping: Option<Instant>,
+    last_pong: Option<Instant>,
+    /// Optimistic until proven otherwise, so the first pairs after a DC
+    /// start can use it.
+    alive: bool,
+    since: Instant,
+}
+
+/// The relay session a pair was given (kept so refreshes extend it).
+struct PairRelay {
+    relay: usize,
+    sid: u32,
+    secrets: [[u8; 32]; 2],
+    expires_unix: u64,
 }
 
 /// A node that is currently registered.
@@ -41,7 +80,19 @@ struct Online {
     previous: Option<Session>,
     reflexive: SocketAddr,
     local_endpoints: Vec<SocketAddr>,
+    /// How a relay saw the node's data socket (second NAT observer).
+    relay_saw: Option<SocketAddr>,
     last_seen: Instant,
+}
+
+impl Online {
+    fn view(&self) -> View {
+        View {
+            reflexive: self.reflexive,
+            locals: self.local_endpoints.clone(),
+            nat: direction::classify(self.reflexive, &self.local_endpoints, self.relay_saw),
+        }
+    }
 }
 
 /// Counters for logs and status.
@@ -51,6 +102,7 @@ pub struct DcStats {
     pub refused: u64,
     pub resolves: u64,
     pub directions: u64,
+    pub relayed_pairs: u64,
     pub dropped: u64,
 }
 
@@ -63,6 +115,9 @@ pub struct DcCore {
     /// Highest registration timestamp seen per key (replay guard).
     last_timestamp: HashMap<PublicKey, u64>,
     next_index: u32,
+    relays: Vec<RelayState>,
+    /// Keyed by the pair's keys in sorted order (side 0 is the smaller).
+    pairs: HashMap<(PublicKey, PublicKey), PairRelay>,
     pub stats: DcStats,
 }
 
@@ -83,8 +138,22 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl DcCore {
-    pub fn new(settings: DcSettings, store: Store, index_seed: u32) -> Self {
+    pub fn new(settings: DcSettings, store: Store, index_seed: u32, now: Instant) -> Self {
+        let relays = settings
+            .relays
+            .iter()
+            .map(|spec| RelayState {
+                key: TicketKey::derive(&settings.key, &spec.public_key),
+                spec: spec.clone(),
+                last_ping: None,
+                last_pong: None,
+                alive: true,
+                since: now,
+            })
+            .collect();
         DcCore {
+            relays,
+            pairs: HashMap::new(),
             settings,
             store,
             online: HashMap::new(),
@@ -116,9 +185,12 @@ impl DcCore {
         now: Instant,
         unix_now: u64,
     ) -> Vec<Transmit> {
+        if datagram.first() == Some(&relay_frames::PONG) {
+            return self.handle_pong(from, datagram, now, unix_now);
+        }
         match wire::kind(datagram) {
             Ok(wire::DC_HANDSHAKE_INIT) => self.handle_register(from, datagram, now, unix_now),
-            Ok(wire::DC_DATA) => self.handle_data(from, datagram, now),
+            Ok(wire::DC_DATA) => self.handle_data(from, datagram, now, unix_now),
             Ok(k) => {
                 debug!(%from, kind = k, "dropping message not meant for the DC");
                 self.stats.dropped += 1;
@@ -174,6 +246,7 @@ impl DcCore {
                 domain: self.settings.domain.clone(),
                 reflexive: from,
                 refresh_secs: REFRESH_SECS,
+                relays: self.relay_addresses(),
             }),
             Err(reason) => {
                 warn!(%from, node = %key.short(), name = %reg.name, %reason, "registration refused");
@@ -226,6 +299,7 @@ impl DcCore {
                     previous,
                     reflexive: from,
                     local_endpoints: reg.local_endpoints.into_iter().take(8).collect(),
+                    relay_saw: None,
                     last_seen: now,
                 },
             );
@@ -278,6 +352,7 @@ impl DcCore {
         from: SocketAddr,
         datagram: &mut [u8],
         now: Instant,
+        unix_now: u64,
     ) -> Vec<Transmit> {
         let Ok(header) = TransportHeader::decode(datagram) else {
             self.stats.dropped += 1;
@@ -318,24 +393,144 @@ impl DcCore {
             }
         };
         match msg {
-            ToDc::Resolve { id, target, direct } => self.resolve(key, id, target, direct),
+            ToDc::Resolve { id, target, direct } => self.resolve(key, id, target, direct, unix_now),
+            ToDc::Observed { relay, seen_as } => {
+                let ours = self
+                    .relays
+                    .iter()
+                    .any(|r| r.spec.addresses.contains(&relay));
+                if let (true, Some(node)) = (ours, self.online.get_mut(&key)) {
+                    if node.relay_saw != Some(seen_as) {
+                        node.relay_saw = Some(seen_as);
+                        let nat = node.view().nat;
+                        debug!(name = %node.record.name, ?nat, reflexive = %node.reflexive, %seen_as, "NAT observed");
+                    }
+                }
+                Vec::new()
+            }
         }
     }
 
-    fn peer_info(&self, node: &Online) -> PeerInfo {
-        let mut endpoints = vec![node.reflexive];
-        for e in &node.local_endpoints {
-            if !endpoints.contains(e) {
-                endpoints.push(*e);
-            }
-        }
+    /// Relay addresses of live relays, for nodes to probe.
+    fn relay_addresses(&self) -> Vec<SocketAddr> {
+        self.relays
+            .iter()
+            .filter(|r| r.alive)
+            .flat_map(|r| r.spec.addresses.iter().copied())
+            .collect()
+    }
+
+    /// A plain answer about `node`, without direction (PTR lookups).
+    fn lookup_info(node: &Online) -> PeerInfo {
         PeerInfo {
             name: node.record.name.clone(),
             virtual_ip: node.record.virtual_ip,
             public_key: node.record.public_key.0,
-            endpoints,
+            endpoints: Vec::new(),
             path: Path::Direct,
+            initiate: false,
+            relay: None,
         }
+    }
+
+    /// Decides the route for a pair and returns what each side is told:
+    /// (for `a`, about b) and (for `b`, about a).
+    fn direct_pair(
+        &mut self,
+        a: PublicKey,
+        b: PublicKey,
+        unix_now: u64,
+    ) -> Option<(PeerInfo, PeerInfo)> {
+        let (na, nb) = (self.online.get(&a)?, self.online.get(&b)?);
+        let d = direction::decide(&na.view(), &nb.view());
+        let (fam_a, fam_b) = (na.reflexive.is_ipv4(), nb.reflexive.is_ipv4());
+        let mut info_b = Self::lookup_info(nb);
+        info_b.endpoints = d.a_to_b.clone();
+        info_b.path = d.path;
+        info_b.initiate = d.a_initiates;
+        let mut info_a = Self::lookup_info(na);
+        info_a.endpoints = d.b_to_a.clone();
+        info_a.path = d.path;
+        info_a.initiate = d.b_initiates;
+        let (name_a, name_b) = (na.record.name.clone(), nb.record.name.clone());
+        if let Some((grant_a, grant_b)) = self.grants(a, b, fam_a, fam_b, unix_now) {
+            info_b.relay = Some(grant_a);
+            info_a.relay = Some(grant_b);
+        } else if d.path == Path::Relay {
+            warn!(a = %name_a, b = %name_b, "pair needs a relay but none is configured and alive: trying direct anyway");
+        }
+        info!(a = %name_a, b = %name_b, path = ?d.path, relay = info_b.relay.as_ref().map(|g| g.address.to_string()), "directing pair");
+        self.stats.directions += 1;
+        Some((info_b, info_a))
+    }
+
+    /// Relay grants for a pair: (a's, b's). Reuses the pair's session while
+    /// its relay lives (extending the ticket); otherwise picks a live relay
+    /// that has an address in each side's family.
+    fn grants(
+        &mut self,
+        a: PublicKey,
+        b: PublicKey,
+        a_v4: bool,
+        b_v4: bool,
+        unix_now: u64,
+    ) -> Option<(RelayGrant, RelayGrant)> {
+        let pair = if a < b { (a, b) } else { (b, a) };
+        let fits = |r: &RelayState| {
+            r.alive
+                && r.spec.addresses.iter().any(|x| x.is_ipv4() == a_v4)
+                && r.spec.addresses.iter().any(|x| x.is_ipv4() == b_v4)
+        };
+        let reuse = self
+            .pairs
+            .get(&pair)
+            .is_some_and(|p| self.relays.get(p.relay).is_some_and(fits));
+        if !reuse {
+            // Spread pairs over the live relays.
+            let candidates: Vec<usize> = (0..self.relays.len())
+                .filter(|&i| fits(&self.relays[i]))
+                .collect();
+            if candidates.is_empty() {
+                self.pairs.remove(&pair);
+                return None;
+            }
+            let pick =
+                candidates[(pair.0 .0[0] as usize ^ pair.1 .0[0] as usize) % candidates.len()];
+            self.pairs.insert(
+                pair,
+                PairRelay {
+                    relay: pick,
+                    sid: rand::random(),
+                    secrets: [rand::random(), rand::random()],
+                    expires_unix: 0,
+                },
+            );
+            self.stats.relayed_pairs += 1;
+        }
+        let p = self.pairs.get_mut(&pair)?;
+        p.expires_unix = unix_now + TICKET_SECS;
+        let relay = self.relays.get(p.relay)?;
+        let ticket = relay.key.seal(
+            &Ticket {
+                sid: p.sid,
+                expires_unix: p.expires_unix,
+                rate_bytes: TICKET_RATE_BYTES,
+                secrets: p.secrets,
+            },
+            rand::random(),
+        );
+        let grant = |side: usize, v4: bool| -> Option<RelayGrant> {
+            Some(RelayGrant {
+                address: *relay.spec.addresses.iter().find(|x| x.is_ipv4() == v4)?,
+                sid: p.sid,
+                side: side as u8,
+                secret: p.secrets[side],
+                ticket: ticket.to_vec(),
+                expires_unix: p.expires_unix,
+            })
+        };
+        let (side_a, side_b) = if a == pair.0 { (0, 1) } else { (1, 0) };
+        Some((grant(side_a, a_v4)?, grant(side_b, b_v4)?))
     }
 
     fn resolve(
@@ -344,35 +539,37 @@ impl DcCore {
         id: u64,
         target: Target,
         direct: bool,
+        unix_now: u64,
     ) -> Vec<Transmit> {
         self.stats.resolves += 1;
         let found = match &target {
             Target::Name(n) => self.store.by_name(&n.to_ascii_lowercase()),
             Target::Address(ip) => self.store.by_ip(*ip),
         };
+        let mut out = Vec::new();
         let result = match found {
             Ok(None) => Resolution::NotFound,
             Err(e) => {
                 warn!(error = %e, "DC store lookup failed");
                 Resolution::Offline
             }
-            Ok(Some(rec)) => match self.online.get(&rec.public_key) {
-                None => Resolution::Offline,
-                Some(peer) => Resolution::Found(self.peer_info(peer)),
-            },
-        };
-        let mut out = Vec::new();
-        if let (true, Resolution::Found(info)) = (direct, &result) {
-            let peer_key = PublicKey(info.public_key);
-            if peer_key != asker {
-                if let (Some(a), Some(b)) = (self.online.get(&asker), self.online.get(&peer_key)) {
-                    self.stats.directions += 1;
-                    info!(from = %a.record.name, to = %b.record.name, "directing pair: direct path");
-                    let msg = FromDc::Direction(self.peer_info(a));
-                    out.extend(self.send(&peer_key, &msg));
+            Ok(Some(rec)) => {
+                let peer_key = rec.public_key;
+                match self.online.get(&peer_key) {
+                    None => Resolution::Offline,
+                    Some(peer) if !direct || peer_key == asker => {
+                        Resolution::Found(Self::lookup_info(peer))
+                    }
+                    Some(_) => match self.direct_pair(asker, peer_key, unix_now) {
+                        Some((for_asker, for_peer)) => {
+                            out.extend(self.send(&peer_key, &FromDc::Direction(for_peer)));
+                            Resolution::Found(for_asker)
+                        }
+                        None => Resolution::Offline,
+                    },
                 }
             }
-        }
+        };
         debug!(node = %asker.short(), ?target, "resolve answered");
         out.extend(self.send(&asker, &FromDc::Resolved { id, result }));
         out
@@ -388,9 +585,10 @@ impl DcCore {
         })
     }
 
-    /// Expires nodes that stopped refreshing; their addresses stay reserved
-    /// in the store.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Expires nodes that stopped refreshing (their addresses stay
+    /// reserved in the store), pings relays, and moves pairs off relays
+    /// that stopped answering. Returns datagrams to send.
+    pub fn handle_timeout(&mut self, now: Instant, unix_now: u64) -> Vec<Transmit> {
         let expiry = self.settings.expiry;
         let expired: Vec<PublicKey> = self
             .online
@@ -407,6 +605,68 @@ impl DcCore {
                 }
             }
         }
+        self.pairs.retain(|_, p| p.expires_unix > unix_now);
+
+        let mut out = Vec::new();
+        let mut died = Vec::new();
+        for (i, r) in self.relays.iter_mut().enumerate() {
+            if r.last_ping
+                .is_none_or(|t| now.saturating_duration_since(t) >= RELAY_PING)
+            {
+                r.last_ping = Some(now);
+                for &addr in &r.spec.addresses {
+                    out.push(Transmit {
+                        to: addr,
+                        bytes: relay_frames::ping(relay_frames::PING, unix_now, &r.key),
+                    });
+                }
+            }
+            let heard = r.last_pong.unwrap_or(r.since);
+            if r.alive && now.saturating_duration_since(heard) > RELAY_DEAD {
+                warn!(relay = ?r.spec.addresses, "relay stopped answering; moving its pairs");
+                r.alive = false;
+                died.push(i);
+            }
+        }
+        for i in died {
+            let moved: Vec<(PublicKey, PublicKey)> = self
+                .pairs
+                .iter()
+                .filter(|(_, p)| p.relay == i)
+                .map(|(k, _)| *k)
+                .collect();
+            for (a, b) in moved {
+                self.pairs.remove(&(a, b));
+                if let Some((for_a, for_b)) = self.direct_pair(a, b, unix_now) {
+                    out.extend(self.send(&a, &FromDc::Direction(for_a)));
+                    out.extend(self.send(&b, &FromDc::Direction(for_b)));
+                }
+            }
+        }
+        out
+    }
+
+    fn handle_pong(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        _unix_now: u64,
+    ) -> Vec<Transmit> {
+        for r in &mut self.relays {
+            if r.spec.addresses.contains(&from)
+                && relay_frames::parse_ping(relay_frames::PONG, datagram, &r.key).is_some()
+            {
+                if !r.alive {
+                    info!(relay = %from, "relay answers again");
+                }
+                r.alive = true;
+                r.last_pong = Some(now);
+                return Vec::new();
+            }
+        }
+        self.stats.dropped += 1;
+        Vec::new()
     }
 
     /// When `handle_timeout` next has work to do.

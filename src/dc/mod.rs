@@ -4,5 +4,6 @@
 //! UDP shell around both.
 
 pub mod core;
+pub mod direction;
 pub mod server;
 pub mod store;

@@ -1,9 +1,9 @@
 //! The DC's IO shell: UDP sockets on every listen address, one thread
 //! polling them and feeding the sans-IO core.
 
-use super::core::{DcCore, DcSettings};
+use super::core::{DcCore, DcSettings, RelaySpec};
 use super::store::Store;
-use crate::config::DcConfig;
+use crate::config::{DcConfig, RelayEntry};
 use crate::net::{poll, udp};
 use anyhow::{Context, Result};
 use std::net::{SocketAddr, UdpSocket};
@@ -54,15 +54,19 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
             prefix: cfg.virtual_prefix,
             auth_keys: cfg.auth_keys.clone(),
             expiry: Duration::from_secs(cfg.node_expiry_secs),
+            relays: relay_specs(&cfg.relays),
         },
         store,
         rand::random(),
+        Instant::now(),
     );
     let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        core.handle_timeout(now);
+        for t in core.handle_timeout(now, unix_now()) {
+            send(&sockets[0], &sockets, t.to, &t.bytes);
+        }
         let wait = core
             .poll_timeout()
             .map(|t| t.saturating_duration_since(now))
@@ -95,6 +99,28 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
     }
     info!(online = core.online_count(), stats = ?core.stats, "DC stopping");
     Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Groups `[[relays]]` entries by key: one relay, an address per family.
+fn relay_specs(entries: &[RelayEntry]) -> Vec<RelaySpec> {
+    let mut specs: Vec<RelaySpec> = Vec::new();
+    for e in entries {
+        match specs.iter_mut().find(|s| s.public_key == e.public_key) {
+            Some(s) => s.addresses.push(e.address),
+            None => specs.push(RelaySpec {
+                public_key: e.public_key,
+                addresses: vec![e.address],
+            }),
+        }
+    }
+    specs
 }
 
 /// Replies leave from the socket the request came in on when the family

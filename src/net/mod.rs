@@ -1,6 +1,7 @@
 //! Socket and packet helpers shared by the IO shells: UDP socket set-up,
 //! readiness polling, interface addresses, IP/UDP headers, resolv.conf.
 
+pub mod addrwatch;
 pub mod batch;
 pub mod ifaddrs;
 pub mod packet;

@@ -53,3 +53,20 @@ pub fn bind(addr: SocketAddr, opts: UdpOptions) -> io::Result<UdpSocket> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
     Ok(sock.into())
 }
+
+/// The destination to pass to a socket of the given family: a dual-stack
+/// IPv6 socket reaches IPv4 peers through v4-mapped addresses.
+pub fn for_socket(to: SocketAddr, v6_socket: bool) -> SocketAddr {
+    match (to, v6_socket) {
+        (SocketAddr::V4(v4), true) => {
+            SocketAddr::new(std::net::IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        _ => to,
+    }
+}
+
+/// The address a dual-stack socket reported, with v4-mapped addresses
+/// turned back into IPv4 (what peers and the DC know us and each other by).
+pub fn canonical(from: SocketAddr) -> SocketAddr {
+    SocketAddr::new(from.ip().to_canonical(), from.port())
+}

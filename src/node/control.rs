@@ -5,8 +5,10 @@ use super::core::{NodeCore, Output};
 use super::system;
 use super::table::PeerTable;
 use crate::dataplane::ToControl;
+use crate::net::udp;
+use crate::status::PingReport;
 use arc_swap::ArcSwap;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::net::{IpAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +28,20 @@ pub struct Control {
     pub table: Arc<ArcSwap<PeerTable>>,
     /// Resolvers to capture once the TUN has its address (empty: off).
     pub capture: Vec<IpAddr>,
+    /// The data socket is IPv6 (dual-stack).
+    pub v6: bool,
+    pub pings: Vec<PendingPing>,
 }
+
+/// An `ntmtun ping` waiting for its pong.
+pub struct PendingPing {
+    id: u64,
+    name: String,
+    reply: Sender<PingReport>,
+    deadline: Instant,
+}
+
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Control {
     /// Runs until a `Shutdown` message arrives or every sender is gone.
@@ -63,7 +78,32 @@ impl Control {
         match msg {
             ToControl::Udp { from, mut bytes } => self.core.handle_udp(from, &mut bytes, now),
             ToControl::Tun(pkt) => self.core.handle_tun(pkt, now),
-            ToControl::EndpointSeen { index, from } => self.core.handle_endpoint_seen(index, from),
+            ToControl::EndpointSeen { index, from } => {
+                self.core.handle_endpoint_seen(index, from, now)
+            }
+            ToControl::PeerControl {
+                index,
+                from,
+                payload,
+            } => self.core.handle_peer_control(index, from, &payload, now),
+            ToControl::NetworkChanged(endpoints) => self.core.handle_network_change(endpoints, now),
+            ToControl::Ping { name, reply } => match self.core.ping(&name, now) {
+                Ok(id) => self.pings.push(PendingPing {
+                    id,
+                    name,
+                    reply,
+                    deadline: now + PING_TIMEOUT,
+                }),
+                Err(error) => {
+                    let _ = reply.try_send(PingReport {
+                        name,
+                        rtt_ms: None,
+                        path: None,
+                        endpoint: None,
+                        error: Some(error),
+                    });
+                }
+            },
             ToControl::Upstream { from, bytes } => self.core.handle_upstream(from, &bytes),
             ToControl::Status(reply) => {
                 let _ = reply.try_send(self.core.status(now));
@@ -74,10 +114,46 @@ impl Control {
 
     /// Carries out the core's outputs and publishes a changed table.
     fn drain(&mut self, captured: &mut bool) {
+        let now = Instant::now();
+        self.pings.retain(|p| {
+            if p.deadline > now {
+                return true;
+            }
+            let error = format!(
+                "no answer from {} within {} s",
+                p.name,
+                PING_TIMEOUT.as_secs()
+            );
+            let _ = p.reply.try_send(PingReport {
+                name: p.name.clone(),
+                rtt_ms: None,
+                path: None,
+                endpoint: None,
+                error: Some(error),
+            });
+            false
+        });
         while let Some(out) = self.core.poll_output() {
             match out {
+                Output::Pong {
+                    id,
+                    rtt,
+                    path,
+                    endpoint,
+                } => {
+                    if let Some(i) = self.pings.iter().position(|p| p.id == id) {
+                        let p = self.pings.swap_remove(i);
+                        let _ = p.reply.try_send(PingReport {
+                            name: p.name,
+                            rtt_ms: Some(rtt.as_secs_f64() * 1000.0),
+                            path: Some(path.to_string()),
+                            endpoint: Some(endpoint),
+                            error: None,
+                        });
+                    }
+                }
                 Output::Udp { to, bytes } => {
-                    if let Err(e) = self.udp.send_to(&bytes, to) {
+                    if let Err(e) = self.udp.send_to(&bytes, udp::for_socket(to, self.v6)) {
                         debug!(%to, error = %e, "control send failed");
                     }
                 }

@@ -3,7 +3,7 @@
 
 use crate::dataplane::ToControl;
 use crate::net::poll;
-use crate::status::STATUS_REQUEST;
+use crate::status::{PING_REQUEST, STATUS_REQUEST};
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -85,20 +85,37 @@ fn answer(stream: UnixStream, to_control: &Sender<ToControl>) -> Result<()> {
     let mut line = String::new();
     BufReader::new((&stream).take(1024)).read_line(&mut line)?;
     let mut stream = stream;
-    if line.trim() != STATUS_REQUEST {
-        writeln!(
-            stream,
-            "{{\"error\":\"unknown request; the only request is {STATUS_REQUEST:?}\"}}"
-        )?;
-        return Ok(());
+    let line = line.trim();
+    if line == STATUS_REQUEST {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        to_control
+            .send(ToControl::Status(tx))
+            .context("control thread gone")?;
+        let report = rx
+            .recv_timeout(Duration::from_secs(2))
+            .context("control thread did not answer")?;
+        writeln!(stream, "{}", serde_json::to_string(&report)?)?;
+    } else if let Some(name) = line
+        .strip_prefix(PING_REQUEST)
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        to_control
+            .send(ToControl::Ping {
+                name: name.to_string(),
+                reply: tx,
+            })
+            .context("control thread gone")?;
+        let report = rx
+            .recv_timeout(Duration::from_secs(5))
+            .context("control thread did not answer")?;
+        writeln!(stream, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        let msg = format!(
+            "unknown request {line:?}; expected {STATUS_REQUEST:?} or \"{PING_REQUEST} NAME\""
+        );
+        writeln!(stream, "{}", serde_json::json!({ "error": msg }))?;
     }
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    to_control
-        .send(ToControl::Status(tx))
-        .context("control thread gone")?;
-    let report = rx
-        .recv_timeout(Duration::from_secs(2))
-        .context("control thread did not answer")?;
-    writeln!(stream, "{}", serde_json::to_string(&report)?)?;
     Ok(())
 }

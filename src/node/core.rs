@@ -1,41 +1,37 @@
-//! Sans-IO node logic: the DC channel, the peer table, handshakes, rekeys,
-//! keepalives, DNS interception decisions and the packets that wait for a
-//! tunnel. Bytes and times go in; `Output`s and a new worker table come out.
+//! Sans-IO node logic: bytes and times go in; `Output`s and a new worker
+//! table come out. This file holds the state, the dispatch of datagrams,
+//! the DC channel and status; `tunnel` (handshakes, relays, endpoints),
+//! `health` (per-peer timers) and `resolve` (DNS and first packets) add the
+//! rest of `impl NodeCore`.
 
 use super::dc_link::{DcEvent, DcIdentity, DcLink, DcState};
-use super::dns::{DnsAction, DnsInterceptor, Resolution as DnsResolution, ResolveTarget};
-use super::peer::{DnsWaiter, Initiation, Peer};
-use super::table::{PeerStats, PeerTable, RxRoute, TxRoute};
+use super::dns::{DnsInterceptor, Resolution as DnsResolution};
+use super::health::ACTIVE_TICK;
+use super::peer::{DnsWaiter, Peer};
+use super::table::{Endpoint, PeerTable, RxRoute, TxRoute};
 use crate::keys::{PrivateKey, PublicKey};
-use crate::net::packet;
-use crate::proto::handshake::{Initiator, Responder};
-use crate::proto::signal::{
-    self, FromDc, PeerHello, PeerInfo, Registered, Resolution, Target, ToDc,
-};
+use crate::proto::relay as relay_frames;
+use crate::proto::signal::{FromDc, Registered, Resolution, Target, ToDc};
 use crate::proto::wire;
 use crate::status::{DcStatus, PeerStatus, StatusReport};
 use ipnet::Ipv4Net;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-/// Resend a handshake initiation after this long without a response.
-const HANDSHAKE_RETRY: Duration = Duration::from_secs(1);
-/// Give up on a handshake after this many initiations.
-const HANDSHAKE_ATTEMPTS: u32 = 10;
 /// Resend a question to the DC after this long without an answer.
-const RESOLVE_RETRY: Duration = Duration::from_millis(700);
-const RESOLVE_ATTEMPTS: u32 = 4;
+pub(super) const RESOLVE_RETRY: Duration = Duration::from_millis(700);
+pub(super) const RESOLVE_ATTEMPTS: u32 = 4;
 /// A DNS answer for a peer waits at most this long for the tunnel.
-const DNS_WAIT: Duration = Duration::from_millis(2500);
+pub(super) const DNS_WAIT: Duration = Duration::from_millis(2500);
 /// Forwarded DNS queries are forgotten after this long.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-const FORWARD_LIMIT: usize = 4096;
+pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const FORWARD_LIMIT: usize = 4096;
 const DNS_TTL: u32 = 60;
 /// Virtual addresses with packets queued before the DC answered.
-const ORPHAN_LIMIT: usize = 64;
+pub(super) const ORPHAN_LIMIT: usize = 64;
 
 pub struct NodeSettings {
     pub name: String,
@@ -63,41 +59,58 @@ pub enum Output {
     Upstream { to: SocketAddr, bytes: Vec<u8> },
     /// Registration accepted: give the TUN this address and routes.
     Configure(Registered),
+    /// A ping was answered (for `ntmtun ping`).
+    Pong {
+        id: u64,
+        rtt: Duration,
+        path: &'static str,
+        endpoint: String,
+    },
 }
 
-struct PendingResolve {
-    target: Target,
-    direct: bool,
-    sent: Instant,
-    attempts: u32,
-    dns: Vec<DnsWaiter>,
+pub(super) struct PendingResolve {
+    pub target: Target,
+    pub direct: bool,
+    pub sent: Instant,
+    pub attempts: u32,
+    pub dns: Vec<DnsWaiter>,
 }
 
-struct Forward {
-    client: SocketAddrV4,
-    resolver: SocketAddrV4,
-    deadline: Instant,
+pub(super) struct Forward {
+    pub client: SocketAddrV4,
+    pub resolver: SocketAddrV4,
+    pub deadline: Instant,
+}
+
+/// A NAT probe to a relay in flight.
+struct NatProbe {
+    relay: SocketAddr,
+    nonce: u64,
 }
 
 pub struct NodeCore {
-    s: NodeSettings,
-    start: Instant,
+    pub(super) s: NodeSettings,
+    pub(super) start: Instant,
     local_endpoints: Vec<SocketAddr>,
-    dc: DcLink,
-    dns: Option<DnsInterceptor>,
-    prefix: Option<Ipv4Net>,
-    peers: HashMap<PublicKey, Peer>,
-    by_vip: HashMap<Ipv4Addr, PublicKey>,
+    pub(super) dc: DcLink,
+    pub(super) dns: Option<DnsInterceptor>,
+    pub(super) prefix: Option<Ipv4Net>,
+    pub(super) peers: HashMap<PublicKey, Peer>,
+    pub(super) by_vip: HashMap<Ipv4Addr, PublicKey>,
     /// Our index of an initiation in flight -> peer.
-    initiations: HashMap<u32, PublicKey>,
-    resolves: HashMap<u64, PendingResolve>,
-    next_resolve: u64,
-    forwards: HashMap<(SocketAddr, u16), Forward>,
-    orphans: HashMap<Ipv4Addr, VecDeque<Vec<u8>>>,
-    out: VecDeque<Output>,
-    table_dirty: bool,
+    pub(super) initiations: HashMap<u32, PublicKey>,
+    pub(super) resolves: HashMap<u64, PendingResolve>,
+    pub(super) next_resolve: u64,
+    pub(super) forwards: HashMap<(SocketAddr, u16), Forward>,
+    pub(super) orphans: HashMap<Ipv4Addr, VecDeque<Vec<u8>>>,
+    pub(super) out: VecDeque<Output>,
+    pub(super) table_dirty: bool,
     next_index: u32,
-    last_hello_sent: u64,
+    pub(super) last_hello_sent: u64,
+    nat_probe: Option<NatProbe>,
+    next_ping: u64,
+    /// `ntmtun ping NAME` for a name not yet resolved: (name, ping id).
+    pending_ping_names: Vec<(String, u64)>,
 }
 
 impl NodeCore {
@@ -132,6 +145,9 @@ impl NodeCore {
             table_dirty: true,
             next_index,
             last_hello_sent: 0,
+            nat_probe: None,
+            next_ping: u64::from(next_index) << 32,
+            pending_ping_names: Vec::new(),
         }
     }
 
@@ -195,11 +211,11 @@ impl NodeCore {
         Some(t)
     }
 
-    fn unix_nanos(&self, now: Instant) -> u64 {
+    pub(super) fn unix_nanos(&self, now: Instant) -> u64 {
         self.s.unix_nanos_at_start + now.saturating_duration_since(self.start).as_nanos() as u64
     }
 
-    fn alloc_index(&mut self) -> u32 {
+    pub(super) fn alloc_index(&mut self) -> u32 {
         loop {
             self.next_index = self.next_index.wrapping_add(0x9e37_79b9);
             let i = self.next_index;
@@ -213,40 +229,96 @@ impl NodeCore {
         }
     }
 
-    // ----- UDP from the data socket -------------------------------------
+    pub(super) fn next_ping(&mut self) -> u64 {
+        self.next_ping = self.next_ping.wrapping_add(1);
+        self.next_ping
+    }
+
+    // ----- datagrams from the data socket ------------------------------------
 
     /// A datagram the workers did not handle themselves (everything but
     /// data records of known sessions).
     pub fn handle_udp(&mut self, from: SocketAddr, datagram: &mut [u8], now: Instant) {
-        match wire::kind(datagram) {
-            Ok(wire::DC_HANDSHAKE_RESP) => {
+        match datagram.first() {
+            Some(&relay_frames::RELAYED) => {
+                let Some((sid, inner)) = relay_frames::parse_relayed(datagram) else {
+                    return;
+                };
+                let mut inner = inner.to_vec();
+                self.handle_peer_datagram(Endpoint::Relay { relay: from, sid }, &mut inner, now);
+            }
+            Some(&relay_frames::BIND_ACK) => self.on_bind_ack(from, datagram, now),
+            Some(&relay_frames::PROBE_REPLY) => self.on_probe_reply(from, datagram),
+            Some(&wire::DC_HANDSHAKE_RESP) => {
                 if let Some(ev) = self.dc.handle_response(from, datagram, now) {
                     self.on_dc_event(ev, now);
                 }
             }
-            Ok(wire::DC_DATA) => match self.dc.open(datagram) {
+            Some(&wire::DC_DATA) => match self.dc.open(datagram) {
                 Some(msg) => self.on_dc_message(msg, now),
                 None => debug!(%from, "DC record rejected"),
             },
+            _ => self.handle_peer_datagram(Endpoint::Direct(from), datagram, now),
+        }
+    }
+
+    fn handle_peer_datagram(&mut self, from: Endpoint, datagram: &mut [u8], now: Instant) {
+        match wire::kind(datagram) {
             Ok(wire::HANDSHAKE_INIT) => self.on_handshake_init(from, datagram, now),
             Ok(wire::HANDSHAKE_RESP) => self.on_handshake_resp(from, datagram, now),
-            Ok(wire::DATA) => debug!(%from, "data record for an unknown session dropped"),
+            Ok(wire::DATA) => self.open_data(from, datagram, now),
             Ok(k) => debug!(%from, kind = k, "unexpected message type dropped"),
             Err(e) => debug!(%from, error = %e, "malformed datagram dropped"),
         }
     }
 
-    /// A worker saw an authenticated record for `index` arrive from `from`,
-    /// which is not the endpoint it knew: the peer moved (roaming).
-    pub fn handle_endpoint_seen(&mut self, index: u32, from: SocketAddr) {
-        if let Some(p) = self.peers.values_mut().find(|p| p.owns_index(index)) {
-            if p.endpoint != Some(from) {
-                info!(peer = %p.name, old = ?p.endpoint, new = %from, "peer endpoint changed");
-                p.endpoint = Some(from);
-                self.table_dirty = true;
+    /// A data record the workers could not place (a table not yet
+    /// published, or a relayed record in a test without workers): open it
+    /// here so nothing authentic is lost.
+    fn open_data(&mut self, from: Endpoint, datagram: &mut [u8], now: Instant) {
+        let Ok(h) = wire::TransportHeader::decode(datagram) else {
+            return;
+        };
+        let Some(p) = self.peers.values().find(|p| p.owns_index(h.receiver)) else {
+            debug!(%from, "data record for an unknown session dropped");
+            return;
+        };
+        let session = [&p.current, &p.previous]
+            .into_iter()
+            .flatten()
+            .find(|s| s.local_index == h.receiver)
+            .cloned();
+        let Some(session) = session else { return };
+        let Ok(range) = session.open(datagram) else {
+            return;
+        };
+        p.stats.record_rx(range.len(), !from.is_relay(), now);
+        let (vip, index) = (p.virtual_ip, session.local_index);
+        let payload = &datagram[range];
+        let control = payload.first().is_some_and(|b| b >> 4 != 4);
+        if p.endpoint != Some(from) && !control {
+            self.handle_endpoint_seen(index, from, now);
+        }
+        match payload.first() {
+            None => {}
+            Some(b) if b >> 4 == 4 => {
+                let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
+                let ok = crate::net::packet::source(payload) == Some(IpAddr::V4(vip))
+                    && local.is_some_and(|l| {
+                        crate::net::packet::destination(payload) == Some(IpAddr::V4(l))
+                    });
+                if ok {
+                    self.out.push_back(Output::Tun(payload.to_vec()));
+                }
+            }
+            Some(_) => {
+                let payload = payload.to_vec();
+                self.handle_peer_control(index, from, &payload, now);
             }
         }
     }
+
+    // ----- the DC channel ---------------------------------------------------
 
     fn on_dc_event(&mut self, ev: DcEvent, now: Instant) {
         match ev {
@@ -268,9 +340,10 @@ impl NodeCore {
                         },
                         _ => None,
                     };
-                    self.out.push_back(Output::Configure(reg));
+                    self.out.push_back(Output::Configure(reg.clone()));
                     self.table_dirty = true;
                 }
+                self.probe_nat(&reg);
                 // Questions asked while the channel was down go out now.
                 let ids: Vec<u64> = self.resolves.keys().copied().collect();
                 for id in ids {
@@ -284,8 +357,8 @@ impl NodeCore {
     fn on_dc_message(&mut self, msg: FromDc, now: Instant) {
         match msg {
             FromDc::Direction(info) => {
-                debug!(peer = %info.name, "DC directed a peer to us");
-                self.upsert_peer(&info);
+                debug!(peer = %info.name, path = ?info.path, "DC directed a peer to us");
+                self.upsert_peer(&info, now);
             }
             FromDc::Resolved { id, result } => {
                 let Some(pending) = self.resolves.remove(&id) else {
@@ -294,32 +367,6 @@ impl NodeCore {
                 self.on_resolved(pending, result, now);
             }
         }
-    }
-
-    fn upsert_peer(&mut self, info: &PeerInfo) -> PublicKey {
-        let key = PublicKey(info.public_key);
-        // A virtual address now held by another key: forget the old peer.
-        if let Some(old) = self.by_vip.get(&info.virtual_ip).copied() {
-            if old != key {
-                self.peers.remove(&old);
-                self.table_dirty = true;
-            }
-        }
-        self.by_vip.insert(info.virtual_ip, key);
-        let stats_epoch = self.start;
-        let peer = self.peers.entry(key).or_insert_with(|| {
-            Peer::new(
-                info.name.clone(),
-                info.virtual_ip,
-                key,
-                Vec::new(),
-                Arc::new(PeerStats::new(stats_epoch)),
-            )
-        });
-        peer.name = info.name.clone();
-        peer.virtual_ip = info.virtual_ip;
-        peer.endpoints = info.endpoints.clone();
-        key
     }
 
     fn on_resolved(&mut self, pending: PendingResolve, result: Resolution, now: Instant) {
@@ -337,7 +384,7 @@ impl NodeCore {
                     }
                     return;
                 }
-                let key = self.upsert_peer(&info);
+                let key = self.upsert_peer(&info, now);
                 if let Some(queued) = self.orphans.remove(&info.virtual_ip) {
                     if let Some(p) = self.peers.get_mut(&key) {
                         for pkt in queued {
@@ -367,378 +414,94 @@ impl NodeCore {
         }
     }
 
-    // ----- node <-> node handshakes ---------------------------------------
-
-    /// Starts a handshake unless a session exists or one is in flight; then
-    /// delivers whatever waits if the tunnel is already up.
-    fn ensure_tunnel(&mut self, key: PublicKey, now: Instant) {
-        let Some(p) = self.peers.get(&key) else {
+    /// Asks a relay how it sees our data socket; the DC compares that with
+    /// its own view to learn whether our NAT maps per destination.
+    fn probe_nat(&mut self, reg: &Registered) {
+        let Some(&relay) = reg
+            .relays
+            .iter()
+            .find(|r| r.is_ipv4() == reg.reflexive.is_ipv4())
+        else {
             return;
         };
-        if p.current.is_some() {
-            self.flush_peer(key, now);
-        } else if p.initiation.is_none() {
-            self.initiate(key, now, 1);
-        }
-    }
-
-    fn initiate(&mut self, key: PublicKey, now: Instant, attempts: u32) {
-        let index = self.alloc_index();
-        let ts = self.unix_nanos(now).max(self.last_hello_sent + 1);
-        self.last_hello_sent = ts;
-        let Ok(payload) = signal::encode(&PeerHello { timestamp: ts }) else {
-            return;
-        };
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if let Some(old) = p.initiation.take() {
-            self.initiations.remove(&old.initiator.local_index);
-        }
-        match Initiator::start(wire::HANDSHAKE_INIT, &self.s.key, &key, index, &payload) {
-            Ok((initiator, bytes)) => {
-                let targets = p.targets();
-                debug!(peer = %p.name, ?targets, attempts, "sending handshake initiation");
-                for to in targets {
-                    self.out.push_back(Output::Udp {
-                        to,
-                        bytes: bytes.clone(),
-                    });
-                }
-                p.initiation = Some(Initiation {
-                    initiator,
-                    sent: now,
-                    attempts,
-                });
-                self.initiations.insert(index, key);
-            }
-            Err(e) => warn!(peer = %p.name, error = %e, "cannot start handshake"),
-        }
-    }
-
-    fn on_handshake_init(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
-        let resp = match Responder::read(&self.s.key, datagram) {
-            Ok(r) => r,
-            Err(e) => {
-                debug!(%from, error = %e, "handshake initiation rejected");
-                return;
-            }
-        };
-        let key = resp.remote_key;
-        let hello: PeerHello = match signal::decode(&resp.payload) {
-            Ok(h) => h,
-            Err(_) => return,
-        };
-        let index = self.alloc_index();
-        let Some(p) = self.peers.get_mut(&key) else {
-            debug!(%from, peer = %key.short(), "handshake from a key the DC has not directed to us: dropped");
-            return;
-        };
-        if hello.timestamp <= p.last_hello {
-            debug!(peer = %p.name, "replayed handshake initiation dropped");
-            return;
-        }
-        match resp.reply(wire::HANDSHAKE_RESP, index, &[]) {
-            Ok((session, bytes)) => {
-                p.last_hello = hello.timestamp;
-                info!(peer = %p.name, endpoint = %from, "tunnel up (responder)");
-                p.install(session, from, now, false);
-                self.table_dirty = true;
-                self.out.push_back(Output::Udp { to: from, bytes });
-                self.flush_peer(key, now);
-            }
-            Err(e) => warn!(error = %e, "cannot answer handshake"),
-        }
-    }
-
-    fn on_handshake_resp(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
-        let Ok((sender, receiver, noise)) = wire::decode_resp(datagram) else {
-            return;
-        };
-        let Some(key) = self.initiations.get(&receiver).copied() else {
-            debug!(%from, "handshake response for no initiation in flight");
-            return;
-        };
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let Some(init) = p.initiation.take() else {
-            return;
-        };
-        let attempts = init.attempts;
-        self.initiations.remove(&receiver);
-        match init.initiator.finish(sender, noise) {
-            Ok((session, _)) => {
-                info!(peer = %p.name, endpoint = %from, "tunnel up (initiator)");
-                p.install(session, from, now, true);
-                self.table_dirty = true;
-                self.flush_peer(key, now);
-            }
-            Err(e) => {
-                // The Noise state is spent; start over rather than stall.
-                debug!(%from, error = %e, "handshake response rejected; initiating again");
-                self.initiate(key, now, attempts + 1);
-            }
-        }
-    }
-
-    /// Sends packets queued for the peer and answers DNS queries waiting on it.
-    fn flush_peer(&mut self, key: PublicKey, now: Instant) {
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let (Some(session), Some(endpoint)) = (p.current.clone(), p.endpoint) else {
-            return;
-        };
-        let answer = DnsResolution::Found {
-            name: p.name.clone(),
-            virtual_ip: p.virtual_ip,
-        };
-        let waiters = std::mem::take(&mut p.dns_waiters);
-        let queued: Vec<Vec<u8>> = p.queue.drain(..).collect();
-        let stats = p.stats.clone();
-        for w in waiters {
-            self.reply_dns(&w, &answer);
-        }
-        for pkt in queued {
-            if let Ok(bytes) = session.seal_to_vec(wire::DATA, &pkt) {
-                stats.record_tx(pkt.len(), now);
-                self.out.push_back(Output::Udp {
-                    to: endpoint,
-                    bytes,
-                });
-            }
-        }
-    }
-
-    // ----- packets from the TUN -------------------------------------------
-
-    /// A packet from the TUN that the workers handed over: a DNS query to a
-    /// captured resolver, or a packet for a virtual IP with no tunnel yet.
-    pub fn handle_tun(&mut self, pkt: Vec<u8>, now: Instant) {
-        if let Some(udp) = packet::parse_ipv4_udp(&pkt) {
-            if udp.dst.port() == 53 && self.dns.is_some() && self.is_resolver(udp.dst.ip()) {
-                let (client, resolver, query) = (udp.src, udp.dst, udp.payload.to_vec());
-                self.handle_dns(client, resolver, &query, now);
-                return;
-            }
-        }
-        let Some(IpAddr::V4(dst)) = packet::destination(&pkt) else {
-            return;
-        };
-        if !self.prefix.is_some_and(|p| p.contains(&dst)) {
-            return;
-        }
-        if let Some(key) = self.by_vip.get(&dst).copied() {
-            if let Some(p) = self.peers.get_mut(&key) {
-                if let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) {
-                    // The table just had not caught up yet.
-                    if let Ok(bytes) = s.seal_to_vec(wire::DATA, &pkt) {
-                        p.stats.record_tx(pkt.len(), now);
-                        self.out.push_back(Output::Udp { to: ep, bytes });
-                    }
-                    return;
-                }
-                p.enqueue(pkt);
-            }
-            self.ensure_tunnel(key, now);
-            return;
-        }
-        // Unknown address (the app cached DNS): ask the DC, hold the packet.
-        if self.orphans.len() >= ORPHAN_LIMIT && !self.orphans.contains_key(&dst) {
-            return;
-        }
-        let q = self.orphans.entry(dst).or_default();
-        if q.len() >= super::peer::QUEUE_LIMIT {
-            q.pop_front();
-        }
-        q.push_back(pkt);
-        self.resolve(Target::Address(dst), true, None, now);
-    }
-
-    fn is_resolver(&self, ip: &Ipv4Addr) -> bool {
-        self.s.resolvers.contains(&IpAddr::V4(*ip))
-    }
-
-    fn handle_dns(
-        &mut self,
-        client: SocketAddrV4,
-        resolver: SocketAddrV4,
-        query: &[u8],
-        now: Instant,
-    ) {
-        let Some(dns) = &self.dns else { return };
-        match dns.classify(query) {
-            DnsAction::Forward => self.forward_dns(client, resolver, query, now),
-            DnsAction::Reply(bytes) => self.write_dns(client, resolver, &bytes),
-            DnsAction::Resolve { pending, target } => {
-                let waiter = DnsWaiter {
-                    pending,
-                    client,
-                    resolver,
-                    deadline: now + DNS_WAIT,
-                };
-                let (target, direct) = match target {
-                    ResolveTarget::Name(n) => (Target::Name(n), true),
-                    ResolveTarget::Address(a) => (Target::Address(a), false),
-                };
-                self.answer_or_resolve(target, direct, waiter, now);
-            }
-        }
-    }
-
-    /// Answers from what we know when we can; otherwise asks the DC.
-    fn answer_or_resolve(&mut self, target: Target, direct: bool, waiter: DnsWaiter, now: Instant) {
-        if let Some(reg) = &self.dc.registered {
-            let own = match &target {
-                Target::Name(n) => *n == self.s.name,
-                Target::Address(a) => *a == reg.virtual_ip,
-            };
-            if own {
-                let ans = DnsResolution::Found {
-                    name: self.s.name.clone(),
-                    virtual_ip: reg.virtual_ip,
-                };
-                self.reply_dns(&waiter, &ans);
-                return;
-            }
-        }
-        let known = self.peers.values().find(|p| match &target {
-            Target::Name(n) => p.name == *n,
-            Target::Address(a) => p.virtual_ip == *a,
+        let nonce = rand::random();
+        self.nat_probe = Some(NatProbe { relay, nonce });
+        self.out.push_back(Output::Udp {
+            to: relay,
+            bytes: relay_frames::probe(nonce),
         });
-        if let Some(p) = known {
-            let key = p.key;
-            let ans = DnsResolution::Found {
-                name: p.name.clone(),
-                virtual_ip: p.virtual_ip,
-            };
-            if !direct || p.current.is_some() {
-                self.reply_dns(&waiter, &ans);
-                if direct {
-                    self.ensure_tunnel(key, now);
-                }
-            } else if let Some(p) = self.peers.get_mut(&key) {
-                p.dns_waiters.push(waiter);
-                self.ensure_tunnel(key, now);
-            }
-            return;
-        }
-        if !self.dc.is_up() {
-            // Fail fast and clearly rather than hang the application.
-            debug!(?target, "DC unreachable: SERVFAIL");
-            self.reply_dns(&waiter, &DnsResolution::Failed);
-            return;
-        }
-        self.resolve(target, direct, Some(waiter), now);
     }
 
-    /// Asks the DC about `target`, joining a question already in flight.
-    fn resolve(&mut self, target: Target, direct: bool, waiter: Option<DnsWaiter>, now: Instant) {
-        if let Some(p) = self
-            .resolves
-            .values_mut()
-            .find(|p| p.target == target && p.direct == direct)
-        {
-            p.dns.extend(waiter);
-            return;
-        }
-        let id = self.next_resolve;
-        self.next_resolve += 1;
-        self.resolves.insert(
-            id,
-            PendingResolve {
-                target,
-                direct,
-                sent: now,
-                attempts: 0,
-                dns: waiter.into_iter().collect(),
-            },
-        );
-        self.send_resolve(id, now);
-    }
-
-    fn send_resolve(&mut self, id: u64, now: Instant) {
-        let Some(p) = self.resolves.get_mut(&id) else {
+    fn on_probe_reply(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let Some((nonce, seen_as)) = relay_frames::parse_probe_reply(datagram) else {
             return;
         };
-        p.sent = now;
-        p.attempts += 1;
-        let msg = ToDc::Resolve {
-            id,
-            target: p.target.clone(),
-            direct: p.direct,
+        let Some(probe) = self
+            .nat_probe
+            .take_if(|p| p.relay == from && p.nonce == nonce)
+        else {
+            return;
         };
-        if let Some((to, bytes)) = self.dc.seal(&msg) {
+        debug!(relay = %probe.relay, %seen_as, "relay observed our address");
+        if let Some((to, bytes)) = self.dc.seal(&ToDc::Observed {
+            relay: probe.relay,
+            seen_as,
+        }) {
             self.out.push_back(Output::Udp { to, bytes });
         }
     }
 
-    fn reply_dns(&mut self, w: &DnsWaiter, res: &DnsResolution) {
-        let Some(dns) = &self.dns else { return };
-        let bytes = dns.answer(&w.pending, res);
-        self.write_dns(w.client, w.resolver, &bytes);
-    }
+    // ----- mobility and tools -----------------------------------------------
 
-    /// Writes a DNS reply into the TUN as if the resolver had sent it.
-    fn write_dns(&mut self, client: SocketAddrV4, resolver: SocketAddrV4, payload: &[u8]) {
-        let mut pkt = Vec::with_capacity(payload.len() + 28);
-        packet::build_ipv4_udp(resolver, client, payload, &mut pkt);
-        self.out.push_back(Output::Tun(pkt));
-    }
-
-    fn forward_dns(
-        &mut self,
-        client: SocketAddrV4,
-        resolver: SocketAddrV4,
-        query: &[u8],
-        now: Instant,
-    ) {
-        if query.len() < 2 {
-            return;
+    /// The host's addresses or routes changed (netlink, or polling). On a
+    /// real change: register from the new address and ask for fresh
+    /// directions; in any case tell every peer where we are now (an
+    /// authenticated packet from the new address is what moves them).
+    pub fn handle_network_change(&mut self, endpoints: Vec<SocketAddr>, now: Instant) {
+        let moved = endpoints != self.local_endpoints;
+        if moved {
+            info!(old = ?self.local_endpoints, new = ?endpoints, "local addresses changed");
+            self.local_endpoints = endpoints;
+            self.dc.expedite(now);
         }
-        let id = u16::from_be_bytes([query[0], query[1]]);
-        let to = SocketAddr::V4(resolver);
-        if self.forwards.len() >= FORWARD_LIMIT && !self.forwards.contains_key(&(to, id)) {
-            warn!("too many DNS queries in flight; answering SERVFAIL");
-            if let Some(bytes) = super::dns::servfail_for(query) {
-                self.write_dns(client, resolver, &bytes);
+        let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.keepalive(key, now);
+            if moved {
+                self.bind_relay(key, now);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.last_redirect = None;
+                    p.direct_banned_until = None;
+                }
+                self.redirect(key, now);
             }
-            return;
         }
-        self.forwards.insert(
-            (to, id),
-            Forward {
-                client,
-                resolver,
-                deadline: now + FORWARD_TIMEOUT,
-            },
-        );
-        self.out.push_back(Output::Upstream {
-            to,
-            bytes: query.to_vec(),
-        });
     }
 
-    /// An answer from a real resolver: back to the application, unchanged.
-    pub fn handle_upstream(&mut self, from: SocketAddr, answer: &[u8]) {
-        if answer.len() < 2 {
-            return;
+    /// Starts a ping to the peer named `name`; the answer comes back as
+    /// `Output::Pong` with this id. A peer with no tunnel gets one first.
+    pub fn ping(&mut self, name: &str, now: Instant) -> Result<u64, String> {
+        let id = self.next_ping();
+        if let Some(key) = self.peers.values().find(|p| p.name == name).map(|p| p.key) {
+            self.send_ping(key, id, now);
+            self.ensure_tunnel(key, now);
+            return Ok(id);
         }
-        let id = u16::from_be_bytes([answer[0], answer[1]]);
-        if let Some(f) = self.forwards.remove(&(from, id)) {
-            self.write_dns(f.client, f.resolver, answer);
+        if !self.dc.is_up() {
+            return Err(format!(
+                "{name} is not a known peer and the DC is unreachable"
+            ));
         }
+        // Resolve first; the ping waits on the peer once it exists.
+        self.resolve(Target::Name(name.to_string()), true, None, now);
+        self.pending_ping_names.push((name.to_string(), id));
+        Ok(id)
     }
 
     // ----- timers -----------------------------------------------------------
 
     pub fn handle_timeout(&mut self, now: Instant) {
         let unix = self.unix_nanos(now);
-        if let Some((to, bytes)) = self.dc.poll(now, unix, &self.local_endpoints) {
-            self.out.push_back(Output::Udp { to, bytes });
-        }
-
         // Questions to the DC: retry, then give up with SERVFAIL.
         let due: Vec<u64> = self
             .resolves
@@ -771,80 +534,28 @@ impl NodeCore {
         if let Some((to, bytes)) = self.dc.poll(now, unix, &self.local_endpoints) {
             self.out.push_back(Output::Udp { to, bytes });
         }
-
+        // Pings asked for by name before the peer existed.
+        if !self.pending_ping_names.is_empty() {
+            let waiting = std::mem::take(&mut self.pending_ping_names);
+            for (name, id) in waiting {
+                match self.peers.values().find(|p| p.name == name).map(|p| p.key) {
+                    Some(key) => self.send_ping(key, id, now),
+                    None if self
+                        .resolves
+                        .values()
+                        .any(|r| r.target == Target::Name(name.clone())) =>
+                    {
+                        self.pending_ping_names.push((name, id))
+                    }
+                    None => {}
+                }
+            }
+        }
         let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
         for key in keys {
             self.peer_timers(key, now);
         }
-
         self.forwards.retain(|_, f| f.deadline > now);
-    }
-
-    fn peer_timers(&mut self, key: PublicKey, now: Instant) {
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        // DNS answers that waited long enough go out with the address: the
-        // first packets will find the tunnel or trigger it again.
-        if p.dns_waiters.iter().any(|w| w.deadline <= now) {
-            let answer = DnsResolution::Found {
-                name: p.name.clone(),
-                virtual_ip: p.virtual_ip,
-            };
-            let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut p.dns_waiters)
-                .into_iter()
-                .partition(|w| w.deadline <= now);
-            p.dns_waiters = keep;
-            for w in late {
-                self.reply_dns(&w, &answer);
-            }
-        }
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if let Some(init) = &p.initiation {
-            if now.saturating_duration_since(init.sent) >= HANDSHAKE_RETRY {
-                let attempts = init.attempts;
-                if attempts >= HANDSHAKE_ATTEMPTS {
-                    warn!(peer = %p.name, attempts, "handshake failed: no response");
-                    if let Some(i) = p.initiation.take() {
-                        self.initiations.remove(&i.initiator.local_index);
-                    }
-                    p.queue.clear();
-                } else {
-                    self.initiate(key, now, attempts + 1);
-                }
-            }
-            return;
-        }
-        // Rekey: the initiator of the current session renews it on time; the
-        // responder steps in later in case the initiator went quiet.
-        if let Some(est) = p.established {
-            let due = if p.we_initiated {
-                self.s.rekey
-            } else {
-                self.s.rekey + Duration::from_secs(30)
-            };
-            if now.saturating_duration_since(est) >= due {
-                debug!(peer = %p.name, "rekeying");
-                self.initiate(key, now, 1);
-                return;
-            }
-        }
-        if let (Some(interval), Some(s), Some(ep)) =
-            (self.s.keepalive, p.current.clone(), p.endpoint)
-        {
-            let idle = p
-                .stats
-                .last_tx()
-                .is_none_or(|t| now.saturating_duration_since(t) >= interval);
-            if idle {
-                if let Ok(bytes) = s.seal_to_vec(wire::DATA, &[]) {
-                    p.stats.record_tx(0, now);
-                    self.out.push_back(Output::Udp { to: ep, bytes });
-                }
-            }
-        }
     }
 
     /// When `handle_timeout` next has work; the shell never sleeps past it.
@@ -857,17 +568,21 @@ impl NodeCore {
             for w in &p.dns_waiters {
                 t = t.min(w.deadline);
             }
-            if let Some(i) = &p.initiation {
-                t = t.min(i.sent + HANDSHAKE_RETRY);
-            } else if let Some(est) = p.established {
+            if let Some(est) = p.established {
                 t = t.min(est + self.s.rekey);
             }
             if let (Some(k), Some(_)) = (self.s.keepalive, &p.current) {
                 t = t.min(p.stats.last_tx().map_or(now, |l| l + k));
             }
         }
-        // Forward-table expiry is lazy; a coarse bound keeps it tidy.
-        t.min(now + Duration::from_secs(1)).max(now)
+        // Traffic, handshakes or binds in flight: look often (health checks
+        // and retries are sub-second); otherwise once a second at least.
+        let cap = if self.any_active(now) || !self.pending_ping_names.is_empty() {
+            ACTIVE_TICK
+        } else {
+            Duration::from_secs(1)
+        };
+        t.min(now + cap).max(now)
     }
 
     // ----- status -----------------------------------------------------------
@@ -878,6 +593,7 @@ impl NodeCore {
             reg.map(|r| format!("{name}.{}", r.domain))
                 .unwrap_or_else(|| name.to_string())
         };
+        let secs = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
         let mut peers: Vec<PeerStatus> = self
             .peers
             .values()
@@ -886,25 +602,16 @@ impl NodeCore {
                 fqdn: fqdn(&p.name),
                 virtual_ip: p.virtual_ip,
                 public_key: p.key.to_base64(),
-                path: "direct".into(),
-                endpoint: p.endpoint,
-                last_handshake_secs: p
-                    .established
-                    .map(|t| now.saturating_duration_since(t).as_secs()),
-                last_rx_secs: p
-                    .stats
-                    .last_rx()
-                    .map(|t| now.saturating_duration_since(t).as_secs()),
-                rx_bytes: p.stats.rx_bytes.load(std::sync::atomic::Ordering::Relaxed),
-                tx_bytes: p.stats.tx_bytes.load(std::sync::atomic::Ordering::Relaxed),
-                rx_packets: p
-                    .stats
-                    .rx_packets
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                tx_packets: p
-                    .stats
-                    .tx_packets
-                    .load(std::sync::atomic::Ordering::Relaxed),
+                path: p.path_label().into(),
+                endpoint: p.endpoint.map(|e| e.addr()),
+                relay: p.endpoint.filter(Endpoint::is_relay).map(|e| e.addr()),
+                rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1000.0),
+                last_handshake_secs: secs(p.established),
+                last_rx_secs: secs(p.stats.last_rx()),
+                rx_bytes: p.stats.rx_bytes.load(Ordering::Relaxed),
+                tx_bytes: p.stats.tx_bytes.load(Ordering::Relaxed),
+                rx_packets: p.stats.rx_packets.load(Ordering::Relaxed),
+                tx_packets: p.stats.tx_packets.load(Ordering::Relaxed),
             })
             .collect();
         peers.sort_by(|a, b| a.name.cmp(&b.name));

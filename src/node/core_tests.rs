@@ -2,27 +2,74 @@
 //! datagrams through an in-memory network, with simulated time.
 
 use super::core::{NodeCore, NodeSettings, Output};
-use crate::dc::core::{DcCore, DcSettings};
+use crate::dc::core::{DcCore, DcSettings, RelaySpec};
 use crate::dc::store::Store;
 use crate::keys::PrivateKey;
 use crate::net::packet;
+use crate::proto::ticket::TicketKey;
 use crate::proto::wire;
+use crate::relay::core::{Action as RelayAction, RelayCore};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 const DC_ADDR: &str = "198.51.100.10:7446";
+const RELAY_ADDR: &str = "198.51.100.20:7447";
+const RELAY6_ADDR: &str = "[2001:db8:100::20]:7447";
 const RESOLVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 const TOKEN: &str = "token";
 const UNIX_BASE: u64 = 1_700_000_000_000_000_000;
 
+/// A NAT router in front of some nodes. Mapping is endpoint-independent
+/// (`cone`) or per destination (symmetric); filtering is always per remote
+/// address and port, like nftables masquerade and most home routers.
+struct Nat {
+    public: IpAddr,
+    cone: bool,
+    /// A firewall that lets in only answers from the DC and the relay
+    /// (punching cannot work).
+    closed: bool,
+    next_port: u16,
+    /// (inner, destination or None for cone) -> public port.
+    map: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
+    /// public port -> (inner, remotes contacted through it).
+    back: HashMap<u16, (SocketAddr, Vec<SocketAddr>)>,
+}
+
+impl Nat {
+    fn outbound(&mut self, inner: SocketAddr, to: SocketAddr) -> SocketAddr {
+        let key = (inner, (!self.cone).then_some(to));
+        let port = *self.map.entry(key).or_insert_with(|| {
+            self.next_port += 1;
+            self.next_port
+        });
+        let entry = self.back.entry(port).or_insert((inner, Vec::new()));
+        if !entry.1.contains(&to) {
+            entry.1.push(to);
+        }
+        SocketAddr::new(self.public, port)
+    }
+
+    fn inbound(&self, from: SocketAddr, port: u16) -> Option<SocketAddr> {
+        let (inner, remotes) = self.back.get(&port)?;
+        let infrastructure = Net::is_dc(from)
+            || from == RELAY_ADDR.parse().unwrap()
+            || from == RELAY6_ADDR.parse().unwrap();
+        ((!self.closed || infrastructure) && remotes.contains(&from)).then_some(*inner)
+    }
+}
+
 struct Node {
     addr: SocketAddr,
+    /// Index into `Net::nats` when behind a NAT.
+    nat: Option<usize>,
     core: NodeCore,
     /// Packets the node wrote into its TUN.
     tun: Vec<Vec<u8>>,
+    /// A powered-off or unplugged node neither sends nor receives.
+    online: bool,
 }
 
 struct Net {
@@ -31,14 +78,19 @@ struct Net {
     now: Instant,
     dc: DcCore,
     dc_key: PrivateKey,
+    relay: Option<RelayCore>,
+    nats: Vec<Nat>,
     nodes: Vec<Node>,
-    /// Datagrams in flight: (from, to, bytes).
+    /// Datagrams in flight: (from, to, bytes), addresses as on the wire.
     wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// When false, everything sent to the DC is lost.
     dc_up: bool,
+    relay_up: bool,
+    /// Datagrams the relay forwarded.
+    relayed: usize,
 }
 
-fn dc_core(key: &PrivateKey, store: Store) -> DcCore {
+fn dc_core(key: &PrivateKey, store: Store, relays: Vec<RelaySpec>, now: Instant) -> DcCore {
     DcCore::new(
         DcSettings {
             key: key.clone(),
@@ -46,9 +98,11 @@ fn dc_core(key: &PrivateKey, store: Store) -> DcCore {
             prefix: "198.18.0.0/15".parse().unwrap(),
             auth_keys: vec![TOKEN.into()],
             expiry: Duration::from_secs(90),
+            relays,
         },
         store,
         7,
+        now,
     )
 }
 
@@ -59,12 +113,49 @@ impl Net {
         Net {
             epoch: now,
             now,
-            dc: dc_core(&dc_key, Store::in_memory().unwrap()),
+            dc: dc_core(&dc_key, Store::in_memory().unwrap(), Vec::new(), now),
             dc_key,
+            relay: None,
+            nats: Vec::new(),
             nodes: Vec::new(),
             wire: VecDeque::new(),
             dc_up: true,
+            relay_up: true,
+            relayed: 0,
         }
+    }
+
+    /// A network with a dual-stack relay the DC knows.
+    fn with_relay() -> Net {
+        let mut net = Net::new();
+        let relay_key = PrivateKey::generate();
+        let spec = RelaySpec {
+            public_key: relay_key.public_key(),
+            addresses: vec![RELAY_ADDR.parse().unwrap(), RELAY6_ADDR.parse().unwrap()],
+        };
+        net.dc = dc_core(
+            &net.dc_key,
+            Store::in_memory().unwrap(),
+            vec![spec],
+            net.now,
+        );
+        net.relay = Some(RelayCore::new(
+            TicketKey::derive(&relay_key, &net.dc_key.public_key()),
+            u64::MAX,
+        ));
+        net
+    }
+
+    fn add_nat(&mut self, public: &str, cone: bool) -> usize {
+        self.nats.push(Nat {
+            public: public.parse().unwrap(),
+            cone,
+            closed: false,
+            next_port: 40000 + 1000 * self.nats.len() as u16,
+            map: HashMap::new(),
+            back: HashMap::new(),
+        });
+        self.nats.len() - 1
     }
 
     fn add_node(&mut self, name: &str, addr: &str, auth_key: &str) -> usize {
@@ -78,12 +169,32 @@ impl Net {
         auth_key: &str,
         key: PrivateKey,
     ) -> usize {
+        self.add_node_full(name, addr, auth_key, key, None)
+    }
+
+    fn add_natted(&mut self, name: &str, addr: &str, nat: usize) -> usize {
+        self.add_node_full(name, addr, TOKEN, PrivateKey::generate(), Some(nat))
+    }
+
+    fn add_node_full(
+        &mut self,
+        name: &str,
+        addr: &str,
+        auth_key: &str,
+        key: PrivateKey,
+        nat: Option<usize>,
+    ) -> usize {
         let addr: SocketAddr = addr.parse().unwrap();
+        let dc: SocketAddr = if addr.is_ipv4() {
+            DC_ADDR.parse().unwrap()
+        } else {
+            "[2001:db8:100::10]:7446".parse().unwrap()
+        };
         let mut core = NodeCore::new(
             NodeSettings {
                 name: name.into(),
                 key,
-                dc: vec![DC_ADDR.parse().unwrap()],
+                dc: vec![dc],
                 dc_key: self.dc_key.public_key(),
                 auth_key: auth_key.into(),
                 keepalive: Some(Duration::from_secs(25)),
@@ -97,40 +208,103 @@ impl Net {
         core.set_local_endpoints(vec![addr]);
         self.nodes.push(Node {
             addr,
+            nat,
             core,
             tun: Vec::new(),
+            online: true,
         });
         self.nodes.len() - 1
     }
 
     fn collect(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        while let Some(out) = node.core.poll_output() {
-            match out {
-                Output::Udp { to, bytes } => self.wire.push_back((node.addr, to, bytes)),
-                Output::Tun(p) => node.tun.push(p),
-                Output::Upstream { .. } | Output::Configure(_) => {}
+        let mut outs = Vec::new();
+        while let Some(o) = self.nodes[i].core.poll_output() {
+            outs.push(o);
+        }
+        for o in outs {
+            match o {
+                Output::Udp { to, bytes } if self.nodes[i].online => {
+                    // Leaving the LAN through the node's NAT, unless the
+                    // destination is on the same LAN.
+                    let inner = self.nodes[i].addr;
+                    let from = match self.nodes[i].nat {
+                        Some(k) if !self.nodes.iter().any(|n| n.nat == Some(k) && n.addr == to) => {
+                            self.nats[k].outbound(inner, to)
+                        }
+                        _ => inner,
+                    };
+                    self.wire.push_back((from, to, bytes));
+                }
+                Output::Tun(p) => self.nodes[i].tun.push(p),
+                _ => {}
             }
+        }
+    }
+
+    fn is_dc(to: SocketAddr) -> bool {
+        to == DC_ADDR.parse().unwrap() || to == "[2001:db8:100::10]:7446".parse().unwrap()
+    }
+
+    fn unix(&self) -> u64 {
+        (UNIX_BASE + (self.now - self.epoch).as_nanos() as u64) / 1_000_000_000
+    }
+
+    fn deliver_to_node(&mut self, from: SocketAddr, to: SocketAddr, mut bytes: Vec<u8>) {
+        let sender_nat = self
+            .nodes
+            .iter()
+            .find(|n| n.addr == from)
+            .and_then(|n| n.nat);
+        let direct = self.nodes.iter().position(|n| {
+            n.online
+                && n.addr == to
+                && (n.nat.is_none() || (sender_nat.is_some() && n.nat == sender_nat))
+        });
+        let target = direct.or_else(|| {
+            let k = self.nats.iter().position(|n| n.public == to.ip())?;
+            let inner = self.nats[k].inbound(from, to.port())?;
+            self.nodes
+                .iter()
+                .position(|n| n.online && n.nat == Some(k) && n.addr == inner)
+        });
+        if let Some(i) = target {
+            self.nodes[i].core.handle_udp(from, &mut bytes, self.now);
         }
     }
 
     /// Delivers datagrams until the network is quiet (bounded).
     fn settle(&mut self) {
-        for _ in 0..1000 {
+        let (relay4, relay6): (SocketAddr, SocketAddr) =
+            (RELAY_ADDR.parse().unwrap(), RELAY6_ADDR.parse().unwrap());
+        for _ in 0..5000 {
             for i in 0..self.nodes.len() {
                 self.collect(i);
             }
             let Some((from, to, mut bytes)) = self.wire.pop_front() else {
                 return;
             };
-            if to == DC_ADDR.parse().unwrap() {
+            let unix = self.unix();
+            if Self::is_dc(to) {
                 if self.dc_up {
-                    for t in self.dc.handle(from, &mut bytes, self.now, 1_700_000_000) {
+                    for t in self.dc.handle(from, &mut bytes, self.now, unix) {
                         self.wire.push_back((to, t.to, t.bytes));
                     }
                 }
-            } else if let Some(i) = self.nodes.iter().position(|n| n.addr == to) {
-                self.nodes[i].core.handle_udp(from, &mut bytes, self.now);
+            } else if to == relay4 || to == relay6 {
+                let Some(relay) = self.relay.as_mut().filter(|_| self.relay_up) else {
+                    continue;
+                };
+                match relay.handle(from, &bytes, self.now, unix) {
+                    RelayAction::Forward(dst) => {
+                        self.relayed += 1;
+                        let src = if dst.is_ipv4() { relay4 } else { relay6 };
+                        self.wire.push_back((src, dst, bytes));
+                    }
+                    RelayAction::Reply(r) => self.wire.push_back((to, from, r)),
+                    RelayAction::Drop(_) => {}
+                }
+            } else {
+                self.deliver_to_node(from, to, bytes);
             }
         }
         panic!("network never settled");
@@ -144,7 +318,11 @@ impl Net {
             for i in 0..self.nodes.len() {
                 self.nodes[i].core.handle_timeout(self.now);
             }
-            self.dc.handle_timeout(self.now);
+            let unix = self.unix();
+            for t in self.dc.handle_timeout(self.now, unix) {
+                let from: SocketAddr = DC_ADDR.parse().unwrap();
+                self.wire.push_back((from, t.to, t.bytes));
+            }
             self.settle();
         }
     }
@@ -391,15 +569,30 @@ fn dc_unreachable_gives_servfail_not_a_hang_and_tunnels_keep_working() {
 fn dc_restart_keeps_virtual_ips() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = Net::new();
-    net.dc = dc_core(&net.dc_key, Store::open(dir.path()).unwrap());
+    net.dc = dc_core(
+        &net.dc_key,
+        Store::open(dir.path()).unwrap(),
+        Vec::new(),
+        net.now,
+    );
     net.add_node("alice", "198.51.100.11:1000", TOKEN);
     net.add_node("bob", "198.51.100.12:2000", TOKEN);
     net.advance(Duration::from_millis(200));
     let before = (net.vip(0), net.vip(1));
     // Restart: a fresh core on the same state directory. The old core (and
     // its file lock) must go first.
-    net.dc = dc_core(&net.dc_key, Store::in_memory().unwrap());
-    net.dc = dc_core(&net.dc_key, Store::open(dir.path()).unwrap());
+    net.dc = dc_core(
+        &net.dc_key,
+        Store::in_memory().unwrap(),
+        Vec::new(),
+        net.now,
+    );
+    net.dc = dc_core(
+        &net.dc_key,
+        Store::open(dir.path()).unwrap(),
+        Vec::new(),
+        net.now,
+    );
     // Register in the opposite order this time.
     net.nodes.swap(0, 1);
     net.advance(Duration::from_secs(25));
@@ -472,4 +665,245 @@ fn replayed_registration_is_ignored_by_the_dc() {
     let again = net.dc.handle(from, &mut bytes.clone(), net.now, 1);
     assert!(again.is_empty(), "DC answered a replayed registration");
     assert_eq!(to, DC_ADDR.parse().unwrap());
+}
+
+// ----- connectivity: NATs, relay, IPv4/IPv6, mobility ---------------------
+
+impl Net {
+    /// Sends one IP packet from node `a`'s TUN to node `b`; true if it came
+    /// out of `b`'s TUN.
+    fn deliver(&mut self, a: usize, b: usize, tag: u8) -> bool {
+        let (va, vb) = (self.vip(a).unwrap(), self.vip(b).unwrap());
+        let mut pkt = Vec::new();
+        packet::build_ipv4_udp(
+            SocketAddrV4::new(va, 7000),
+            SocketAddrV4::new(vb, 7001),
+            &[tag; 40],
+            &mut pkt,
+        );
+        self.nodes[b].tun.clear();
+        self.nodes[a].core.handle_tun(pkt.clone(), self.now);
+        self.settle();
+        self.nodes[b].tun.contains(&pkt)
+    }
+
+    fn peer_path(&self, i: usize) -> (String, Option<SocketAddr>) {
+        let st = self.nodes[i].core.status(self.now);
+        let p = &st.peers[0];
+        (p.path.clone(), p.endpoint)
+    }
+
+    /// Alice (node 0) looks up bob (node 1) by name: the trigger.
+    fn connect(&mut self) {
+        self.advance(Duration::from_millis(300));
+        let ans = self
+            .dns(0, "bob.ntm.internal.", RecordType::A)
+            .expect("no DNS answer");
+        assert_eq!(a_record(&ans), self.vip(1));
+        self.advance(Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn two_cone_nats_punch_a_direct_path() {
+    let mut net = Net::with_relay();
+    let (na, nb) = (
+        net.add_nat("198.51.100.101", true),
+        net.add_nat("198.51.100.102", true),
+    );
+    net.add_natted("alice", "192.0.2.2:5000", na);
+    net.add_natted("bob", "192.0.2.66:5000", nb);
+    net.connect();
+    assert!(
+        net.deliver(0, 1, 1) && net.deliver(1, 0, 2),
+        "no data through the punched path"
+    );
+    let (path, ep) = net.peer_path(0);
+    assert_eq!(path, "punched");
+    assert_eq!(
+        ep.unwrap().ip(),
+        "198.51.100.102".parse::<IpAddr>().unwrap(),
+        "alice must send to bob's NAT directly"
+    );
+    assert_eq!(
+        net.relayed, 0,
+        "the relay carried traffic although punching worked"
+    );
+}
+
+#[test]
+fn symmetric_nats_go_through_the_relay() {
+    let mut net = Net::with_relay();
+    let (na, nb) = (
+        net.add_nat("198.51.100.101", false),
+        net.add_nat("198.51.100.102", false),
+    );
+    net.add_natted("alice", "192.0.2.2:5000", na);
+    net.add_natted("bob", "192.0.2.66:5000", nb);
+    net.connect();
+    assert!(
+        net.deliver(0, 1, 1) && net.deliver(1, 0, 2),
+        "no data through the relay"
+    );
+    let (path, ep) = net.peer_path(0);
+    assert_eq!(path, "relay");
+    assert_eq!(ep, Some(RELAY_ADDR.parse().unwrap()));
+    assert!(net.relayed > 0);
+    // Upgrade probes keep failing against symmetric NATs: still relayed.
+    net.advance(Duration::from_secs(12));
+    assert!(net.deliver(0, 1, 3));
+    assert_eq!(net.peer_path(0).0, "relay");
+}
+
+#[test]
+fn public_node_and_natted_node_talk_directly_both_ways_of_asking() {
+    for natted_asks in [false, true] {
+        let mut net = Net::with_relay();
+        let nb = net.add_nat("198.51.100.102", false);
+        if natted_asks {
+            net.add_natted("alice", "192.0.2.66:5000", nb);
+            net.add_node("bob", "198.51.100.12:5000", TOKEN);
+        } else {
+            net.add_node("alice", "198.51.100.11:5000", TOKEN);
+            net.add_natted("bob", "192.0.2.66:5000", nb);
+        }
+        net.connect();
+        assert!(
+            net.deliver(0, 1, 1) && net.deliver(1, 0, 2),
+            "natted_asks={natted_asks}"
+        );
+        assert_eq!(net.peer_path(0).0, "direct", "natted_asks={natted_asks}");
+        assert_eq!(net.relayed, 0, "natted_asks={natted_asks}");
+    }
+}
+
+#[test]
+fn same_nat_uses_local_addresses() {
+    let mut net = Net::with_relay();
+    let n = net.add_nat("198.51.100.101", false);
+    net.add_natted("alice", "192.0.2.2:5000", n);
+    net.add_natted("bob", "192.0.2.3:5000", n);
+    net.connect();
+    assert!(net.deliver(0, 1, 1) && net.deliver(1, 0, 2));
+    assert_eq!(
+        net.peer_path(0),
+        (
+            "direct".to_string(),
+            Some("192.0.2.3:5000".parse().unwrap())
+        )
+    );
+}
+
+#[test]
+fn ipv4_only_and_ipv6_only_nodes_meet_through_the_relay() {
+    let mut net = Net::with_relay();
+    net.add_node("alice", "198.51.100.11:5000", TOKEN);
+    net.add_node("bob", "[2001:db8:100::12]:5000", TOKEN);
+    net.connect();
+    assert!(net.deliver(0, 1, 1) && net.deliver(1, 0, 2));
+    assert_eq!(
+        net.peer_path(0),
+        ("relay".to_string(), Some(RELAY_ADDR.parse().unwrap()))
+    );
+    assert_eq!(
+        net.peer_path(1),
+        ("relay".to_string(), Some(RELAY6_ADDR.parse().unwrap()))
+    );
+}
+
+#[test]
+fn failed_punch_falls_back_to_the_relay() {
+    let mut net = Net::with_relay();
+    let (na, nb) = (
+        net.add_nat("198.51.100.101", true),
+        net.add_nat("198.51.100.102", true),
+    );
+    net.nats[nb].closed = true;
+    net.add_natted("alice", "192.0.2.2:5000", na);
+    net.add_natted("bob", "192.0.2.66:5000", nb);
+    net.connect();
+    assert!(
+        net.deliver(0, 1, 1) && net.deliver(1, 0, 2),
+        "no fallback to the relay"
+    );
+    assert_eq!(net.peer_path(0).0, "relay");
+}
+
+#[test]
+fn relayed_pair_upgrades_to_direct_when_a_path_opens() {
+    let mut net = Net::with_relay();
+    let (na, nb) = (
+        net.add_nat("198.51.100.101", true),
+        net.add_nat("198.51.100.102", true),
+    );
+    net.nats[nb].closed = true;
+    net.add_natted("alice", "192.0.2.2:5000", na);
+    net.add_natted("bob", "192.0.2.66:5000", nb);
+    net.connect();
+    assert_eq!(net.peer_path(0).0, "relay");
+    net.nats[nb].closed = false;
+    // A direct path that failed is not retried for 30 s (no flapping).
+    for _ in 0..45 {
+        net.advance(Duration::from_secs(1));
+        assert!(net.deliver(0, 1, 9), "traffic lost during the upgrade");
+    }
+    assert_eq!(net.peer_path(0).0, "punched", "never upgraded to direct");
+    assert_eq!(net.peer_path(1).0, "punched");
+}
+
+#[test]
+fn dead_direct_path_falls_back_to_the_relay_within_seconds() {
+    let mut net = Net::with_relay();
+    let (na, nb) = (
+        net.add_nat("198.51.100.101", true),
+        net.add_nat("198.51.100.102", true),
+    );
+    net.add_natted("alice", "192.0.2.2:5000", na);
+    net.add_natted("bob", "192.0.2.66:5000", nb);
+    net.connect();
+    assert_eq!(net.peer_path(0).0, "punched");
+    // Bob's router starts dropping everything from outside.
+    net.nats[nb].closed = true;
+    let mut recovered = None;
+    for step in 0..40 {
+        net.advance(Duration::from_millis(250));
+        let mut p = Vec::new();
+        let (va, vb) = (net.vip(0).unwrap(), net.vip(1).unwrap());
+        packet::build_ipv4_udp(
+            SocketAddrV4::new(va, 1),
+            SocketAddrV4::new(vb, 2),
+            b"stream",
+            &mut p,
+        );
+        let now = net.now;
+        net.nodes[0].core.handle_tun(p, now);
+        if net.peer_path(0).0 == "relay" && net.deliver(0, 1, 5) {
+            recovered = Some(step);
+            break;
+        }
+    }
+    let steps = recovered.expect("never fell back to the relay");
+    assert!(steps <= 24, "took {} ms", steps * 250);
+}
+
+#[test]
+fn roaming_node_keeps_its_tunnel() {
+    let mut net = Net::with_relay();
+    net.add_node("alice", "198.51.100.11:5000", TOKEN);
+    net.add_node("bob", "198.51.100.12:5000", TOKEN);
+    net.connect();
+    assert!(net.deliver(0, 1, 1));
+    // Bob moves to another network.
+    let new: SocketAddr = "203.0.113.12:5000".parse().unwrap();
+    net.nodes[1].addr = new;
+    net.nodes[1].core.handle_network_change(vec![new], net.now);
+    net.settle();
+    assert_eq!(
+        net.peer_path(0).1,
+        Some(new),
+        "alice did not learn bob's new address"
+    );
+    assert!(net.deliver(0, 1, 2) && net.deliver(1, 0, 3));
+    net.advance(Duration::from_secs(25));
+    assert_eq!(net.nodes[1].core.status(net.now).dc.reflexive, Some(new));
 }

@@ -1,20 +1,22 @@
 //! What the node knows about one peer the DC directed it to: its identity,
-//! candidate endpoints, sessions, a handshake in flight, and what waits for
-//! the tunnel (queued packets, DNS answers).
+//! the DC's route decision, candidate endpoints, an optional relay session,
+//! sessions, a handshake in flight, path health, and what waits for the
+//! tunnel (queued packets, DNS answers, pings).
 
-use super::table::PeerStats;
+use super::table::{Endpoint, PeerStats};
 use crate::keys::PublicKey;
 use crate::node::dns::PendingQuery;
 use crate::proto::handshake::Initiator;
 use crate::proto::session::Session;
+use crate::proto::signal::{Path, RelayGrant};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Packets held per peer while its tunnel comes up.
 pub const QUEUE_LIMIT: usize = 64;
-/// Most endpoints we send a handshake initiation to.
+/// Most direct endpoints we send a handshake initiation or probe to.
 pub const MAX_ENDPOINTS: usize = 4;
 
 /// A DNS query answered once the tunnel is up (or its deadline passes).
@@ -32,13 +34,35 @@ pub struct Initiation {
     pub attempts: u32,
 }
 
+/// Our side of a relay session for this peer.
+pub struct RelayLink {
+    pub grant: RelayGrant,
+    /// The relay acknowledged our bind (with a MAC only it and we can make).
+    pub bound: bool,
+    pub last_bind: Option<Instant>,
+    pub bind_timestamp: u64,
+}
+
+impl RelayLink {
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::Relay {
+            relay: self.grant.address,
+            sid: self.grant.sid,
+        }
+    }
+}
+
 pub struct Peer {
     pub name: String,
     pub virtual_ip: Ipv4Addr,
     pub key: PublicKey,
-    pub endpoints: Vec<SocketAddr>,
-    /// The endpoint the last authenticated packet came from.
-    pub endpoint: Option<SocketAddr>,
+    /// The DC's decision and direct candidates (best first).
+    pub path: Path,
+    pub candidates: Vec<SocketAddr>,
+    pub initiate: bool,
+    pub relay: Option<RelayLink>,
+    /// Where the last authenticated packet came from; where we send.
+    pub endpoint: Option<Endpoint>,
     pub current: Option<Arc<Session>>,
     pub previous: Option<Arc<Session>>,
     /// When `current` was established, and whether we initiated it.
@@ -47,24 +71,39 @@ pub struct Peer {
     pub initiation: Option<Initiation>,
     /// Highest handshake timestamp accepted from this peer (replay guard).
     pub last_hello: u64,
+    /// Our response to that initiation: the same initiation arriving over
+    /// another path (the relay copy of a punch attempt) gets the same answer
+    /// there, so the initiator completes on whichever path works.
+    pub last_response: Option<Vec<u8>>,
     pub queue: VecDeque<Vec<u8>>,
     pub dns_waiters: Vec<DnsWaiter>,
     pub stats: Arc<PeerStats>,
+    /// Path health: since when we have sent data without hearing back.
+    pub awaiting_since: Option<Instant>,
+    /// After the direct path failed, direct endpoints are not trusted again
+    /// until this time (no flapping between a half-open path and the relay).
+    pub direct_banned_until: Option<Instant>,
+    pub last_switch: Option<Instant>,
+    pub last_probe: Option<Instant>,
+    pub last_redirect: Option<Instant>,
+    /// Round-trip time of the last answered ping.
+    pub rtt: Option<Duration>,
+    /// Pings in flight: (id, sent).
+    pub pings: Vec<(u64, Instant)>,
+    /// Pings asked for before the tunnel was up.
+    pub pending_pings: Vec<u64>,
 }
 
 impl Peer {
-    pub fn new(
-        name: String,
-        virtual_ip: Ipv4Addr,
-        key: PublicKey,
-        endpoints: Vec<SocketAddr>,
-        stats: Arc<PeerStats>,
-    ) -> Self {
+    pub fn new(name: String, virtual_ip: Ipv4Addr, key: PublicKey, stats: Arc<PeerStats>) -> Self {
         Peer {
             name,
             virtual_ip,
             key,
-            endpoints,
+            path: Path::Direct,
+            candidates: Vec::new(),
+            initiate: false,
+            relay: None,
             endpoint: None,
             current: None,
             previous: None,
@@ -72,9 +111,18 @@ impl Peer {
             we_initiated: false,
             initiation: None,
             last_hello: 0,
+            last_response: None,
             queue: VecDeque::new(),
             dns_waiters: Vec::new(),
             stats,
+            awaiting_since: None,
+            direct_banned_until: None,
+            last_switch: None,
+            last_probe: None,
+            last_redirect: None,
+            rtt: None,
+            pings: Vec::new(),
+            pending_pings: Vec::new(),
         }
     }
 
@@ -90,7 +138,7 @@ impl Peer {
     pub fn install(
         &mut self,
         session: Session,
-        endpoint: SocketAddr,
+        endpoint: Endpoint,
         now: Instant,
         we_initiated: bool,
     ) {
@@ -99,17 +147,48 @@ impl Peer {
         self.endpoint = Some(endpoint);
         self.established = Some(now);
         self.we_initiated = we_initiated;
+        self.awaiting_since = None;
     }
 
-    /// Where to send initiations: the known-good endpoint first.
-    pub fn targets(&self) -> Vec<SocketAddr> {
-        let mut t: Vec<SocketAddr> = self.endpoint.into_iter().collect();
-        for e in &self.endpoints {
-            if !t.contains(e) {
-                t.push(*e);
+    /// The bound relay endpoint, if any.
+    pub fn relay_endpoint(&self) -> Option<Endpoint> {
+        self.relay
+            .as_ref()
+            .filter(|r| r.bound)
+            .map(RelayLink::endpoint)
+    }
+
+    /// Direct endpoints worth trying: the known-good one first.
+    pub fn direct_targets(&self) -> Vec<Endpoint> {
+        let mut t: Vec<Endpoint> = self
+            .endpoint
+            .into_iter()
+            .filter(|e| !e.is_relay())
+            .collect();
+        for c in &self.candidates {
+            let e = Endpoint::Direct(*c);
+            if !t.contains(&e) {
+                t.push(e);
             }
         }
         t.truncate(MAX_ENDPOINTS);
+        t
+    }
+
+    /// Where a handshake initiation goes on attempt `attempts`: the direct
+    /// candidates (unless the DC said only a relay can work), and the relay
+    /// once bound if the DC chose it or direct attempts are not answering.
+    pub fn initiation_targets(&self, attempts: u32) -> Vec<Endpoint> {
+        let mut t = if self.path == Path::Relay {
+            Vec::new()
+        } else {
+            self.direct_targets()
+        };
+        if let Some(r) = self.relay_endpoint() {
+            if self.path == Path::Relay || attempts >= 3 || t.is_empty() {
+                t.push(r);
+            }
+        }
         t
     }
 
@@ -121,5 +200,14 @@ impl Peer {
                 .previous
                 .as_ref()
                 .is_some_and(|s| s.local_index == index)
+    }
+
+    /// The path label `ntmtun status` shows.
+    pub fn path_label(&self) -> &'static str {
+        match (self.endpoint, self.path) {
+            (Some(Endpoint::Relay { .. }), _) => "relay",
+            (_, Path::Punch) | (_, Path::Relay) => "punched",
+            _ => "direct",
+        }
     }
 }

@@ -8,11 +8,11 @@ use super::{control_socket, system, tun};
 use crate::config::{DnsMode, NodeConfig};
 use crate::dataplane::worker::{DataplaneCounters, Worker};
 use crate::dataplane::ToControl;
-use crate::net::{ifaddrs, udp};
+use crate::net::{addrwatch, ifaddrs, udp};
 use crate::shutdown;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,26 +33,41 @@ fn worker_count(cfg: &NodeConfig) -> usize {
 }
 
 /// Binds one SO_REUSEPORT socket per worker on the same port (the NAT sees
-/// one mapping; the kernel spreads flows over the sockets).
-fn bind_data_sockets(port: u16, count: usize) -> Result<Vec<UdpSocket>> {
+/// one mapping; the kernel spreads flows over the sockets). Dual-stack
+/// (`[::]`, IPv4 through v4-mapped addresses) where the host has IPv6,
+/// IPv4-only otherwise. Returns the sockets and whether they are IPv6.
+fn bind_data_sockets(port: u16, count: usize) -> Result<(Vec<UdpSocket>, bool)> {
     let opts = udp::UdpOptions {
         reuse_port: true,
         ..Default::default()
     };
-    let first = udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), opts)
-        .with_context(|| format!("data socket on port {port} (key `listen_port`)"))?;
+    let (first, any) = match udp::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), opts) {
+        Ok(s) => (s, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        Err(e) => {
+            info!(error = %e, "no IPv6 socket; using IPv4 only");
+            let s = udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), opts)
+                .with_context(|| format!("data socket on port {port} (key `listen_port`)"))?;
+            (s, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        }
+    };
     let port = first.local_addr()?.port();
     let mut all = vec![first];
     for _ in 1..count {
-        all.push(udp::bind(
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
-            opts,
-        )?);
+        all.push(udp::bind(SocketAddr::new(any, port), opts)?);
     }
     for s in &all {
         s.set_nonblocking(true)?;
     }
-    Ok(all)
+    Ok((all, any.is_ipv6()))
+}
+
+/// Our socket addresses: every usable host address with the data port.
+fn endpoints(addrs: Vec<IpAddr>, port: u16, v6: bool) -> Vec<SocketAddr> {
+    addrs
+        .into_iter()
+        .filter(|ip| v6 || ip.is_ipv4())
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
 }
 
 pub fn run(cfg: NodeConfig) -> Result<()> {
@@ -64,14 +79,13 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
     let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
     system::teardown();
     let queues = tun::create(&cfg.tun, workers)?;
-    let sockets = bind_data_sockets(cfg.listen_port, workers)?;
+    let (sockets, v6) = bind_data_sockets(cfg.listen_port, workers)?;
     let port = sockets[0].local_addr()?.port();
-    let local_endpoints: Vec<SocketAddr> = ifaddrs::local_addresses(&cfg.tun)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(IpAddr::is_ipv4)
-        .map(|ip| SocketAddr::new(ip, port))
-        .collect();
+    let local_endpoints = endpoints(
+        ifaddrs::local_addresses(&cfg.tun).unwrap_or_default(),
+        port,
+        v6,
+    );
 
     let capture: Vec<IpAddr> = match cfg.dns.mode {
         DnsMode::Off => Vec::new(),
@@ -137,6 +151,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
             id,
             tun,
             udp,
+            v6,
             table: table.clone(),
             to_control: tx.clone(),
             stop: stop.clone(),
@@ -168,6 +183,18 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         );
     }
     {
+        let (tx, stop, tun_name) = (tx.clone(), stop.clone(), cfg.tun.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name("addr-watch".into())
+                .spawn(move || {
+                    addrwatch::watch(&tun_name, stop, |addrs| {
+                        let _ = tx.try_send(ToControl::NetworkChanged(endpoints(addrs, port, v6)));
+                    })
+                })?,
+        );
+    }
+    {
         let (tx, stop) = (tx.clone(), stop.clone());
         handles.push(
             std::thread::Builder::new()
@@ -192,6 +219,8 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         tun_name: cfg.tun.clone(),
         table,
         capture,
+        v6,
+        pings: Vec::new(),
     }
     .run();
 

@@ -19,9 +19,14 @@ pub struct PeerStats {
     pub tx_bytes: AtomicU64,
     pub rx_packets: AtomicU64,
     pub tx_packets: AtomicU64,
-    /// Milliseconds since `epoch` of the last authenticated receive / send.
+    /// Milliseconds since `epoch` of the last authenticated receive / send
+    /// of anything (keepalives included), and of the last that carried data.
     last_rx_ms: AtomicU64,
     last_tx_ms: AtomicU64,
+    last_data_rx_ms: AtomicU64,
+    last_data_tx_ms: AtomicU64,
+    /// Last authenticated receive over a direct path (not the relay).
+    last_direct_rx_ms: AtomicU64,
 }
 
 impl PeerStats {
@@ -34,6 +39,9 @@ impl PeerStats {
             tx_packets: AtomicU64::new(0),
             last_rx_ms: AtomicU64::new(0),
             last_tx_ms: AtomicU64::new(0),
+            last_data_rx_ms: AtomicU64::new(0),
+            last_data_tx_ms: AtomicU64::new(0),
+            last_direct_rx_ms: AtomicU64::new(0),
         }
     }
 
@@ -42,16 +50,29 @@ impl PeerStats {
         now.saturating_duration_since(self.epoch).as_millis() as u64 + 1
     }
 
-    pub fn record_rx(&self, bytes: usize, now: Instant) {
-        self.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.rx_packets.fetch_add(1, Ordering::Relaxed);
-        self.last_rx_ms.store(self.ms(now), Ordering::Relaxed);
+    /// Counts a received record; `bytes == 0` is a keepalive.
+    pub fn record_rx(&self, bytes: usize, direct: bool, now: Instant) {
+        let ms = self.ms(now);
+        self.last_rx_ms.store(ms, Ordering::Relaxed);
+        if direct {
+            self.last_direct_rx_ms.store(ms, Ordering::Relaxed);
+        }
+        if bytes > 0 {
+            self.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            self.rx_packets.fetch_add(1, Ordering::Relaxed);
+            self.last_data_rx_ms.store(ms, Ordering::Relaxed);
+        }
     }
 
+    /// Counts a sent record; `bytes == 0` is a keepalive.
     pub fn record_tx(&self, bytes: usize, now: Instant) {
-        self.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.tx_packets.fetch_add(1, Ordering::Relaxed);
-        self.last_tx_ms.store(self.ms(now), Ordering::Relaxed);
+        let ms = self.ms(now);
+        self.last_tx_ms.store(ms, Ordering::Relaxed);
+        if bytes > 0 {
+            self.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            self.tx_packets.fetch_add(1, Ordering::Relaxed);
+            self.last_data_tx_ms.store(ms, Ordering::Relaxed);
+        }
     }
 
     fn at(&self, ms: u64) -> Option<Instant> {
@@ -65,13 +86,69 @@ impl PeerStats {
     pub fn last_tx(&self) -> Option<Instant> {
         self.at(self.last_tx_ms.load(Ordering::Relaxed))
     }
+
+    pub fn last_direct_rx(&self) -> Option<Instant> {
+        self.at(self.last_direct_rx_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn last_data_rx(&self) -> Option<Instant> {
+        self.at(self.last_data_rx_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn last_data_tx(&self) -> Option<Instant> {
+        self.at(self.last_data_tx_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Where a peer is reached: directly, or through a relay session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Direct(SocketAddr),
+    Relay { relay: SocketAddr, sid: u32 },
+}
+
+impl Endpoint {
+    /// The address datagrams to this endpoint are sent to.
+    pub fn addr(&self) -> SocketAddr {
+        match *self {
+            Endpoint::Direct(a) => a,
+            Endpoint::Relay { relay, .. } => relay,
+        }
+    }
+
+    pub fn is_relay(&self) -> bool {
+        matches!(self, Endpoint::Relay { .. })
+    }
+
+    /// Wraps a node-to-node datagram for this endpoint: relayed ones get
+    /// the 8-byte RELAYED header. Returns where to send it.
+    pub fn wrap(&self, datagram: &[u8]) -> (SocketAddr, Vec<u8>) {
+        match *self {
+            Endpoint::Direct(a) => (a, datagram.to_vec()),
+            Endpoint::Relay { relay, sid } => {
+                let mut v = vec![0u8; crate::proto::relay::RELAYED_HEADER_LEN + datagram.len()];
+                crate::proto::relay::put_relayed_header(&mut v, sid);
+                v[crate::proto::relay::RELAYED_HEADER_LEN..].copy_from_slice(datagram);
+                (relay, v)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Direct(a) => write!(f, "{a}"),
+            Endpoint::Relay { relay, sid } => write!(f, "relay {relay} (session {sid:08x})"),
+        }
+    }
 }
 
 /// Where and how to send to one peer.
 pub struct TxRoute {
     pub virtual_ip: Ipv4Addr,
     pub session: Arc<Session>,
-    pub endpoint: SocketAddr,
+    pub endpoint: Endpoint,
     pub stats: Arc<PeerStats>,
 }
 
@@ -79,7 +156,7 @@ pub struct TxRoute {
 pub struct RxRoute {
     pub virtual_ip: Ipv4Addr,
     pub session: Arc<Session>,
-    pub endpoint: SocketAddr,
+    pub endpoint: Endpoint,
     pub stats: Arc<PeerStats>,
 }
 

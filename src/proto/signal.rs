@@ -39,6 +39,9 @@ pub struct Registered {
     pub reflexive: SocketAddr,
     /// Refresh (re-handshake) at least this often, or be expired.
     pub refresh_secs: u32,
+    /// Relay addresses to probe: the address a relay sees, compared with
+    /// `reflexive`, tells the DC whether our NAT maps per destination.
+    pub relays: Vec<SocketAddr>,
 }
 
 /// What a node asks about.
@@ -57,6 +60,11 @@ pub enum ToDc {
         id: u64,
         target: Target,
         direct: bool,
+    },
+    /// A relay saw our data socket as `seen_as` (second NAT observer).
+    Observed {
+        relay: SocketAddr,
+        seen_as: SocketAddr,
     },
 }
 
@@ -86,15 +94,41 @@ pub struct PeerInfo {
     pub name: String,
     pub virtual_ip: Ipv4Addr,
     pub public_key: [u8; 32],
-    /// Candidate endpoints, best first (reflexive, then local addresses).
+    /// Direct candidate endpoints, best first. Also probed while relayed,
+    /// so the pair upgrades to direct when a path opens.
     pub endpoints: Vec<SocketAddr>,
-    /// Route decision for this pair (issue: route direction grows here).
+    /// The DC's route decision for this pair.
     pub path: Path,
+    /// Whether the receiver of this message starts the handshake (both do
+    /// when punching holes).
+    pub initiate: bool,
+    /// Permission to use a relay: the path itself for `Path::Relay`, the
+    /// fallback otherwise.
+    pub relay: Option<RelayGrant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Path {
+    /// One side is reachable (or both share a NAT): talk directly.
     Direct,
+    /// Both behind endpoint-independent NATs: both send at once.
+    Punch,
+    /// No direct path can work (per-destination NAT, IPv4 vs IPv6).
+    Relay,
+}
+
+/// One side's share of a relay session (docs/protocol.md, "Relay").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayGrant {
+    /// The relay address of our address family.
+    pub address: SocketAddr,
+    pub sid: u32,
+    pub side: u8,
+    /// Our side's secret: proves the bind is ours.
+    pub secret: [u8; 32],
+    /// Sealed for the relay; opaque to nodes.
+    pub ticket: Vec<u8>,
+    pub expires_unix: u64,
 }
 
 /// Payload of a node -> node handshake initiation.
@@ -148,7 +182,16 @@ mod tests {
                 virtual_ip: Ipv4Addr::new(198, 18, 0, 2),
                 public_key: [9; 32],
                 endpoints: vec!["[2001:db8::1]:5".parse().unwrap()],
-                path: Path::Direct,
+                path: Path::Relay,
+                initiate: true,
+                relay: Some(RelayGrant {
+                    address: "198.51.100.20:7447".parse().unwrap(),
+                    sid: 5,
+                    side: 1,
+                    secret: [3; 32],
+                    ticket: vec![1; crate::proto::ticket::TICKET_LEN],
+                    expires_unix: 99,
+                }),
             }),
         };
         assert_eq!(decode::<FromDc>(&encode(&m).unwrap()).unwrap(), m);

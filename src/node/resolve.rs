@@ -1,0 +1,254 @@
+//! The node's name side: DNS queries captured from the TUN (answered after
+//! asking the DC, or forwarded unchanged to the real resolver), packets for
+//! virtual addresses with no tunnel yet, and questions to the DC.
+
+use super::core::{
+    Forward, NodeCore, Output, PendingResolve, DNS_WAIT, FORWARD_LIMIT, FORWARD_TIMEOUT,
+    ORPHAN_LIMIT,
+};
+use super::dns::{DnsAction, Resolution as DnsResolution, ResolveTarget};
+use super::peer::DnsWaiter;
+use crate::net::packet;
+use crate::proto::signal::{Target, ToDc};
+use crate::proto::wire;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
+use tracing::{debug, warn};
+
+impl NodeCore {
+    /// A packet from the TUN that the workers handed over: a DNS query to a
+    /// captured resolver, or a packet for a virtual IP with no tunnel yet.
+    pub fn handle_tun(&mut self, pkt: Vec<u8>, now: Instant) {
+        if let Some(udp) = packet::parse_ipv4_udp(&pkt) {
+            if udp.dst.port() == 53 && self.dns.is_some() && self.is_resolver(udp.dst.ip()) {
+                let (client, resolver, query) = (udp.src, udp.dst, udp.payload.to_vec());
+                self.handle_dns(client, resolver, &query, now);
+                return;
+            }
+        }
+        let Some(IpAddr::V4(dst)) = packet::destination(&pkt) else {
+            return;
+        };
+        if !self.prefix.is_some_and(|p| p.contains(&dst)) {
+            return;
+        }
+        if let Some(key) = self.by_vip.get(&dst).copied() {
+            if let Some(p) = self.peers.get_mut(&key) {
+                if let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) {
+                    // The workers' table just had not caught up yet.
+                    if let Ok(bytes) = s.seal_to_vec(wire::DATA, &pkt) {
+                        p.stats.record_tx(pkt.len(), now);
+                        let (to, bytes) = ep.wrap(&bytes);
+                        self.out.push_back(Output::Udp { to, bytes });
+                    }
+                    return;
+                }
+                p.enqueue(pkt);
+            }
+            self.ensure_tunnel(key, now);
+            return;
+        }
+        // Unknown address (the app cached DNS): ask the DC, hold the packet.
+        if self.orphans.len() >= ORPHAN_LIMIT && !self.orphans.contains_key(&dst) {
+            return;
+        }
+        let q = self.orphans.entry(dst).or_default();
+        if q.len() >= super::peer::QUEUE_LIMIT {
+            q.pop_front();
+        }
+        q.push_back(pkt);
+        self.resolve(Target::Address(dst), true, None, now);
+    }
+
+    pub(super) fn is_resolver(&self, ip: &Ipv4Addr) -> bool {
+        self.s.resolvers.contains(&IpAddr::V4(*ip))
+    }
+
+    pub(super) fn handle_dns(
+        &mut self,
+        client: SocketAddrV4,
+        resolver: SocketAddrV4,
+        query: &[u8],
+        now: Instant,
+    ) {
+        let Some(dns) = &self.dns else { return };
+        match dns.classify(query) {
+            DnsAction::Forward => self.forward_dns(client, resolver, query, now),
+            DnsAction::Reply(bytes) => self.write_dns(client, resolver, &bytes),
+            DnsAction::Resolve { pending, target } => {
+                let waiter = DnsWaiter {
+                    pending,
+                    client,
+                    resolver,
+                    deadline: now + DNS_WAIT,
+                };
+                let (target, direct) = match target {
+                    ResolveTarget::Name(n) => (Target::Name(n), true),
+                    ResolveTarget::Address(a) => (Target::Address(a), false),
+                };
+                self.answer_or_resolve(target, direct, waiter, now);
+            }
+        }
+    }
+
+    /// Answers from what we know when we can; otherwise asks the DC.
+    pub(super) fn answer_or_resolve(
+        &mut self,
+        target: Target,
+        direct: bool,
+        waiter: DnsWaiter,
+        now: Instant,
+    ) {
+        if let Some(reg) = &self.dc.registered {
+            let own = match &target {
+                Target::Name(n) => *n == self.s.name,
+                Target::Address(a) => *a == reg.virtual_ip,
+            };
+            if own {
+                let ans = DnsResolution::Found {
+                    name: self.s.name.clone(),
+                    virtual_ip: reg.virtual_ip,
+                };
+                self.reply_dns(&waiter, &ans);
+                return;
+            }
+        }
+        let known = self.peers.values().find(|p| match &target {
+            Target::Name(n) => p.name == *n,
+            Target::Address(a) => p.virtual_ip == *a,
+        });
+        if let Some(p) = known {
+            let key = p.key;
+            let ans = DnsResolution::Found {
+                name: p.name.clone(),
+                virtual_ip: p.virtual_ip,
+            };
+            if !direct || p.current.is_some() {
+                self.reply_dns(&waiter, &ans);
+                if direct {
+                    self.ensure_tunnel(key, now);
+                }
+            } else if let Some(p) = self.peers.get_mut(&key) {
+                p.dns_waiters.push(waiter);
+                self.ensure_tunnel(key, now);
+            }
+            return;
+        }
+        if !self.dc.is_up() {
+            // Fail fast and clearly rather than hang the application.
+            debug!(?target, "DC unreachable: SERVFAIL");
+            self.reply_dns(&waiter, &DnsResolution::Failed);
+            return;
+        }
+        self.resolve(target, direct, Some(waiter), now);
+    }
+
+    /// Asks the DC about `target`, joining a question already in flight.
+    pub(super) fn resolve(
+        &mut self,
+        target: Target,
+        direct: bool,
+        waiter: Option<DnsWaiter>,
+        now: Instant,
+    ) {
+        if let Some(p) = self
+            .resolves
+            .values_mut()
+            .find(|p| p.target == target && p.direct == direct)
+        {
+            p.dns.extend(waiter);
+            return;
+        }
+        let id = self.next_resolve;
+        self.next_resolve += 1;
+        self.resolves.insert(
+            id,
+            PendingResolve {
+                target,
+                direct,
+                sent: now,
+                attempts: 0,
+                dns: waiter.into_iter().collect(),
+            },
+        );
+        self.send_resolve(id, now);
+    }
+
+    pub(super) fn send_resolve(&mut self, id: u64, now: Instant) {
+        let Some(p) = self.resolves.get_mut(&id) else {
+            return;
+        };
+        p.sent = now;
+        p.attempts += 1;
+        let msg = ToDc::Resolve {
+            id,
+            target: p.target.clone(),
+            direct: p.direct,
+        };
+        if let Some((to, bytes)) = self.dc.seal(&msg) {
+            self.out.push_back(Output::Udp { to, bytes });
+        }
+    }
+
+    pub(super) fn reply_dns(&mut self, w: &DnsWaiter, res: &DnsResolution) {
+        let Some(dns) = &self.dns else { return };
+        let bytes = dns.answer(&w.pending, res);
+        self.write_dns(w.client, w.resolver, &bytes);
+    }
+
+    /// Writes a DNS reply into the TUN as if the resolver had sent it.
+    pub(super) fn write_dns(
+        &mut self,
+        client: SocketAddrV4,
+        resolver: SocketAddrV4,
+        payload: &[u8],
+    ) {
+        let mut pkt = Vec::with_capacity(payload.len() + 28);
+        packet::build_ipv4_udp(resolver, client, payload, &mut pkt);
+        self.out.push_back(Output::Tun(pkt));
+    }
+
+    pub(super) fn forward_dns(
+        &mut self,
+        client: SocketAddrV4,
+        resolver: SocketAddrV4,
+        query: &[u8],
+        now: Instant,
+    ) {
+        if query.len() < 2 {
+            return;
+        }
+        let id = u16::from_be_bytes([query[0], query[1]]);
+        let to = SocketAddr::V4(resolver);
+        if self.forwards.len() >= FORWARD_LIMIT && !self.forwards.contains_key(&(to, id)) {
+            warn!("too many DNS queries in flight; answering SERVFAIL");
+            if let Some(bytes) = super::dns::servfail_for(query) {
+                self.write_dns(client, resolver, &bytes);
+            }
+            return;
+        }
+        self.forwards.insert(
+            (to, id),
+            Forward {
+                client,
+                resolver,
+                deadline: now + FORWARD_TIMEOUT,
+            },
+        );
+        self.out.push_back(Output::Upstream {
+            to,
+            bytes: query.to_vec(),
+        });
+    }
+
+    /// An answer from a real resolver: back to the application, unchanged.
+    pub fn handle_upstream(&mut self, from: SocketAddr, answer: &[u8]) {
+        if answer.len() < 2 {
+            return;
+        }
+        let id = u16::from_be_bytes([answer[0], answer[1]]);
+        if let Some(f) = self.forwards.remove(&(from, id)) {
+            self.write_dns(f.client, f.resolver, answer);
+        }
+    }
+}

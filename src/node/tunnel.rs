@@ -1,0 +1,535 @@
+//! The node's tunnel side: node <-> node handshakes over direct candidates
+//! or a relay, relay binding, endpoint choice (roaming, relay fallback and
+//! upgrade), and peer control messages (ping/pong).
+
+use super::core::{NodeCore, Output};
+use super::peer::{Initiation, RelayLink};
+use super::table::Endpoint;
+use crate::keys::PublicKey;
+use crate::proto::handshake::{Initiator, Responder};
+use crate::proto::relay as relay_frames;
+use crate::proto::signal::{self, PeerHello, PeerInfo};
+use crate::proto::wire;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Peer control messages travel inside data records; an IP packet never
+/// starts with these bytes (its first nibble is the IP version, 4 or 6).
+pub const CTL_PING: u8 = 0x01;
+pub const CTL_PONG: u8 = 0x02;
+/// Upgrade probe sent straight to a relayed peer's direct candidates, and
+/// its answer. Only the answer moves the prober to the direct path: it
+/// proves both directions work.
+pub const CTL_PROBE: u8 = 0x03;
+pub const CTL_PROBE_ACK: u8 = 0x04;
+/// Sent through the relay by a peer whose direct path died: follow it now
+/// rather than after our own timeout.
+pub const CTL_FALLBACK: u8 = 0x05;
+const CTL_LEN: usize = 9;
+
+/// After a direct path failed, do not trust direct endpoints for this long.
+const DIRECT_BAN: Duration = Duration::from_secs(30);
+
+impl NodeCore {
+    /// Sends `datagram` (a node-to-node message) to `ep`.
+    pub(super) fn send_to(&mut self, ep: Endpoint, datagram: &[u8]) {
+        let (to, bytes) = ep.wrap(datagram);
+        self.out.push_back(Output::Udp { to, bytes });
+    }
+
+    /// Adds or updates a peer from the DC's direction.
+    pub(super) fn upsert_peer(&mut self, info: &PeerInfo, now: Instant) -> PublicKey {
+        let key = PublicKey(info.public_key);
+        // A virtual address now held by another key: forget the old peer.
+        if let Some(old) = self.by_vip.get(&info.virtual_ip).copied() {
+            if old != key {
+                self.peers.remove(&old);
+                self.table_dirty = true;
+            }
+        }
+        self.by_vip.insert(info.virtual_ip, key);
+        let epoch = self.start;
+        let peer = self.peers.entry(key).or_insert_with(|| {
+            super::peer::Peer::new(
+                info.name.clone(),
+                info.virtual_ip,
+                key,
+                Arc::new(super::table::PeerStats::new(epoch)),
+            )
+        });
+        peer.name = info.name.clone();
+        peer.virtual_ip = info.virtual_ip;
+        peer.path = info.path;
+        peer.candidates = info.endpoints.clone();
+        peer.initiate = info.initiate;
+        let new_grant = info.relay.clone();
+        let same_session = match (&peer.relay, &new_grant) {
+            (Some(old), Some(new)) => old.grant.address == new.address && old.grant.sid == new.sid,
+            _ => false,
+        };
+        match new_grant {
+            Some(grant) if same_session => {
+                if let Some(r) = &mut peer.relay {
+                    r.grant = grant; // fresher ticket, same session
+                }
+            }
+            Some(grant) => {
+                peer.relay = Some(RelayLink {
+                    grant,
+                    bound: false,
+                    last_bind: None,
+                    bind_timestamp: 0,
+                });
+            }
+            None => peer.relay = None,
+        }
+        self.bind_relay(key, now);
+        // Punching: both sides send at once, so the one told to initiate
+        // does so even before it has anything to send.
+        if info.initiate {
+            if let Some(p) = self.peers.get(&key) {
+                if p.current.is_none() && p.initiation.is_none() {
+                    self.initiate(key, now, 1);
+                }
+            }
+        }
+        key
+    }
+
+    /// Sends (or refreshes) our bind to the peer's relay session.
+    pub(super) fn bind_relay(&mut self, key: PublicKey, now: Instant) {
+        let ts = self.unix_nanos(now);
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(r) = &mut p.relay else { return };
+        let Ok(ticket) =
+            <[u8; crate::proto::ticket::TICKET_LEN]>::try_from(r.grant.ticket.as_slice())
+        else {
+            warn!(peer = %p.name, "malformed relay ticket from the DC");
+            return;
+        };
+        r.bind_timestamp = ts.max(r.bind_timestamp + 1);
+        r.last_bind = Some(now);
+        let bytes = relay_frames::bind(r.grant.side, r.bind_timestamp, &ticket, &r.grant.secret);
+        let to = r.grant.address;
+        self.out.push_back(Output::Udp { to, bytes });
+    }
+
+    /// The relay acknowledged a bind.
+    pub(super) fn on_bind_ack(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
+        let ack = relay_frames::parse_bind_ack(datagram, |sid, side| {
+            self.peers.values().find_map(|p| {
+                let r = p.relay.as_ref()?;
+                (r.grant.sid == sid && r.grant.side == side && r.grant.address == from)
+                    .then_some(r.grant.secret)
+            })
+        });
+        let Some((_, sid, ts, _seen)) = ack else {
+            debug!(%from, "unauthenticated bind ack dropped");
+            return;
+        };
+        let Some(key) = self
+            .peers
+            .values()
+            .find(|p| {
+                p.relay
+                    .as_ref()
+                    .is_some_and(|r| r.grant.sid == sid && r.grant.address == from)
+            })
+            .map(|p| p.key)
+        else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(r) = &mut p.relay else { return };
+        if ts != r.bind_timestamp || r.bound {
+            r.bound = true;
+            return;
+        }
+        r.bound = true;
+        let relay_ep = r.endpoint();
+        debug!(peer = %p.name, relay = %from, sid, "relay session bound");
+        // Already relayed through another relay (failover): move over now.
+        let moved = p.endpoint.is_some_and(|e| e.is_relay() && e != relay_ep);
+        if moved {
+            info!(peer = %p.name, relay = %from, "moving to the new relay");
+            p.endpoint = Some(relay_ep);
+            self.table_dirty = true;
+        }
+        // An initiation waiting for the relay goes out through it now.
+        let waiting = (p.initiation.is_some() && p.current.is_none())
+            .then(|| p.initiation.as_ref().map_or(1, |i| i.attempts));
+        if moved {
+            self.keepalive(key, now);
+        }
+        if let Some(attempts) = waiting {
+            self.initiate(key, now, attempts);
+        }
+    }
+
+    /// Starts a handshake unless a session exists or one is in flight; then
+    /// delivers whatever waits if the tunnel is already up.
+    pub(super) fn ensure_tunnel(&mut self, key: PublicKey, now: Instant) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        if p.current.is_some() {
+            self.flush_peer(key, now);
+        } else if p.initiation.is_none() {
+            self.initiate(key, now, 1);
+        }
+    }
+
+    pub(super) fn initiate(&mut self, key: PublicKey, now: Instant, attempts: u32) {
+        let index = self.alloc_index();
+        let ts = self.unix_nanos(now).max(self.last_hello_sent + 1);
+        self.last_hello_sent = ts;
+        let Ok(payload) = signal::encode(&PeerHello { timestamp: ts }) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Some(old) = p.initiation.take() {
+            self.initiations.remove(&old.initiator.local_index);
+        }
+        match Initiator::start(wire::HANDSHAKE_INIT, &self.s.key, &key, index, &payload) {
+            Ok((initiator, bytes)) => {
+                let targets = p.initiation_targets(attempts);
+                debug!(peer = %p.name, ?targets, attempts, "sending handshake initiation");
+                p.initiation = Some(Initiation {
+                    initiator,
+                    sent: now,
+                    attempts,
+                });
+                self.initiations.insert(index, key);
+                for t in targets {
+                    self.send_to(t, &bytes);
+                }
+            }
+            Err(e) => warn!(peer = %p.name, error = %e, "cannot start handshake"),
+        }
+    }
+
+    pub(super) fn on_handshake_init(&mut self, from: Endpoint, datagram: &[u8], now: Instant) {
+        let resp = match Responder::read(&self.s.key, datagram) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(%from, error = %e, "handshake initiation rejected");
+                return;
+            }
+        };
+        let key = resp.remote_key;
+        let Ok(hello) = signal::decode::<PeerHello>(&resp.payload) else {
+            return;
+        };
+        let index = self.alloc_index();
+        let Some(p) = self.peers.get_mut(&key) else {
+            debug!(%from, peer = %key.short(), "handshake from a key the DC has not directed to us: dropped");
+            return;
+        };
+        if hello.timestamp == p.last_hello {
+            if let Some(bytes) = p.last_response.clone() {
+                debug!(peer = %p.name, endpoint = %from, "same initiation over another path: same answer");
+                self.send_to(from, &bytes);
+            }
+            return;
+        }
+        if hello.timestamp < p.last_hello {
+            debug!(peer = %p.name, "replayed handshake initiation dropped");
+            return;
+        }
+        match resp.reply(wire::HANDSHAKE_RESP, index, &[]) {
+            Ok((session, bytes)) => {
+                p.last_hello = hello.timestamp;
+                p.last_response = Some(bytes.clone());
+                info!(peer = %p.name, endpoint = %from, "tunnel up (responder)");
+                p.install(session, from, now, false);
+                self.table_dirty = true;
+                self.send_to(from, &bytes);
+                self.flush_peer(key, now);
+            }
+            Err(e) => warn!(error = %e, "cannot answer handshake"),
+        }
+    }
+
+    pub(super) fn on_handshake_resp(&mut self, from: Endpoint, datagram: &[u8], now: Instant) {
+        let Ok((sender, receiver, noise)) = wire::decode_resp(datagram) else {
+            return;
+        };
+        let Some(key) = self.initiations.get(&receiver).copied() else {
+            debug!(%from, "handshake response for no initiation in flight");
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(init) = p.initiation.take() else {
+            return;
+        };
+        let attempts = init.attempts;
+        self.initiations.remove(&receiver);
+        match init.initiator.finish(sender, noise) {
+            Ok((session, _)) => {
+                info!(peer = %p.name, endpoint = %from, "tunnel up (initiator)");
+                p.install(session, from, now, true);
+                self.table_dirty = true;
+                self.flush_peer(key, now);
+            }
+            Err(e) => {
+                // The Noise state is spent; start over rather than stall.
+                debug!(%from, error = %e, "handshake response rejected; initiating again");
+                self.initiate(key, now, attempts + 1);
+            }
+        }
+    }
+
+    /// Sends packets queued for the peer and answers DNS queries and pings
+    /// waiting on it.
+    pub(super) fn flush_peer(&mut self, key: PublicKey, now: Instant) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let (Some(session), Some(ep)) = (p.current.clone(), p.endpoint) else {
+            return;
+        };
+        let answer = super::dns::Resolution::Found {
+            name: p.name.clone(),
+            virtual_ip: p.virtual_ip,
+        };
+        let waiters = std::mem::take(&mut p.dns_waiters);
+        let queued: Vec<Vec<u8>> = p.queue.drain(..).collect();
+        let pings = std::mem::take(&mut p.pending_pings);
+        let stats = p.stats.clone();
+        for w in waiters {
+            self.reply_dns(&w, &answer);
+        }
+        for pkt in queued {
+            if let Ok(bytes) = session.seal_to_vec(wire::DATA, &pkt) {
+                stats.record_tx(pkt.len(), now);
+                self.send_to(ep, &bytes);
+            }
+        }
+        for id in pings {
+            self.send_ping(key, id, now);
+        }
+    }
+
+    /// An authenticated record for our session `index` arrived from `from`,
+    /// which is not the endpoint the workers knew.
+    pub fn handle_endpoint_seen(&mut self, index: u32, from: Endpoint, now: Instant) {
+        let Some(p) = self.peers.values_mut().find(|p| p.owns_index(index)) else {
+            return;
+        };
+        if p.endpoint == Some(from) {
+            return;
+        }
+        // Follow the path the peer's records take: that is the peer's
+        // choice, made after its own checks (a roaming peer, a peer that
+        // fell back to the relay, or one that proved the direct path with a
+        // probe). Upgrade probes themselves never get here. Only a direct
+        // path that failed us moments ago is not taken back at once.
+        let take = match (p.endpoint, from) {
+            (_, Endpoint::Direct(_)) => p.direct_banned_until.is_none_or(|t| now >= t),
+            // Records still in flight on the relay after both moved to a
+            // direct path must not pull us back while direct is alive.
+            (Some(Endpoint::Direct(_)), Endpoint::Relay { .. }) => p
+                .stats
+                .last_direct_rx()
+                .is_none_or(|t| now.saturating_duration_since(t) >= super::health::PATH_TIMEOUT),
+            (_, Endpoint::Relay { .. }) => true,
+        };
+        if take {
+            info!(peer = %p.name, old = ?p.endpoint.map(|e| e.to_string()), new = %from, "peer endpoint changed");
+            p.endpoint = Some(from);
+            p.last_switch = Some(now);
+            p.awaiting_since = None;
+            self.table_dirty = true;
+        }
+    }
+
+    /// An empty data record: proves liveness, holds NAT bindings, and
+    /// teaches the peer our current address.
+    pub(super) fn keepalive(&mut self, key: PublicKey, now: Instant) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) else {
+            return;
+        };
+        if let Ok(bytes) = s.seal_to_vec(wire::DATA, &[]) {
+            p.stats.record_tx(0, now);
+            self.send_to(ep, &bytes);
+        }
+    }
+
+    /// Probes straight to the peer's direct candidates while we are relayed:
+    /// the peer answers each one from where it arrived, and an answer that
+    /// reaches us moves us to the direct path; our data then moves the peer.
+    pub(super) fn probe_direct(&mut self, key: PublicKey, now: Instant) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        p.last_probe = Some(now);
+        let Some(s) = p.current.clone() else { return };
+        let targets: Vec<Endpoint> = p.direct_targets();
+        let id = self.next_ping();
+        for t in targets {
+            if let Ok(bytes) = s.seal_to_vec(wire::DATA, &Self::control_message(CTL_PROBE, id)) {
+                self.send_to(t, &bytes);
+            }
+        }
+    }
+
+    /// Falls back from a failed direct path to the relay, if we have one.
+    pub(super) fn fall_back_to_relay(&mut self, key: PublicKey, now: Instant) -> bool {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return false;
+        };
+        let Some(relay_ep) = p.relay_endpoint() else {
+            return false;
+        };
+        if p.endpoint == Some(relay_ep) {
+            return false;
+        }
+        warn!(peer = %p.name, relay = %relay_ep, "direct path stopped answering; falling back to the relay");
+        p.endpoint = Some(relay_ep);
+        p.direct_banned_until = Some(now + DIRECT_BAN);
+        p.last_switch = Some(now);
+        p.last_probe = Some(now);
+        self.table_dirty = true;
+        let id = self.next_ping();
+        self.send_control(key, relay_ep, CTL_FALLBACK, id, now);
+        true
+    }
+
+    /// Seals a control message on the current session and sends it to `ep`.
+    fn send_control(&mut self, key: PublicKey, ep: Endpoint, kind: u8, id: u64, now: Instant) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let Some(s) = p.current.clone() else { return };
+        p.stats.record_tx(0, now);
+        if let Ok(bytes) = s.seal_to_vec(wire::DATA, &Self::control_message(kind, id)) {
+            self.send_to(ep, &bytes);
+        }
+    }
+
+    // ----- ping / pong ------------------------------------------------------
+
+    fn control_message(kind: u8, id: u64) -> [u8; CTL_LEN] {
+        let mut m = [0u8; CTL_LEN];
+        m[0] = kind;
+        m[1..].copy_from_slice(&id.to_le_bytes());
+        m
+    }
+
+    pub(super) fn send_ping(&mut self, key: PublicKey, id: u64, now: Instant) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) else {
+            p.pending_pings.push(id);
+            return;
+        };
+        p.pings
+            .retain(|(_, t)| now.saturating_duration_since(*t) < Duration::from_secs(10));
+        p.pings.push((id, now));
+        p.stats.record_tx(0, now);
+        if let Ok(bytes) = s.seal_to_vec(wire::DATA, &Self::control_message(CTL_PING, id)) {
+            self.send_to(ep, &bytes);
+        }
+    }
+
+    /// A peer control message that arrived on session `index` from `from`.
+    pub fn handle_peer_control(
+        &mut self,
+        index: u32,
+        from: Endpoint,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        if payload.len() != CTL_LEN {
+            return;
+        }
+        let id = u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default());
+        let Some(key) = self
+            .peers
+            .values()
+            .find(|p| p.owns_index(index))
+            .map(|p| p.key)
+        else {
+            return;
+        };
+        let reply = |kind| Self::control_message(kind, id);
+        match payload[0] {
+            CTL_PROBE => {
+                // Answer where it came from; do not move: the probe proves
+                // only the peer-to-us direction.
+                let Some(s) = self.peers.get(&key).and_then(|p| p.current.clone()) else {
+                    return;
+                };
+                if let Ok(bytes) = s.seal_to_vec(wire::DATA, &reply(CTL_PROBE_ACK)) {
+                    self.send_to(from, &bytes);
+                }
+            }
+            CTL_FALLBACK => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if p.endpoint != Some(from) {
+                        info!(peer = %p.name, relay = %from, "peer lost the direct path; following it to the relay");
+                        p.endpoint = Some(from);
+                        p.direct_banned_until = Some(now + DIRECT_BAN);
+                        p.last_switch = Some(now);
+                        self.table_dirty = true;
+                    }
+                }
+            }
+            CTL_PROBE_ACK => {
+                if let Some(p) = self.peers.get(&key) {
+                    if p.endpoint != Some(from) {
+                        info!(peer = %p.name, endpoint = %from, "direct path works both ways: leaving the relay");
+                    }
+                }
+                self.handle_endpoint_seen(index, from, now);
+            }
+            CTL_PING => {
+                self.handle_endpoint_seen(index, from, now);
+                let Some(p) = self.peers.get(&key) else {
+                    return;
+                };
+                let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) else {
+                    return;
+                };
+                p.stats.record_tx(0, now);
+                if let Ok(bytes) = s.seal_to_vec(wire::DATA, &reply(CTL_PONG)) {
+                    self.send_to(ep, &bytes);
+                }
+            }
+            CTL_PONG => {
+                self.handle_endpoint_seen(index, from, now);
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                if let Some(i) = p.pings.iter().position(|(pid, _)| *pid == id) {
+                    let (_, sent) = p.pings.swap_remove(i);
+                    let rtt = now.saturating_duration_since(sent);
+                    p.rtt = Some(rtt);
+                    let path = p.path_label();
+                    let endpoint = p.endpoint.map(|e| e.to_string()).unwrap_or_default();
+                    self.out.push_back(Output::Pong {
+                        id,
+                        rtt,
+                        path,
+                        endpoint,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
