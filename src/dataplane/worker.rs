@@ -79,10 +79,7 @@ impl Worker {
             let now = Instant::now();
             if ready[0] {
                 for _ in 0..BATCH {
-                    match self
-                        .tun
-                        .recv(&mut out[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + BUF])
-                    {
+                    match self.tun.recv(&mut out[PAYLOAD_AT..PAYLOAD_AT + BUF]) {
                         Ok(n) => self.outbound(&table, &mut out, n, now),
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => {

@@ -92,11 +92,12 @@ fn same_ip(a: Option<SocketAddr>, b: Option<SocketAddr>) -> bool {
 
 /// Decides the route, best option first (DESIGN.md):
 /// 1. same NAT: direct on local addresses;
-/// 2. both have IPv6: direct on IPv6 (no NAT; both send, which also opens
+/// 2. both on public IPv4 (no NAT): direct on IPv4, IPv6 as a second try;
+/// 3. both have IPv6: direct on IPv6 (no NAT; both send, which also opens
 ///    stateful firewalls);
-/// 3. one side reachable on IPv4: direct, the NATed side initiates;
-/// 4. both behind endpoint-independent NATs: punch, both told at once;
-/// 5. otherwise (per-destination NAT, no common family): relay, with the
+/// 4. one side reachable on IPv4: direct, the NATed side initiates;
+/// 5. both behind endpoint-independent NATs: punch, both told at once;
+/// 6. otherwise (per-destination NAT, no common family): relay, with the
 ///    direct candidates kept for upgrade probes.
 pub fn decide(a: &View, b: &View) -> Decision {
     let mut d = Decision {
@@ -113,6 +114,19 @@ pub fn decide(a: &View, b: &View) -> Decision {
         d.path = Path::Direct;
         push_unique(&mut d.a_to_b, b.locals_v4());
         push_unique(&mut d.b_to_a, a.locals_v4());
+        return d;
+    }
+    let public = |v: &View| !v.behind_v4_nat() && v.public_v4().is_some();
+    if both_v4 && public(a) && public(b) {
+        d.path = Path::Direct;
+        push_unique(
+            &mut d.a_to_b,
+            b.public_v4().into_iter().chain(b.locals_v4()).chain(b6),
+        );
+        push_unique(
+            &mut d.b_to_a,
+            a.public_v4().into_iter().chain(a.locals_v4()).chain(a6),
+        );
         return d;
     }
     if !a6.is_empty() && !b6.is_empty() {
@@ -185,6 +199,26 @@ mod tests {
         assert_eq!(d.path, Path::Direct);
         assert_eq!(d.a_to_b, vec![sa("198.51.100.12:2")]);
         assert!(d.a_initiates && !d.b_initiates);
+    }
+
+    #[test]
+    fn public_dual_stack_nodes_prefer_ipv4() {
+        let a = view(
+            "198.51.100.11:1",
+            &["198.51.100.11:1", "[2001:db8::11]:1"],
+            Nat::None,
+        );
+        let b = view(
+            "198.51.100.12:2",
+            &["198.51.100.12:2", "[2001:db8::12]:2"],
+            Nat::None,
+        );
+        let d = decide(&a, &b);
+        assert_eq!(d.path, Path::Direct);
+        assert_eq!(
+            d.a_to_b,
+            vec![sa("198.51.100.12:2"), sa("[2001:db8::12]:2")]
+        );
     }
 
     #[test]
