@@ -27,6 +27,20 @@ impl Default for UdpOptions {
     }
 }
 
+/// Best-effort integer socket option (failure leaves the default).
+fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) {
+    // SAFETY: value outlives the call; the length matches its type.
+    let _ = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as u32,
+        )
+    };
+}
+
 /// Binds a UDP socket on `addr`. IPv6 wildcard sockets are dual-stack so one
 /// port serves both families. Setting the mark needs CAP_NET_ADMIN; without
 /// it we go on unmarked (fine for the DC, and logged by the caller).
@@ -46,9 +60,24 @@ pub fn bind(addr: SocketAddr, opts: UdpOptions) -> io::Result<UdpSocket> {
     if opts.mark {
         let _ = sock.set_mark(FWMARK);
     }
-    // Best effort: the kernel caps these at rmem_max/wmem_max.
+    // Bursts from a fast sender must not overflow the default 208 KiB
+    // buffer. The *FORCE options (CAP_NET_ADMIN, which a node has) ignore
+    // rmem_max/wmem_max; without the capability, the capped request stands.
     let _ = sock.set_recv_buffer_size(opts.buffer_bytes);
     let _ = sock.set_send_buffer_size(opts.buffer_bytes);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        opts.buffer_bytes as i32,
+    );
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        opts.buffer_bytes as i32,
+    );
     sock.bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
     Ok(sock.into())
