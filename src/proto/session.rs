@@ -4,7 +4,7 @@
 //! A session is shared by the workers (data) and the control thread
 //! (keepalives, status), so the mutable parts are atomics or a short lock.
 
-use super::aead::{Aead, AesGcm};
+use super::aead::{Aead, Backend, Cipher};
 use super::replay::ReplayWindow;
 use super::wire::{TransportHeader, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
 use std::ops::Range;
@@ -36,27 +36,53 @@ pub struct Session {
     pub local_index: u32,
     /// Index we put in records sent to the peer.
     pub remote_index: u32,
-    send: AesGcm,
-    recv: AesGcm,
+    send: Cipher,
+    recv: Cipher,
     send_counter: AtomicU64,
     replay: Mutex<ReplayWindow>,
 }
 
 impl Session {
+    /// A session on the default AES-256-GCM backend ([`Backend::default`]:
+    /// the fastest one compiled in).
     pub fn new(
         local_index: u32,
         remote_index: u32,
         send_key: &[u8; 32],
         recv_key: &[u8; 32],
     ) -> Self {
+        Self::with_backend(
+            local_index,
+            remote_index,
+            send_key,
+            recv_key,
+            Backend::default(),
+        )
+    }
+
+    /// A session on a chosen AES-256-GCM backend. All backends are
+    /// byte-identical on the wire, so the peer may use any other.
+    pub fn with_backend(
+        local_index: u32,
+        remote_index: u32,
+        send_key: &[u8; 32],
+        recv_key: &[u8; 32],
+        backend: Backend,
+    ) -> Self {
         Session {
             local_index,
             remote_index,
-            send: AesGcm::new(send_key),
-            recv: AesGcm::new(recv_key),
+            send: Cipher::new(backend, send_key),
+            recv: Cipher::new(backend, recv_key),
             send_counter: AtomicU64::new(0),
             replay: Mutex::new(ReplayWindow::default()),
         }
+    }
+
+    /// The AES-256-GCM backend in use (for logs). This is the requested one
+    /// unless it rejected the key and [`Cipher::new`] fell back to aes-gcm.
+    pub fn backend(&self) -> Backend {
+        self.send.backend()
     }
 
     /// Number of records sent so far (the next counter).
@@ -182,6 +208,30 @@ mod tests {
         // The genuine record still opens: failures did not move the window.
         let mut good = rec.clone();
         assert!(b.open(&mut good).is_ok());
+    }
+
+    #[test]
+    fn sessions_on_different_backends_interoperate() {
+        for &sb in Backend::ALL {
+            for &rb in Backend::ALL {
+                let a = Session::with_backend(1, 2, &[1; 32], &[2; 32], sb);
+                let b = Session::with_backend(2, 1, &[2; 32], &[1; 32], rb);
+                assert_eq!((a.backend(), b.backend()), (sb, rb));
+                for i in 0..3u8 {
+                    let payload = vec![i; 100 * i as usize];
+                    let mut rec = a.seal_to_vec(DATA, &payload).unwrap();
+                    let r = b.open(&mut rec).unwrap();
+                    assert_eq!(&rec[r], &payload[..], "{sb} -> {rb}");
+                    let mut back = b.seal_to_vec(DATA, &payload).unwrap();
+                    let r = a.open(&mut back).unwrap();
+                    assert_eq!(&back[r], &payload[..], "{rb} -> {sb}");
+                }
+            }
+        }
+        assert_eq!(
+            Session::new(1, 2, &[1; 32], &[2; 32]).backend(),
+            Backend::default()
+        );
     }
 
     #[test]
