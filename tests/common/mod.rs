@@ -4,13 +4,18 @@
 //! `PREFIX-alice`, `PREFIX-bob`, `PREFIX-dns`), starts the DC and both nodes with the binary
 //! under test, and tears everything down in `Drop` (also when a test panics).
 //!
+//! The other topologies of `scripts/lab.sh` (sketched at the top of that script) work the same
+//! way: `Lab::up("nat-nat")`, `Lab::up("symmetric")`, ... `Lab::build(topology)` only builds the
+//! network (no daemons), for plumbing tests or to start later with [`Lab::start`]. Addresses of
+//! every host (and the public address a NATed node is seen from) are in [`Lab::host`].
+//!
 //! The lab needs root. Without root the tests fail loudly; `NTMTUN_SKIP_LAB=1` skips them
 //! explicitly (and says so).
 #![allow(dead_code)]
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,8 +29,39 @@ pub const NEED_ROOT: &str = "lab tests need root: run scripts/test.sh as root, o
 pub const LAB_ROOT: &str = "/tmp/ntmtun-lab";
 /// Default bound for one command run in a namespace.
 pub const CMD_TIMEOUT_SECS: u64 = 60;
-/// The nodes of the `lan` topology.
+/// The nodes of every topology.
 pub const NODES: [&str; 2] = ["alice", "bob"];
+/// The topologies `scripts/lab.sh up` builds.
+pub const TOPOLOGIES: [&str; 8] = [
+    "lan",
+    "nat-nat",
+    "same-nat",
+    "public-nat",
+    "symmetric",
+    "v4-v6",
+    "roam",
+    "relay-failover",
+];
+
+/// Fixed addresses of the lab (see the sketches at the top of scripts/lab.sh).
+pub mod addr {
+    /// The DC (UDP 7446) in every topology.
+    pub const DC_V4: &str = "198.51.100.10";
+    pub const DC_V6: &str = "2001:db8:100::10";
+    pub const DC_PORT: u16 = 7446;
+    /// The relays (UDP 7447): relay1 in every topology but `lan`, relay2 in `relay-failover`.
+    pub const RELAY1_V4: &str = "198.51.100.20";
+    pub const RELAY1_V6: &str = "2001:db8:100::20";
+    pub const RELAY2_V4: &str = "198.51.100.21";
+    pub const RELAY2_V6: &str = "2001:db8:100::21";
+    pub const RELAY_PORT: u16 = 7447;
+    /// The DNS server (dnsmasq, zone example.test: www.example.test is 198.51.100.80).
+    pub const DNS_V4: &str = "198.51.100.53";
+    pub const DNS_V6: &str = "2001:db8:100::53";
+    /// The NAT routers' public addresses.
+    pub const NATA_V4: &str = "198.51.100.101";
+    pub const NATB_V4: &str = "198.51.100.102";
+}
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -243,6 +279,19 @@ impl Drop for Bg {
     }
 }
 
+/// One line of the lab's host table (`RUN/hosts`, written by `lab.sh up`, updated by `move`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInfo {
+    pub name: String,
+    /// dc, relay, dns, node, router, nat-eim or nat-symmetric.
+    pub role: String,
+    pub v4: Option<IpAddr>,
+    pub v6: Option<IpAddr>,
+    /// The IPv4 address the Internet segment sees this host as (its NAT router's for a NATed
+    /// node; its own for a public host).
+    pub public_v4: Option<IpAddr>,
+}
+
 /// A running lab. Dropping it runs `lab.sh down PREFIX`.
 pub struct Lab {
     pub prefix: String,
@@ -251,12 +300,25 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Build the topology and start the DC and the nodes. `None` when lab tests are skipped
-    /// explicitly (`NTMTUN_SKIP_LAB=1`); panics when not root.
+    /// Build the topology and start the DC, its relays (when the binary has the relay role) and
+    /// the nodes. `None` when lab tests are skipped explicitly (`NTMTUN_SKIP_LAB=1`); panics
+    /// when not root.
     pub fn up(topology: &str) -> Option<Lab> {
-        if lab_skipped(&format!("Lab::up({topology})")) {
+        let lab = Lab::build(topology)?;
+        lab.start();
+        Some(lab)
+    }
+
+    /// Build the topology only (namespaces, links, NAT, DNS server): no ntmtun daemons. `None`
+    /// when lab tests are skipped explicitly; panics when not root.
+    pub fn build(topology: &str) -> Option<Lab> {
+        if lab_skipped(&format!("Lab::build({topology})")) {
             return None;
         }
+        assert!(
+            TOPOLOGIES.contains(&topology),
+            "unknown lab topology {topology:?}; lab.sh knows {TOPOLOGIES:?}"
+        );
         let prefix = unique_prefix();
         // Constructed first, so that Drop runs `down` even if `up` or `start` fails half-way.
         let lab = Lab {
@@ -272,16 +334,102 @@ impl Lab {
             lab.prefix,
             describe_output(&out)
         );
-        let out = lab.lab_sh(&["start", &lab.prefix]);
+        Some(lab)
+    }
+
+    /// `lab.sh start`: keys, configs, the DC, the relays and the nodes; asserts that both nodes
+    /// registered.
+    pub fn start(&self) {
+        let out = self.lab_sh(&["start", &self.prefix]);
         assert!(
             out.status.success(),
             "lab.sh start {} failed (ntmtun DC/nodes did not come up registered)\n{}\n{}",
-            lab.prefix,
+            self.prefix,
             describe_output(&out),
-            lab.logs_tail()
+            self.logs_tail()
         );
-        eprintln!("lab: {} started: DC and nodes registered", lab.prefix);
-        Some(lab)
+        eprintln!(
+            "lab: {} started: DC{} and nodes registered",
+            self.prefix,
+            match self.relays() {
+                r if r.is_empty() => String::new(),
+                r => format!(", relays {}", r.join(" ")),
+            }
+        );
+    }
+
+    /// The relays `lab.sh start` started (empty when the topology has none, or when the binary
+    /// under test has no relay role: then lab.sh logs that relays were skipped).
+    pub fn relays(&self) -> Vec<String> {
+        fs::read_to_string(self.path("relays"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    /// The lab's host table: every host namespace with its addresses.
+    pub fn hosts(&self) -> Vec<HostInfo> {
+        let text = fs::read_to_string(self.path("hosts"))
+            .unwrap_or_else(|e| panic!("read {}: {e}", self.path("hosts").display()));
+        let ip = |f: &str| -> Option<IpAddr> {
+            (f != "-").then(|| {
+                f.parse()
+                    .unwrap_or_else(|e| panic!("bad address {f:?} in the host table: {e}"))
+            })
+        };
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 5).then(|| HostInfo {
+                    name: f[0].to_string(),
+                    role: f[1].to_string(),
+                    v4: ip(f[2]),
+                    v6: ip(f[3]),
+                    public_v4: ip(f[4]),
+                })
+            })
+            .collect()
+    }
+
+    /// One host of the table (panics if the topology has no such host).
+    pub fn host(&self, name: &str) -> HostInfo {
+        self.hosts()
+            .into_iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("lab {}: no host {name} in the host table", self.prefix))
+    }
+
+    /// `lab.sh kill-relay`: SIGKILL a relay (by its recorded PID), as a crash.
+    pub fn kill_relay(&self, relay: &str) {
+        let out = self.lab_sh(&["kill-relay", &self.prefix, relay]);
+        assert!(
+            out.status.success(),
+            "lab.sh kill-relay {} {relay} failed\n{}",
+            self.prefix,
+            describe_output(&out)
+        );
+    }
+
+    /// `lab.sh move` (roam): move `host`'s uplink to the other Internet segment. Returns its new
+    /// IPv4 address.
+    pub fn move_host(&self, host: &str) -> Ipv4Addr {
+        let out = self.lab_sh(&["move", &self.prefix, host]);
+        assert!(
+            out.status.success(),
+            "lab.sh move {} {host} failed\n{}",
+            self.prefix,
+            describe_output(&out)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim().parse().unwrap_or_else(|e| {
+            panic!(
+                "lab.sh move printed {:?}, not an IPv4 address: {e}",
+                text.trim()
+            )
+        })
     }
 
     /// Run scripts/lab.sh with `args` (bounded: 180 s), NTMTUN_BIN set to the binary under test.
@@ -311,7 +459,11 @@ impl Lab {
     /// The tail of the ntmtun logs (and the DNS server's) for failure messages.
     pub fn logs_tail(&self) -> String {
         let mut s = String::new();
-        for name in ["dc.log", "alice.log", "bob.log", "dnsmasq.stderr.log"] {
+        let relays: Vec<String> = self.relays().iter().map(|r| format!("{r}.log")).collect();
+        let names = ["dc.log", "alice.log", "bob.log", "dnsmasq.stderr.log"]
+            .into_iter()
+            .chain(relays.iter().map(String::as_str));
+        for name in names {
             s.push_str(&format!(
                 "\n----- last lines of {} -----\n{}",
                 self.path(name).display(),
