@@ -116,8 +116,15 @@ impl Worker {
     /// A packet from the TUN at `out[PAYLOAD_AT..PAYLOAD_AT + n]`.
     fn outbound(&self, table: &PeerTable, out: &mut [u8], n: usize, now: Instant) {
         let pkt = &out[PAYLOAD_AT..PAYLOAD_AT + n];
-        let Some(IpAddr::V4(dst)) = packet::destination(pkt) else {
-            return; // IPv6 (router solicitations and the like): not routed here
+        let dst = match packet::destination(pkt) {
+            Some(IpAddr::V4(dst)) => dst,
+            // IPv6 only ever goes to the control thread as a captured DNS
+            // query; the rest (router solicitations) is dropped.
+            Some(v6 @ IpAddr::V6(_)) if table.resolvers.contains(&v6) => {
+                self.to_control(ToControl::Tun(pkt.to_vec()));
+                return;
+            }
+            _ => return,
         };
         if let Some(route) = table.by_vip.get(&dst) {
             let record = &mut out[RELAYED_HEADER_LEN..];
@@ -150,7 +157,7 @@ impl Worker {
             return;
         }
         let in_prefix = table.prefix.is_some_and(|p| p.contains(&dst));
-        if in_prefix || table.resolvers.contains(&dst) {
+        if in_prefix || table.resolvers.contains(&IpAddr::V4(dst)) {
             self.to_control(ToControl::Tun(pkt.to_vec()));
         } else {
             self.counters.tx_no_route.fetch_add(1, Ordering::Relaxed);

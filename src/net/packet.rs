@@ -7,7 +7,7 @@
 //! verified, because the TUN device hands us locally generated packets that
 //! never crossed a wire.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
@@ -219,6 +219,80 @@ pub fn build_ipv4_udp(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], out:
     out[IPV4_MIN_HEADER_LEN + 6..IPV4_MIN_HEADER_LEN + 8].copy_from_slice(&udp_csum.to_be_bytes());
 }
 
+/// A UDP datagram inside an IPv6 packet with no extension headers (what a
+/// resolver query from a local application looks like).
+pub fn parse_ipv6_udp(pkt: &[u8]) -> Option<(SocketAddrV6, SocketAddrV6, &[u8])> {
+    if ip_version(pkt)? != 6 || *pkt.get(6)? != IPPROTO_UDP {
+        return None;
+    }
+    let payload_len = be16(pkt, 4)? as usize;
+    let end = IPV6_HEADER_LEN.checked_add(payload_len)?;
+    let (src, dst) = (ipv6_at(pkt, 8)?, ipv6_at(pkt, 24)?);
+    let udp = pkt.get(IPV6_HEADER_LEN..end)?;
+    let udp_len = be16(udp, 4)? as usize;
+    if udp_len < UDP_HEADER_LEN || udp_len > udp.len() {
+        return None;
+    }
+    let sport = be16(udp, 0)?;
+    let dport = be16(udp, 2)?;
+    Some((
+        SocketAddrV6::new(src, sport, 0, 0),
+        SocketAddrV6::new(dst, dport, 0, 0),
+        &udp[UDP_HEADER_LEN..udp_len],
+    ))
+}
+
+/// Builds an IPv6/UDP packet (hop limit 64, checksum over the pseudo-header).
+pub fn build_ipv6_udp(src: SocketAddrV6, dst: SocketAddrV6, payload: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let udp_len = UDP_HEADER_LEN + payload.len();
+    let Ok(udp_len16) = u16::try_from(udp_len) else {
+        return;
+    };
+    out.reserve(IPV6_HEADER_LEN + udp_len);
+    out.extend_from_slice(&[0x60, 0, 0, 0]);
+    out.extend_from_slice(&udp_len16.to_be_bytes());
+    out.push(IPPROTO_UDP);
+    out.push(DEFAULT_TTL);
+    out.extend_from_slice(&src.ip().octets());
+    out.extend_from_slice(&dst.ip().octets());
+    out.extend_from_slice(&src.port().to_be_bytes());
+    out.extend_from_slice(&dst.port().to_be_bytes());
+    out.extend_from_slice(&udp_len16.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(payload);
+    let mut pseudo = [0u8; 40];
+    pseudo[0..16].copy_from_slice(&src.ip().octets());
+    pseudo[16..32].copy_from_slice(&dst.ip().octets());
+    pseudo[32..36].copy_from_slice(&(udp_len as u32).to_be_bytes());
+    pseudo[39] = IPPROTO_UDP;
+    let sum = ones_complement_sum(&pseudo, 0);
+    let sum = ones_complement_sum(&out[IPV6_HEADER_LEN..], sum);
+    let mut csum = !fold(sum);
+    if csum == 0 {
+        csum = 0xffff; // zero is not allowed for UDP over IPv6
+    }
+    out[IPV6_HEADER_LEN + 6..IPV6_HEADER_LEN + 8].copy_from_slice(&csum.to_be_bytes());
+}
+
+/// (source, destination, payload) of a UDP datagram over IPv4 or IPv6.
+pub fn parse_udp(pkt: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
+    match ip_version(pkt)? {
+        4 => parse_ipv4_udp(pkt).map(|u| (SocketAddr::V4(u.src), SocketAddr::V4(u.dst), u.payload)),
+        _ => parse_ipv6_udp(pkt).map(|(s, d, p)| (SocketAddr::V6(s), SocketAddr::V6(d), p)),
+    }
+}
+
+/// Builds a UDP packet of the addresses' family (both must match; a mixed
+/// pair leaves `out` empty).
+pub fn build_udp(src: SocketAddr, dst: SocketAddr, payload: &[u8], out: &mut Vec<u8>) {
+    match (src, dst) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => build_ipv4_udp(s, d, payload, out),
+        (SocketAddr::V6(s), SocketAddr::V6(d)) => build_ipv6_udp(s, d, payload, out),
+        _ => out.clear(),
+    }
+}
+
 /// RFC 1071 Internet checksum: the ones' complement of the ones' complement
 /// sum of `data` as big-endian 16-bit words (an odd final byte is padded with
 /// zero). Verifying a header that contains its checksum yields 0.
@@ -253,6 +327,34 @@ fn fold(mut acc: u64) -> u16 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
     acc as u16
+}
+
+#[cfg(test)]
+mod v6_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_udp_roundtrip_and_checksum() {
+        let src: SocketAddrV6 = "[2001:db8:100::12]:5353".parse().unwrap();
+        let dst: SocketAddrV6 = "[2001:db8:100::53]:53".parse().unwrap();
+        let mut out = Vec::new();
+        build_ipv6_udp(src, dst, b"hello dns", &mut out);
+        let (s, d, p) = parse_ipv6_udp(&out).unwrap();
+        assert_eq!((s, d, p), (src, dst, &b"hello dns"[..]));
+        // Verifying the checksum: the sum over pseudo-header + UDP is all ones.
+        let mut pseudo = [0u8; 40];
+        pseudo[0..16].copy_from_slice(&src.ip().octets());
+        pseudo[16..32].copy_from_slice(&dst.ip().octets());
+        pseudo[32..36].copy_from_slice(&((out.len() - 40) as u32).to_be_bytes());
+        pseudo[39] = IPPROTO_UDP;
+        let sum = ones_complement_sum(&out[40..], ones_complement_sum(&pseudo, 0));
+        assert_eq!(fold(sum), 0xffff);
+        assert_eq!(
+            parse_udp(&out).map(|(s, _, _)| s),
+            Some(SocketAddr::V6(src))
+        );
+        assert!(parse_ipv6_udp(&out[..45]).is_none());
+    }
 }
 
 #[cfg(test)]

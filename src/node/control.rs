@@ -23,6 +23,8 @@ pub struct Control {
     pub udp: UdpSocket,
     /// Marked socket for forwarding DNS to the real resolvers.
     pub upstream: UdpSocket,
+    /// The upstream socket is IPv6 (dual-stack).
+    pub upstream_v6: bool,
     pub tun: Arc<SyncDevice>,
     pub tun_name: String,
     pub table: Arc<ArcSwap<PeerTable>>,
@@ -163,37 +165,40 @@ impl Control {
                     }
                 }
                 Output::Upstream { to, bytes } => {
-                    if let Err(e) = self.upstream.send_to(&bytes, to) {
+                    if let Err(e) = self
+                        .upstream
+                        .send_to(&bytes, udp::for_socket(to, self.upstream_v6))
+                    {
                         warn!(resolver = %to, error = %e, "cannot forward DNS query");
                     }
                 }
                 Output::Configure(reg) => {
-                    if let Err(e) =
-                        system::configure_address(&self.tun_name, reg.virtual_ip, reg.prefix_len)
-                    {
+                    let capture: Vec<IpAddr> = self
+                        .capture
+                        .iter()
+                        .copied()
+                        .filter(|r| {
+                            if r.is_loopback() {
+                                warn!(
+                                    resolver = %r,
+                                    "a loopback resolver (systemd-resolved?) cannot be captured by policy routing; \
+                                     set [dns] resolvers to the upstream servers"
+                                );
+                            }
+                            !r.is_loopback()
+                        })
+                        .collect();
+                    let ipv6 = capture.iter().any(IpAddr::is_ipv6);
+                    if let Err(e) = system::configure_address(
+                        &self.tun_name,
+                        reg.virtual_ip,
+                        reg.prefix_len,
+                        ipv6,
+                    ) {
                         warn!(error = format!("{e:#}"), "cannot configure the TUN");
                     }
-                    if !*captured && !self.capture.is_empty() {
-                        let v4: Vec<_> = self
-                            .capture
-                            .iter()
-                            .filter_map(|r| match r {
-                                IpAddr::V4(v4) if v4.is_loopback() => {
-                                    warn!(
-                                        resolver = %v4,
-                                        "a loopback resolver (systemd-resolved?) cannot be captured by policy routing; \
-                                         set [dns] resolvers to the upstream servers"
-                                    );
-                                    None
-                                }
-                                IpAddr::V4(v4) => Some(*v4),
-                                IpAddr::V6(v6) => {
-                                    warn!(resolver = %v6, "IPv6 resolvers are not captured yet; queries to it bypass ntmtun");
-                                    None
-                                }
-                            })
-                            .collect();
-                        match system::capture_dns(&self.tun_name, &v4) {
+                    if !*captured && !capture.is_empty() {
+                        match system::capture_dns(&self.tun_name, &capture) {
                             Ok(()) => *captured = true,
                             Err(e) => warn!(
                                 error = format!("{e:#}"),

@@ -16,7 +16,7 @@ use crate::proto::wire;
 use crate::status::{DcStatus, PeerStatus, StatusReport};
 use ipnet::Ipv4Net;
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -77,8 +77,8 @@ pub(super) struct PendingResolve {
 }
 
 pub(super) struct Forward {
-    pub client: SocketAddrV4,
-    pub resolver: SocketAddrV4,
+    pub client: SocketAddr,
+    pub resolver: SocketAddr,
     pub deadline: Instant,
 }
 
@@ -172,15 +172,11 @@ impl NodeCore {
         let mut t = PeerTable {
             local_ip: self.dc.registered.as_ref().map(|r| r.virtual_ip),
             prefix: self.prefix,
-            resolvers: self
-                .s
-                .resolvers
-                .iter()
-                .filter_map(|r| match r {
-                    IpAddr::V4(v4) if self.dns.is_some() => Some(*v4),
-                    _ => None,
-                })
-                .collect(),
+            resolvers: if self.dns.is_some() {
+                self.s.resolvers.clone()
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         };
         for p in self.peers.values() {

@@ -10,7 +10,7 @@ use crate::proto::handshake::Initiator;
 use crate::proto::session::Session;
 use crate::proto::signal::{Path, RelayGrant};
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,8 @@ pub const MAX_ENDPOINTS: usize = 4;
 /// A DNS query answered once the tunnel is up (or its deadline passes).
 pub struct DnsWaiter {
     pub pending: PendingQuery,
-    pub client: SocketAddrV4,
-    pub resolver: SocketAddrV4,
+    pub client: SocketAddr,
+    pub resolver: SocketAddr,
     pub deadline: Instant,
 }
 

@@ -11,7 +11,7 @@ use super::peer::DnsWaiter;
 use crate::net::packet;
 use crate::proto::signal::{Target, ToDc};
 use crate::proto::wire;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 use tracing::{debug, warn};
 
@@ -19,9 +19,9 @@ impl NodeCore {
     /// A packet from the TUN that the workers handed over: a DNS query to a
     /// captured resolver, or a packet for a virtual IP with no tunnel yet.
     pub fn handle_tun(&mut self, pkt: Vec<u8>, now: Instant) {
-        if let Some(udp) = packet::parse_ipv4_udp(&pkt) {
-            if udp.dst.port() == 53 && self.dns.is_some() && self.is_resolver(udp.dst.ip()) {
-                let (client, resolver, query) = (udp.src, udp.dst, udp.payload.to_vec());
+        if let Some((src, dst, payload)) = packet::parse_udp(&pkt) {
+            if dst.port() == 53 && self.dns.is_some() && self.is_resolver(&dst.ip()) {
+                let (client, resolver, query) = (src, dst, payload.to_vec());
                 self.handle_dns(client, resolver, &query, now);
                 return;
             }
@@ -60,14 +60,14 @@ impl NodeCore {
         self.resolve(Target::Address(dst), true, None, now);
     }
 
-    pub(super) fn is_resolver(&self, ip: &Ipv4Addr) -> bool {
-        self.s.resolvers.contains(&IpAddr::V4(*ip))
+    pub(super) fn is_resolver(&self, ip: &IpAddr) -> bool {
+        self.s.resolvers.contains(ip)
     }
 
     pub(super) fn handle_dns(
         &mut self,
-        client: SocketAddrV4,
-        resolver: SocketAddrV4,
+        client: SocketAddr,
+        resolver: SocketAddr,
         query: &[u8],
         now: Instant,
     ) {
@@ -197,21 +197,16 @@ impl NodeCore {
     }
 
     /// Writes a DNS reply into the TUN as if the resolver had sent it.
-    pub(super) fn write_dns(
-        &mut self,
-        client: SocketAddrV4,
-        resolver: SocketAddrV4,
-        payload: &[u8],
-    ) {
+    pub(super) fn write_dns(&mut self, client: SocketAddr, resolver: SocketAddr, payload: &[u8]) {
         let mut pkt = Vec::with_capacity(payload.len() + 28);
-        packet::build_ipv4_udp(resolver, client, payload, &mut pkt);
+        packet::build_udp(resolver, client, payload, &mut pkt);
         self.out.push_back(Output::Tun(pkt));
     }
 
     pub(super) fn forward_dns(
         &mut self,
-        client: SocketAddrV4,
-        resolver: SocketAddrV4,
+        client: SocketAddr,
+        resolver: SocketAddr,
         query: &[u8],
         now: Instant,
     ) {
@@ -219,7 +214,7 @@ impl NodeCore {
             return;
         }
         let id = u16::from_be_bytes([query[0], query[1]]);
-        let to = SocketAddr::V4(resolver);
+        let to = resolver;
         if self.forwards.len() >= FORWARD_LIMIT && !self.forwards.contains_key(&(to, id)) {
             warn!("too many DNS queries in flight; answering SERVFAIL");
             if let Some(bytes) = super::dns::servfail_for(query) {

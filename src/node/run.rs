@@ -126,11 +126,21 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
     // and one nobody reads would swallow them.
     let queues: Vec<Arc<_>> = queues.into_iter().map(Arc::new).collect();
     let control_tun = queues[0].clone();
-    let upstream = udp::bind(
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+    // Dual-stack where the host has IPv6, so IPv6 resolvers work too.
+    let (upstream, upstream_v6) = match udp::bind(
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
         udp::UdpOptions::default(),
-    )
-    .context("DNS forwarding socket")?;
+    ) {
+        Ok(s) => (s, true),
+        Err(_) => (
+            udp::bind(
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                udp::UdpOptions::default(),
+            )
+            .context("DNS forwarding socket")?,
+            false,
+        ),
+    };
     upstream.set_read_timeout(Some(Duration::from_millis(200)))?;
 
     info!(
@@ -174,7 +184,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
                     while !stop.load(Ordering::Relaxed) {
                         if let Ok((n, from)) = upstream.recv_from(&mut buf) {
                             let _ = tx.try_send(ToControl::Upstream {
-                                from,
+                                from: udp::canonical(from),
                                 bytes: buf[..n].to_vec(),
                             });
                         }
@@ -215,6 +225,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         rx,
         udp: control_udp,
         upstream,
+        upstream_v6,
         tun: control_tun,
         tun_name: cfg.tun.clone(),
         table,

@@ -7,7 +7,7 @@
 
 use crate::net::udp::FWMARK;
 use anyhow::{bail, Context, Result};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use tracing::{debug, info};
 
@@ -41,9 +41,17 @@ fn sysctl(path: &str, value: &str) {
 }
 
 /// Gives the TUN its virtual address; the prefix route comes with it.
-pub fn configure_address(tun: &str, vip: Ipv4Addr, prefix_len: u8) -> Result<()> {
-    // No IPv6 on the TUN yet: it would only emit router solicitations.
-    sysctl(&format!("/proc/sys/net/ipv6/conf/{tun}/disable_ipv6"), "1");
+/// IPv6 stays off on the TUN unless a resolver is reached over IPv6 (its
+/// queries are routed into the TUN), and then without router solicitations.
+pub fn configure_address(tun: &str, vip: Ipv4Addr, prefix_len: u8, ipv6: bool) -> Result<()> {
+    let conf6 = format!("/proc/sys/net/ipv6/conf/{tun}");
+    if ipv6 {
+        sysctl(&format!("{conf6}/router_solicitations"), "0");
+        sysctl(&format!("{conf6}/accept_ra"), "0");
+        sysctl(&format!("{conf6}/disable_ipv6"), "0");
+    } else {
+        sysctl(&format!("{conf6}/disable_ipv6"), "1");
+    }
     // DNS answers we write carry the resolver's address as source, which is
     // routed via another interface: strict reverse-path filtering would drop
     // them, loose mode keeps the check meaningful.
@@ -61,36 +69,38 @@ pub fn configure_address(tun: &str, vip: Ipv4Addr, prefix_len: u8) -> Result<()>
     Ok(())
 }
 
-/// Routes UDP DNS for `resolvers` into the TUN (the paper's capture mode).
-pub fn capture_dns(tun: &str, resolvers: &[Ipv4Addr]) -> Result<()> {
+/// Routes UDP DNS for `resolvers` (IPv4 and IPv6) into the TUN: the paper's
+/// capture mode. Our own sockets carry `FWMARK` and keep the main table.
+pub fn capture_dns(tun: &str, resolvers: &[IpAddr]) -> Result<()> {
     let mark = format!("{FWMARK:#x}");
     let table = DNS_TABLE.to_string();
-    ip(&[
-        "rule",
-        "add",
-        "priority",
-        &PRIO_MARK.to_string(),
-        "fwmark",
-        &mark,
-        "lookup",
-        "main",
-    ])?;
+    for family in ["-4", "-6"] {
+        if resolvers.iter().any(|r| r.is_ipv6() == (family == "-6")) {
+            ip(&[
+                family,
+                "rule",
+                "add",
+                "priority",
+                &PRIO_MARK.to_string(),
+                "fwmark",
+                &mark,
+                "lookup",
+                "main",
+            ])?;
+        }
+    }
     for r in resolvers {
-        let host = format!("{r}/32");
-        ip(&["route", "replace", &host, "dev", tun, "table", &table])?;
+        let (family, host) = match r {
+            IpAddr::V4(_) => ("-4", format!("{r}/32")),
+            IpAddr::V6(_) => ("-6", format!("{r}/128")),
+        };
         ip(&[
-            "rule",
-            "add",
-            "priority",
-            &PRIO_DNS.to_string(),
-            "to",
-            &host,
-            "ipproto",
-            "udp",
-            "dport",
-            "53",
-            "lookup",
-            &table,
+            family, "route", "replace", &host, "dev", tun, "table", &table,
+        ])?;
+        let prio = PRIO_DNS.to_string();
+        ip(&[
+            family, "rule", "add", "priority", &prio, "to", &host, "ipproto", "udp", "dport", "53",
+            "lookup", &table,
         ])?;
     }
     info!(
@@ -103,15 +113,19 @@ pub fn capture_dns(tun: &str, resolvers: &[Ipv4Addr]) -> Result<()> {
 
 /// Removes our rules and routes (bounded: a few passes per priority).
 pub fn teardown() {
-    for prio in [PRIO_DNS, PRIO_MARK] {
-        for _ in 0..64 {
-            if ip(&["rule", "del", "priority", &prio.to_string()]).is_err() {
-                break;
+    for family in ["-4", "-6"] {
+        for prio in [PRIO_DNS, PRIO_MARK] {
+            for _ in 0..64 {
+                if ip(&[family, "rule", "del", "priority", &prio.to_string()]).is_err() {
+                    break;
+                }
             }
         }
     }
-    if let Err(e) = ip(&["route", "flush", "table", &DNS_TABLE.to_string()]) {
-        // An empty table is not an error worth more than a debug line.
-        debug!(error = %e, "flushing the DNS table");
+    for family in ["-4", "-6"] {
+        if let Err(e) = ip(&[family, "route", "flush", "table", &DNS_TABLE.to_string()]) {
+            // An empty table is not an error worth more than a debug line.
+            debug!(error = %e, "flushing the DNS table");
+        }
     }
 }

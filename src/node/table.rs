@@ -6,7 +6,7 @@
 
 use crate::proto::session::Session;
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,7 +168,7 @@ pub struct PeerTable {
     /// The virtual prefix: packets to it belong to the tunnel.
     pub prefix: Option<ipnet::Ipv4Net>,
     /// Resolvers whose UDP port 53 traffic is captured.
-    pub resolvers: Vec<Ipv4Addr>,
+    pub resolvers: Vec<IpAddr>,
     pub by_vip: HashMap<Ipv4Addr, TxRoute>,
     pub by_index: HashMap<u32, RxRoute>,
 }
