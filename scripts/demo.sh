@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# ntmtun demo: builds ntmtun, makes a lab (DC, alice and bob on one segment, and an ordinary DNS
-# server), starts the DC and both nodes, then shows name resolution, ping, a file transfer and an
-# HTTP fetch by name through the encrypted tunnel, and each node's status. Always cleans up.
+# ntmtun demo: builds ntmtun, makes a small simulated Internet (a DC, a relay and an ordinary DNS
+# server on the Internet segment; alice and bob each in their own LAN behind their own NAT
+# router), starts the DC, the relay and both nodes, then shows name resolution, ping, a file
+# transfer and an HTTP fetch by name through the encrypted tunnel (the NATs punched), the path
+# each node chose, and each node's status. Always cleans up.
 #
-#   sudo scripts/demo.sh
+#   sudo scripts/demo.sh                       # topology nat-nat
+#   sudo DEMO_TOPOLOGY=symmetric scripts/demo.sh   # any topology of scripts/lab.sh
 set -euo pipefail
 
 ME=${0##*/}
@@ -95,8 +98,14 @@ export NTMTUN_BIN=$BIN
 PREFIX="d$(($$ % 10000000))"
 RUN=/tmp/ntmtun-lab/$PREFIX # lab.sh's run dir for this prefix
 
-step "Lab '$PREFIX': DC 198.51.100.10, alice .11, bob .12, DNS server .53 on one segment"
-"$LAB" up lan "$PREFIX" || fail "lab.sh up"
+TOPOLOGY=${DEMO_TOPOLOGY:-nat-nat}
+case $TOPOLOGY in
+nat-nat) about="DC .10, relay .20, DNS .53 on 198.51.100.0/24; alice in 192.0.2.0/26 behind NAT .101, bob in 192.0.2.64/26 behind NAT .102" ;;
+lan) about="DC 198.51.100.10, alice .11, bob .12, DNS server .53 on one segment" ;;
+*) about="see the sketch of '$TOPOLOGY' at the top of scripts/lab.sh" ;;
+esac
+step "Lab '$PREFIX', topology $TOPOLOGY: $about"
+"$LAB" up "$TOPOLOGY" "$PREFIX" || fail "lab.sh up"
 
 step "Starting the DC and the nodes alice and bob (waiting until both are registered)"
 "$LAB" start "$PREFIX" || fail "lab.sh start"
@@ -148,6 +157,9 @@ echo "$out"
 [[ $out == "Hello from alice, over ntmtun." ]] || fail "unexpected HTTP body"
 "$LAB" stop "$PREFIX" web
 
+step "bob: ntmtun ping alice   (which path the pair is on, and the round trip)"
+in_ns bob timeout 20 "$BIN" ping alice --count 2 --socket "$RUN/bob.sock" || fail "ntmtun ping alice"
+
 step "alice: ntmtun status"
 in_ns alice timeout 10 "$BIN" status --socket "$RUN/alice.sock" || fail "ntmtun status on alice"
 
@@ -155,4 +167,4 @@ step "bob: ntmtun status"
 in_ns bob timeout 10 "$BIN" status --socket "$RUN/bob.sock" || fail "ntmtun status on bob"
 
 echo
-echo "$ME: SUCCESS: names resolved to virtual IPs ($alice_vip, $bob_vip), ordinary DNS, ping both ways, 4 MiB by nc (sha256 equal) and HTTP by name all went through ntmtun."
+echo "$ME: SUCCESS ($TOPOLOGY): names resolved to virtual IPs ($alice_vip, $bob_vip), ordinary DNS, ping both ways, 4 MiB by nc (sha256 equal) and HTTP by name all went through ntmtun."
