@@ -259,10 +259,28 @@ pub fn load_node(path: &Path) -> Result<NodeConfig, ConfigError> {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
         error,
-    })
+    })?;
+    // Every config holds a private key: a file anyone on the host can read
+    // gives that key away.
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o004 != 0 {
+            return Err(ConfigError::Invalid {
+                origin: path.display().to_string(),
+                key: "(file mode)".into(),
+                message: format!(
+                    "the file holds a private key and is readable by every user (mode {mode:o}); \
+                     expected mode 600: run `chmod 600 {}`",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(text)
 }
 
 /// Validates the text of a DC config; `origin` names the file in messages.
@@ -1395,6 +1413,20 @@ node_expiry_secs = 300
     }
 
     #[test]
+    fn world_readable_config_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dc.toml");
+        std::fs::write(&path, "listen = []").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let msg = load_dc(&path).unwrap_err().to_string();
+        assert_mentions(&msg, &["readable by every user", "chmod 600"]);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let msg = load_dc(&path).unwrap_err().to_string();
+        assert!(!msg.contains("readable by every user"), "{msg}");
+    }
+
+    #[test]
     fn dc_unknown_key_lists_valid_keys() {
         let k = keys();
         let msg = dc_err(&k, &[("listen_addr", r#""1.2.3.4:7446""#)]);
@@ -1905,13 +1937,19 @@ resolvers = ["198.51.100.53", "2001:db8::53"]
     fn load_reads_files_and_names_them() {
         let k = keys();
         let dir = tempfile::tempdir().unwrap();
+        let private = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap()
+        };
         let dc_path = dir.path().join("dc.toml");
         std::fs::write(&dc_path, dc_text(&k, &[])).unwrap();
+        private(&dc_path);
         assert_eq!(load_dc(&dc_path).unwrap().domain, "ntm.internal");
 
         let node_path = dir.path().join("node.toml");
         let with_resolvers = node_text(&k, &[("[dns]", "resolvers = [\"192.0.2.1\"]")]);
         std::fs::write(&node_path, with_resolvers).unwrap();
+        private(&node_path);
         assert_eq!(
             load_node(&node_path).unwrap().dns.resolvers,
             vec![ip("192.0.2.1")]
