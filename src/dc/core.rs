@@ -3,7 +3,8 @@
 use super::direction::{self, View};
 use super::store::{EnrollError, NodeRecord, Store};
 use crate::keys::{PrivateKey, PublicKey};
-use crate::proto::handshake::Responder;
+use crate::proto::handshake::{Mac1Key, Responder};
+use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::session::Session;
 use crate::proto::signal::{
@@ -118,6 +119,10 @@ pub struct DcCore {
     relays: Vec<RelayState>,
     /// Keyed by the pair's keys in sorted order (side 0 is the smaller).
     pairs: HashMap<(PublicKey, PublicKey), PairRelay>,
+    mac1: Mac1Key,
+    /// Registrations per source address: each costs a DH and a store
+    /// lookup. Generous, since many nodes can share one NAT address.
+    register_limit: RateLimiter,
     pub stats: DcStats,
 }
 
@@ -151,7 +156,10 @@ impl DcCore {
                 since: now,
             })
             .collect();
+        let mac1 = Mac1Key::for_responder(&settings.key.public_key());
         DcCore {
+            mac1,
+            register_limit: RateLimiter::new(100, 200, 65536),
             relays,
             pairs: HashMap::new(),
             settings,
@@ -211,7 +219,12 @@ impl DcCore {
         now: Instant,
         unix_now: u64,
     ) -> Vec<Transmit> {
-        let responder = match Responder::read(&self.settings.key, datagram) {
+        if !self.register_limit.allow(from.ip(), now) {
+            debug!(%from, "registration over the rate limit dropped");
+            self.stats.dropped += 1;
+            return Vec::new();
+        }
+        let responder = match Responder::read(&self.settings.key, &self.mac1, datagram) {
             Ok(r) => r,
             Err(e) => {
                 debug!(%from, error = %e, "handshake initiation rejected");

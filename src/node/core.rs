@@ -10,6 +10,8 @@ use super::health::ACTIVE_TICK;
 use super::peer::{DnsWaiter, Peer};
 use super::table::{Endpoint, PeerTable, RxRoute, TxRoute};
 use crate::keys::{PrivateKey, PublicKey};
+use crate::proto::handshake::Mac1Key;
+use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::{FromDc, Registered, Resolution, Target, ToDc};
 use crate::proto::wire;
@@ -111,7 +113,15 @@ pub struct NodeCore {
     next_ping: u64,
     /// `ntmtun ping NAME` for a name not yet resolved: (name, ping id).
     pending_ping_names: Vec<(String, u64)>,
+    /// Checks initiations are aimed at our key before any DH.
+    pub(super) mac1: Mac1Key,
+    /// Handshake initiations per source (a DH each).
+    pub(super) handshake_limit: RateLimiter,
 }
+
+/// Handshake initiations a source may make per second, and in a burst.
+const HANDSHAKES_PER_SEC: u32 = 20;
+const HANDSHAKE_BURST: u32 = 40;
 
 impl NodeCore {
     pub fn new(s: NodeSettings, now: Instant) -> Self {
@@ -127,6 +137,7 @@ impl NodeCore {
             s.index_seed.rotate_left(16),
         );
         let next_index = s.index_seed;
+        let mac1 = Mac1Key::for_responder(&s.key.public_key());
         NodeCore {
             s,
             start: now,
@@ -148,6 +159,8 @@ impl NodeCore {
             nat_probe: None,
             next_ping: u64::from(next_index) << 32,
             pending_ping_names: Vec::new(),
+            mac1,
+            handshake_limit: RateLimiter::new(HANDSHAKES_PER_SEC, HANDSHAKE_BURST, 4096),
         }
     }
 

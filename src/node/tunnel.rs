@@ -217,7 +217,15 @@ impl NodeCore {
     }
 
     pub(super) fn on_handshake_init(&mut self, from: Endpoint, datagram: &[u8], now: Instant) {
-        let resp = match Responder::read(&self.s.key, datagram) {
+        // Cheap checks first: a Diffie-Hellman per initiation is what a
+        // flood would make us pay. (Relayed ones are limited by the relay.)
+        if let Endpoint::Direct(addr) = from {
+            if !self.handshake_limit.allow(addr.ip(), now) {
+                debug!(%from, "handshake initiation over the rate limit dropped");
+                return;
+            }
+        }
+        let resp = match Responder::read(&self.s.key, &self.mac1, datagram) {
             Ok(r) => r,
             Err(e) => {
                 debug!(%from, error = %e, "handshake initiation rejected");

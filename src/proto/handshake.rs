@@ -7,6 +7,10 @@
 //! sender index fails the handshake instead of misrouting the session.
 //! After the handshake both sides derive the two transport keys and run our
 //! own record format (`session`), which authenticates the record header.
+//!
+//! Every initiation ends with a 16-byte `mac1`: an HMAC keyed by a hash of
+//! the responder's public key. Checking it costs one hash, so garbage and
+//! floods aimed at the wrong key are dropped before any Diffie-Hellman.
 
 use super::session::Session;
 use super::wire::{self, INIT_HEADER_LEN};
@@ -18,6 +22,37 @@ const PROLOGUE_LABEL: &[u8] = b"ntmtun/1";
 /// Largest handshake datagram we build or accept.
 pub const MAX_HANDSHAKE: usize = 1200;
 
+/// Length of the `mac1` trailer of an initiation.
+pub const MAC1_LEN: usize = 16;
+
+/// The key a responder's `mac1` is checked with (a hash of its public key,
+/// computed once).
+#[derive(Clone)]
+pub struct Mac1Key([u8; 32]);
+
+impl Mac1Key {
+    pub fn for_responder(responder: &PublicKey) -> Mac1Key {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"ntmtun/1 mac1");
+        h.update(responder.0);
+        Mac1Key(h.finalize().into())
+    }
+
+    fn mac(&self, data: &[u8]) -> [u8; MAC1_LEN] {
+        super::ticket::mac(&self.0, data)
+    }
+
+    /// True if `datagram` ends with a valid mac1 for this responder.
+    pub fn verify(&self, datagram: &[u8]) -> bool {
+        if datagram.len() < MAC1_LEN {
+            return false;
+        }
+        let (body, tag) = datagram.split_at(datagram.len() - MAC1_LEN);
+        super::ticket::mac_eq(&self.mac(body), tag)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     #[error("malformed handshake message: {0}")]
@@ -28,6 +63,8 @@ pub enum HandshakeError {
     TooLarge,
     #[error("peer sent no static key")]
     NoStatic,
+    #[error("bad mac1 (not aimed at our key)")]
+    Mac1,
 }
 
 fn prologue(init_header: &[u8]) -> Vec<u8> {
@@ -74,6 +111,8 @@ impl Initiator {
             .write_message(payload, &mut out[INIT_HEADER_LEN..])
             .map_err(|_| HandshakeError::TooLarge)?;
         out.truncate(INIT_HEADER_LEN + n);
+        let mac1 = Mac1Key::for_responder(remote).mac(&out);
+        out.extend_from_slice(&mac1);
         Ok((
             Initiator {
                 hs,
@@ -112,8 +151,17 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// Reads a whole message-1 datagram (header included).
-    pub fn read(local: &PrivateKey, datagram: &[u8]) -> Result<Responder, HandshakeError> {
+    /// Reads a whole message-1 datagram (header and mac1 included); `mac1`
+    /// is `Mac1Key::for_responder(&local.public_key())`, computed once.
+    pub fn read(
+        local: &PrivateKey,
+        mac1: &Mac1Key,
+        datagram: &[u8],
+    ) -> Result<Responder, HandshakeError> {
+        if !mac1.verify(datagram) {
+            return Err(HandshakeError::Mac1);
+        }
+        let datagram = &datagram[..datagram.len() - MAC1_LEN];
         let (remote_index, noise) = wire::decode_init(datagram)?;
         if noise.len() > MAX_HANDSHAKE {
             return Err(HandshakeError::TooLarge);
@@ -173,7 +221,7 @@ mod tests {
         let b = PrivateKey::generate();
         let (init, m1) =
             Initiator::start(HANDSHAKE_INIT, &a, &b.public_key(), 11, b"hello").unwrap();
-        let resp = Responder::read(&b, &m1).unwrap();
+        let resp = Responder::read(&b, &Mac1Key::for_responder(&b.public_key()), &m1).unwrap();
         assert_eq!(resp.remote_key, a.public_key());
         assert_eq!(resp.payload, b"hello");
         assert_eq!(resp.remote_index, 11);
@@ -197,10 +245,14 @@ mod tests {
         let b = PrivateKey::generate();
         let c = PrivateKey::generate();
         let (_, m1) = Initiator::start(HANDSHAKE_INIT, &a, &b.public_key(), 1, b"").unwrap();
-        assert!(Responder::read(&c, &m1).is_err());
+        // Aimed at another key: refused by mac1, before any DH.
+        assert!(matches!(
+            Responder::read(&c, &Mac1Key::for_responder(&c.public_key()), &m1),
+            Err(HandshakeError::Mac1)
+        ));
         let mut changed = m1.clone();
         changed[4] ^= 1; // sender index is in the prologue
-        assert!(Responder::read(&b, &changed).is_err());
-        assert!(Responder::read(&b, &m1[..40]).is_err());
+        assert!(Responder::read(&b, &Mac1Key::for_responder(&b.public_key()), &changed).is_err());
+        assert!(Responder::read(&b, &Mac1Key::for_responder(&b.public_key()), &m1[..40]).is_err());
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod aead;
 pub mod handshake;
+pub mod ratelimit;
 pub mod relay;
 pub mod replay;
 pub mod session;

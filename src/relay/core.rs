@@ -1,5 +1,6 @@
 //! Sans-IO relay logic: a datagram and the time in, one action out.
 
+use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay::{self, Bind};
 use crate::proto::ticket::TicketKey;
 use std::collections::HashMap;
@@ -89,12 +90,15 @@ pub struct RelayCore {
     /// Ceiling on any ticket's rate (this relay's `session_rate_mbps`).
     max_rate_bytes: u64,
     sessions: HashMap<u32, Session>,
+    /// Binds, probes and pings per source address.
+    control_limit: RateLimiter,
     pub stats: RelayStats,
 }
 
 impl RelayCore {
     pub fn new(key: TicketKey, max_rate_bytes: u64) -> RelayCore {
         RelayCore {
+            control_limit: RateLimiter::new(50, 100, 65536),
             key,
             max_rate_bytes,
             sessions: HashMap::new(),
@@ -115,6 +119,11 @@ impl RelayCore {
     }
 
     pub fn handle(&mut self, from: SocketAddr, dgram: &[u8], now: Instant, unix: u64) -> Action {
+        // Everything but forwarding costs crypto or answers with more bytes
+        // than it got: limited per source.
+        if dgram.first() != Some(&relay::RELAYED) && !self.control_limit.allow(from.ip(), now) {
+            return self.drop(DropReason::RateLimited);
+        }
         match dgram.first() {
             Some(&relay::RELAYED) => self.forward(from, dgram, now),
             Some(&relay::BIND) => self.bind(from, dgram, now, unix),
