@@ -509,11 +509,20 @@ impl DcCore {
             }
             let pick =
                 candidates[(pair.0 .0[0] as usize ^ pair.1 .0[0] as usize) % candidates.len()];
+            // A sid already used on that relay would make it refuse the
+            // second pair's ticket: draw until unique (bounded).
+            let mut sid: u32 = rand::random();
+            for _ in 0..16 {
+                if !self.pairs.values().any(|p| p.relay == pick && p.sid == sid) {
+                    break;
+                }
+                sid = rand::random();
+            }
             self.pairs.insert(
                 pair,
                 PairRelay {
                     relay: pick,
-                    sid: rand::random(),
+                    sid,
                     secrets: [rand::random(), rand::random()],
                     expires_unix: 0,
                 },
@@ -664,11 +673,14 @@ impl DcCore {
         from: SocketAddr,
         datagram: &[u8],
         now: Instant,
-        _unix_now: u64,
+        unix_now: u64,
     ) -> Vec<Transmit> {
         for r in &mut self.relays {
+            // The nonce is the ping's send time: an old PONG replayed by
+            // someone on the path must not keep a dead relay alive.
+            let fresh = |nonce: u64| nonce + RELAY_DEAD.as_secs() >= unix_now;
             if r.spec.addresses.contains(&from)
-                && relay_frames::parse_ping(relay_frames::PONG, datagram, &r.key).is_some()
+                && relay_frames::parse_ping(relay_frames::PONG, datagram, &r.key).is_some_and(fresh)
             {
                 if !r.alive {
                     info!(relay = %from, "relay answers again");

@@ -87,11 +87,10 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
                         break;
                     }
                 };
-                let unix = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                for t in core.handle(from, &mut buf[..n], Instant::now(), unix) {
+                // A dual-stack socket reports IPv4 nodes as v4-mapped IPv6;
+                // route direction needs their real family.
+                let from = udp::canonical(from);
+                for t in core.handle(from, &mut buf[..n], Instant::now(), unix_now()) {
                     send(sock, &sockets, t.to, &t.bytes);
                 }
             }
@@ -127,9 +126,11 @@ fn relay_specs(entries: &[RelayEntry]) -> Vec<RelaySpec> {
 /// matches (so the node sees the address it sent to), else from any socket
 /// of the right family.
 fn send(preferred: &UdpSocket, all: &[UdpSocket], to: SocketAddr, bytes: &[u8]) {
+    // A wildcard IPv6 socket is dual-stack and sends to both families; an
+    // IPv4 wildcard only to IPv4.
     let family_ok = |s: &UdpSocket| {
         s.local_addr()
-            .map(|a| a.is_ipv4() == to.is_ipv4() || a.ip().is_unspecified())
+            .map(|a| a.is_ipv4() == to.is_ipv4() || (a.is_ipv6() && a.ip().is_unspecified()))
             .unwrap_or(false)
     };
     let sock = if family_ok(preferred) {
@@ -139,7 +140,8 @@ fn send(preferred: &UdpSocket, all: &[UdpSocket], to: SocketAddr, bytes: &[u8]) 
     };
     match sock {
         Some(s) => {
-            if let Err(e) = s.send_to(bytes, to) {
+            let v6 = s.local_addr().is_ok_and(|a| a.is_ipv6());
+            if let Err(e) = s.send_to(bytes, udp::for_socket(to, v6)) {
                 warn!(%to, error = %e, "DC send failed");
             }
         }

@@ -670,6 +670,20 @@ fn replayed_registration_is_ignored_by_the_dc() {
 // ----- connectivity: NATs, relay, IPv4/IPv6, mobility ---------------------
 
 impl Net {
+    /// Alice and bob each behind their own NAT (cone or per destination);
+    /// `closed`: bob's NAT lets nothing in but the DC and the relay.
+    fn two_nats(cone: bool, closed: bool) -> Net {
+        let mut net = Net::with_relay();
+        let (na, nb) = (
+            net.add_nat("198.51.100.101", cone),
+            net.add_nat("198.51.100.102", cone),
+        );
+        net.nats[nb].closed = closed; // nats[1]: bob's
+        net.add_natted("alice", "192.0.2.2:5000", na);
+        net.add_natted("bob", "192.0.2.66:5000", nb);
+        net
+    }
+
     /// Sends one IP packet from node `a`'s TUN to node `b`; true if it came
     /// out of `b`'s TUN.
     fn deliver(&mut self, a: usize, b: usize, tag: u8) -> bool {
@@ -706,13 +720,7 @@ impl Net {
 
 #[test]
 fn two_cone_nats_punch_a_direct_path() {
-    let mut net = Net::with_relay();
-    let (na, nb) = (
-        net.add_nat("198.51.100.101", true),
-        net.add_nat("198.51.100.102", true),
-    );
-    net.add_natted("alice", "192.0.2.2:5000", na);
-    net.add_natted("bob", "192.0.2.66:5000", nb);
+    let mut net = Net::two_nats(true, false);
     net.connect();
     assert!(
         net.deliver(0, 1, 1) && net.deliver(1, 0, 2),
@@ -733,13 +741,7 @@ fn two_cone_nats_punch_a_direct_path() {
 
 #[test]
 fn symmetric_nats_go_through_the_relay() {
-    let mut net = Net::with_relay();
-    let (na, nb) = (
-        net.add_nat("198.51.100.101", false),
-        net.add_nat("198.51.100.102", false),
-    );
-    net.add_natted("alice", "192.0.2.2:5000", na);
-    net.add_natted("bob", "192.0.2.66:5000", nb);
+    let mut net = Net::two_nats(false, false);
     net.connect();
     assert!(
         net.deliver(0, 1, 1) && net.deliver(1, 0, 2),
@@ -813,14 +815,7 @@ fn ipv4_only_and_ipv6_only_nodes_meet_through_the_relay() {
 
 #[test]
 fn failed_punch_falls_back_to_the_relay() {
-    let mut net = Net::with_relay();
-    let (na, nb) = (
-        net.add_nat("198.51.100.101", true),
-        net.add_nat("198.51.100.102", true),
-    );
-    net.nats[nb].closed = true;
-    net.add_natted("alice", "192.0.2.2:5000", na);
-    net.add_natted("bob", "192.0.2.66:5000", nb);
+    let mut net = Net::two_nats(true, true);
     net.connect();
     assert!(
         net.deliver(0, 1, 1) && net.deliver(1, 0, 2),
@@ -831,17 +826,10 @@ fn failed_punch_falls_back_to_the_relay() {
 
 #[test]
 fn relayed_pair_upgrades_to_direct_when_a_path_opens() {
-    let mut net = Net::with_relay();
-    let (na, nb) = (
-        net.add_nat("198.51.100.101", true),
-        net.add_nat("198.51.100.102", true),
-    );
-    net.nats[nb].closed = true;
-    net.add_natted("alice", "192.0.2.2:5000", na);
-    net.add_natted("bob", "192.0.2.66:5000", nb);
+    let mut net = Net::two_nats(true, true);
     net.connect();
     assert_eq!(net.peer_path(0).0, "relay");
-    net.nats[nb].closed = false;
+    net.nats[1].closed = false;
     // A direct path that failed is not retried for 30 s (no flapping).
     for _ in 0..45 {
         net.advance(Duration::from_secs(1));
@@ -853,17 +841,11 @@ fn relayed_pair_upgrades_to_direct_when_a_path_opens() {
 
 #[test]
 fn dead_direct_path_falls_back_to_the_relay_within_seconds() {
-    let mut net = Net::with_relay();
-    let (na, nb) = (
-        net.add_nat("198.51.100.101", true),
-        net.add_nat("198.51.100.102", true),
-    );
-    net.add_natted("alice", "192.0.2.2:5000", na);
-    net.add_natted("bob", "192.0.2.66:5000", nb);
+    let mut net = Net::two_nats(true, false);
     net.connect();
     assert_eq!(net.peer_path(0).0, "punched");
     // Bob's router starts dropping everything from outside.
-    net.nats[nb].closed = true;
+    net.nats[1].closed = true;
     let mut recovered = None;
     for step in 0..40 {
         net.advance(Duration::from_millis(250));
@@ -906,4 +888,32 @@ fn roaming_node_keeps_its_tunnel() {
     assert!(net.deliver(0, 1, 2) && net.deliver(1, 0, 3));
     net.advance(Duration::from_secs(25));
     assert_eq!(net.nodes[1].core.status(net.now).dc.reflexive, Some(new));
+}
+
+#[test]
+fn restarted_peer_gets_a_fresh_handshake_within_seconds() {
+    let mut net = Net::with_relay();
+    let bob_key = PrivateKey::generate();
+    net.add_node("alice", "198.51.100.11:5000", TOKEN);
+    net.add_node_with_key("bob", "198.51.100.12:5000", TOKEN, bob_key.clone());
+    net.connect();
+    assert!(net.deliver(0, 1, 1));
+    // Bob restarts: same key and name, new process, new port.
+    net.nodes.remove(1);
+    net.add_node_with_key("bob", "198.51.100.12:6000", TOKEN, bob_key);
+    net.advance(Duration::from_millis(500));
+    let mut back = None;
+    for step in 0..40 {
+        net.advance(Duration::from_millis(250));
+        if net.deliver(0, 1, 2) {
+            back = Some(step);
+            break;
+        }
+    }
+    let steps = back.expect("alice never reached the restarted bob");
+    assert!(steps <= 32, "took {} ms", steps * 250);
+    assert_eq!(
+        net.peer_path(0).1,
+        Some("198.51.100.12:6000".parse().unwrap())
+    );
 }

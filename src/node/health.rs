@@ -175,10 +175,13 @@ impl NodeCore {
             info!(peer = %name, endpoint = ?p.endpoint.map(|e| e.to_string()), "path not answering");
             if !(on_direct && self.fall_back_to_relay(key, now)) {
                 // No relay to fall back to, or the relay path itself is
-                // silent: the peer may have moved, or the relay died. Ask the
-                // DC and knock on every door we know.
-                self.probe_direct(key, now);
+                // silent: the peer may have moved, restarted (its sessions
+                // are gone), or the relay died. Ask the DC, and start a
+                // fresh handshake over every path we know.
                 self.bind_relay(key, now);
+                if self.peers.get(&key).is_some_and(|p| p.initiation.is_none()) {
+                    self.initiate(key, now, 1);
+                }
             }
             self.redirect(key, now);
             return;

@@ -179,7 +179,10 @@ impl Peer {
     /// candidates (unless the DC said only a relay can work), and the relay
     /// once bound if the DC chose it or direct attempts are not answering.
     pub fn initiation_targets(&self, attempts: u32) -> Vec<Endpoint> {
-        let mut t = if self.path == Path::Relay {
+        // Only a relay can work for a `Relay` pair, but without one (none
+        // configured or alive) direct is still worth a try.
+        let relay_only = self.path == Path::Relay && self.relay.is_some();
+        let mut t = if relay_only {
             Vec::new()
         } else {
             self.direct_targets()

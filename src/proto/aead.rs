@@ -258,91 +258,76 @@ impl Aead for AesGcm {
     }
 }
 
-/// AES-256-GCM from aws-lc-rs (AWS-LC's assembly, chosen at run time).
-#[cfg(feature = "aws-lc")]
-pub struct AwsLcGcm(aws_lc_rs::aead::LessSafeKey);
+/// aws-lc-rs and ring share the `LessSafeKey` API for construction and
+/// sealing; one macro writes both backends so they cannot drift apart.
+/// Opening differs in how each takes the tag, so it is passed in.
+macro_rules! less_safe_key_backend {
+    ($feature:literal, $name:ident, $krate:ident, $doc:literal, |$key:ident, $nonce:ident, $aad:ident, $tag:ident, $buf:ident| $open:expr) => {
+        #[doc = $doc]
+        #[cfg(feature = $feature)]
+        pub struct $name($krate::aead::LessSafeKey);
 
-#[cfg(feature = "aws-lc")]
-impl AwsLcGcm {
-    /// `None` only if aws-lc-rs rejects the key, which it does not for 32
-    /// bytes; [`Cipher::new`] falls back to aes-gcm in that case.
-    pub fn try_new(key: &[u8; 32]) -> Option<Self> {
-        use aws_lc_rs::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
-        let key = UnboundKey::new(&AES_256_GCM, key).ok()?;
-        Some(AwsLcGcm(LessSafeKey::new(key)))
-    }
-}
-
-#[cfg(feature = "aws-lc")]
-impl Aead for AwsLcGcm {
-    #[inline]
-    fn seal(&self, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        use aws_lc_rs::aead::{Aad, Nonce};
-        let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
-        match self
-            .0
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)
-        {
-            Ok(tag) => match <[u8; TAG_LEN]>::try_from(tag.as_ref()) {
-                Ok(t) => t,
-                Err(_) => seal_failed(buf),
-            },
-            Err(_) => seal_failed(buf),
+        #[cfg(feature = $feature)]
+        impl $name {
+            /// `None` only if the crate rejects the key, which it does not
+            /// for 32 bytes; [`Cipher::new`] falls back to aes-gcm then.
+            pub fn try_new(key: &[u8; 32]) -> Option<Self> {
+                use $krate::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
+                let key = UnboundKey::new(&AES_256_GCM, key).ok()?;
+                Some($name(LessSafeKey::new(key)))
+            }
         }
-    }
 
-    #[inline]
-    fn open(&self, counter: u64, aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
-        use aws_lc_rs::aead::{Aad, Nonce};
-        let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
-        self.0
-            .open_in_place_separate_tag(nonce, Aad::from(aad), tag, buf)
-            .is_ok()
-    }
-}
+        #[cfg(feature = $feature)]
+        impl Aead for $name {
+            #[inline]
+            fn seal(&self, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+                use $krate::aead::{Aad, Nonce};
+                let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
+                match self
+                    .0
+                    .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)
+                {
+                    Ok(tag) => {
+                        <[u8; TAG_LEN]>::try_from(tag.as_ref()).unwrap_or_else(|_| seal_failed(buf))
+                    }
+                    Err(_) => seal_failed(buf),
+                }
+            }
 
-/// AES-256-GCM from ring (BoringSSL-derived assembly, chosen at run time).
-#[cfg(feature = "ring")]
-pub struct RingGcm(ring::aead::LessSafeKey);
-
-#[cfg(feature = "ring")]
-impl RingGcm {
-    /// `None` only if ring rejects the key, which it does not for 32 bytes;
-    /// [`Cipher::new`] falls back to aes-gcm in that case.
-    pub fn try_new(key: &[u8; 32]) -> Option<Self> {
-        use ring::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
-        let key = UnboundKey::new(&AES_256_GCM, key).ok()?;
-        Some(RingGcm(LessSafeKey::new(key)))
-    }
-}
-
-#[cfg(feature = "ring")]
-impl Aead for RingGcm {
-    #[inline]
-    fn seal(&self, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        use ring::aead::{Aad, Nonce};
-        let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
-        match self
-            .0
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)
-        {
-            Ok(tag) => match <[u8; TAG_LEN]>::try_from(tag.as_ref()) {
-                Ok(t) => t,
-                Err(_) => seal_failed(buf),
-            },
-            Err(_) => seal_failed(buf),
+            #[inline]
+            fn open(&self, counter: u64, aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
+                use $krate::aead::{Aad, Nonce};
+                let ($key, $nonce, $aad, $tag, $buf) = (
+                    &self.0,
+                    Nonce::assume_unique_for_key(nonce_bytes(counter)),
+                    Aad::from(aad),
+                    tag,
+                    buf,
+                );
+                $open
+            }
         }
-    }
-
-    #[inline]
-    fn open(&self, counter: u64, aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
-        use ring::aead::{Aad, Nonce, Tag};
-        let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
-        self.0
-            .open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), buf, 0..)
-            .is_ok()
-    }
+    };
 }
+
+less_safe_key_backend!(
+    "aws-lc",
+    AwsLcGcm,
+    aws_lc_rs,
+    "AES-256-GCM from aws-lc-rs (AWS-LC's assembly, chosen at run time).",
+    |key, nonce, aad, tag, buf| key.open_in_place_separate_tag(nonce, aad, tag, buf).is_ok()
+);
+
+less_safe_key_backend!(
+    "ring",
+    RingGcm,
+    ring,
+    "AES-256-GCM from ring (BoringSSL-derived assembly, chosen at run time).",
+    |key, nonce, aad, tag, buf| key
+        .open_in_place_separate_tag(nonce, aad, ring::aead::Tag::from(*tag), buf, 0..)
+        .is_ok()
+);
 
 #[cfg(test)]
 mod tests {
