@@ -17,6 +17,7 @@
 #                                   (needs NTMTUN_BIN), then wait until both nodes are registered
 #   lab.sh wait PREFIX [SECONDS]    wait until both nodes report dc.state "registered"
 #   lab.sh restart-dc PREFIX        stop the DC (by PID) and start it again with the same config
+#   lab.sh restart-node PREFIX NODE stop a node (by PID) and start it again with the same config
 #   lab.sh kill-relay PREFIX RELAY  SIGKILL a relay started by `start` (by its recorded PID): a
 #                                   crash, for failover tests
 #   lab.sh move PREFIX HOST [1|2]   roam: move HOST's uplink to the other Internet segment (or to
@@ -999,6 +1000,22 @@ cmd_restart_dc() {
     log "DC restarted in lab '$prefix' (pid $(recorded "$run" dc | awk '{print $1}'))"
 }
 
+cmd_restart_node() {
+    [[ $# -eq 2 ]] || usage
+    local prefix=$1 name=$2
+    validate_prefix "$prefix"
+    need_root
+    need_lab "$prefix"
+    need_bin
+    local run
+    run=$(run_dir "$prefix")
+    [[ -f $run/$name.toml ]] || die "node '$name' was never started in lab '$prefix' (no $run/$name.toml)"
+    stop_named "$run" "$name"
+    echo "===== lab.sh restart-node $(date -u +%FT%TZ) =====" >>"$run/$name.log"
+    start_node "$prefix" "$run" "$name"
+    log "node $name restarted in lab '$prefix' (pid $(recorded "$run" "$name" | awk '{print $1}'))"
+}
+
 cmd_kill_relay() {
     [[ $# -eq 2 ]] || usage
     local prefix=$1 name=$2
@@ -1163,6 +1180,7 @@ main() {
     start) cmd_start "$@" ;;
     wait) cmd_wait "$@" ;;
     restart-dc) cmd_restart_dc "$@" ;;
+    restart-node) cmd_restart_node "$@" ;;
     kill-relay) cmd_kill_relay "$@" ;;
     move) cmd_move "$@" ;;
     topology) cmd_topology "$@" ;;

@@ -614,6 +614,29 @@ impl Lab {
         );
     }
 
+    /// Stop a node (by PID) and start it again with the same config.
+    pub fn restart_node(&self, node: &str) {
+        let out = self.lab_sh(&["restart-node", &self.prefix, node]);
+        assert!(
+            out.status.success(),
+            "lab.sh restart-node {} {node} failed\n{}\n{}",
+            self.prefix,
+            describe_output(&out),
+            self.logs_tail()
+        );
+    }
+
+    /// Stop a process `lab.sh start` recorded under `name` (the DC, say).
+    pub fn stop(&self, name: &str) {
+        let out = self.lab_sh(&["stop", &self.prefix, name]);
+        assert!(
+            out.status.success(),
+            "lab.sh stop {} {name} failed\n{}",
+            self.prefix,
+            describe_output(&out)
+        );
+    }
+
     /// Start `args` in the background in `PREFIX-host`, stdout and stderr to files.
     pub fn spawn(&self, host: &str, args: &[&str], stdout: &Path, stderr: &Path) -> Bg {
         let out =

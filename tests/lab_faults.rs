@@ -1,0 +1,111 @@
+//! Faults in the lab (issue "Hostile networks and faults", part 4): the DC
+//! going away and coming back, and a node restarting. Needs root.
+
+mod common;
+
+use common::{wait_for, Lab};
+use std::time::{Duration, Instant};
+
+fn ping_once(lab: &Lab, from: &str, to: &str) -> bool {
+    lab.exec_t(
+        from,
+        5,
+        &["ping", "-c", "1", "-W", "1", &format!("{to}.ntm.internal")],
+    )
+    .status
+    .success()
+}
+
+fn dig_status(lab: &Lab, host: &str, name: &str) -> String {
+    let out = lab.exec_t(host, 20, &["dig", "+time=5", "+tries=1", name]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find_map(|l| {
+            l.split("status: ")
+                .nth(1)
+                .map(|s| s.split(',').next().unwrap_or("").to_string())
+        })
+        .unwrap_or_else(|| format!("no answer: {text}"))
+}
+
+#[test]
+fn dc_outage_keeps_tunnels_and_fails_new_names_clearly() {
+    let Some(lab) = Lab::up("lan") else { return };
+    assert!(
+        ping_once(&lab, "bob", "alice"),
+        "no tunnel before the outage\n{}",
+        lab.logs_tail()
+    );
+
+    lab.stop("dc");
+    // Existing tunnels do not need the DC.
+    for _ in 0..5 {
+        assert!(
+            ping_once(&lab, "bob", "alice"),
+            "the tunnel broke when the DC went away\n{}",
+            lab.logs_tail()
+        );
+    }
+    // A name the node cannot know without the DC: a clear SERVFAIL, no hang.
+    let t = Instant::now();
+    let status = dig_status(&lab, "alice", "nosuch.ntm.internal");
+    assert_eq!(
+        status,
+        "SERVFAIL",
+        "while the DC is down\n{}",
+        lab.logs_tail()
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "SERVFAIL took {:?}",
+        t.elapsed()
+    );
+    // Ordinary names still resolve through the real resolver.
+    assert_eq!(dig_status(&lab, "alice", "www.example.test"), "NOERROR");
+
+    lab.restart_dc();
+    let back = wait_for(Duration::from_secs(40), Duration::from_secs(1), || {
+        (dig_status(&lab, "alice", "nosuch.ntm.internal") == "NXDOMAIN").then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "the domain never answered again after the DC returned\n{}",
+        lab.logs_tail()
+    );
+    assert!(ping_once(&lab, "alice", "bob"));
+}
+
+#[test]
+fn restarted_node_is_reached_again_within_seconds() {
+    let Some(lab) = Lab::up("lan") else { return };
+    let bob_vip = lab.virtual_ip("bob");
+    assert!(
+        ping_once(&lab, "alice", "bob"),
+        "no tunnel before the restart\n{}",
+        lab.logs_tail()
+    );
+    lab.restart_node("bob");
+    lab.wait_registered(Duration::from_secs(15));
+    assert_eq!(
+        lab.virtual_ip("bob"),
+        bob_vip,
+        "bob's virtual IP changed across a restart"
+    );
+    // Alice still holds the old session; her next packets find bob gone,
+    // and a fresh handshake must follow within seconds.
+    let t = Instant::now();
+    let ok = wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
+        ping_once(&lab, "alice", "bob").then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "alice never reached the restarted bob\n{}",
+        lab.logs_tail()
+    );
+    eprintln!("restarted node reachable again after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+}
