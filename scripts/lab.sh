@@ -138,6 +138,7 @@ NODES=(alice bob)
 DC_PORT=7446
 RELAY_PORT=7447
 ENROLL_TOKEN=lab-enrollment-token
+METRICS_PORT=9100 # every daemon, on its namespace's loopback
 
 TOPOLOGIES="lan nat-nat same-nat public-nat symmetric v4-v6 roam relay-failover"
 # Host numbers on the Internet segments (segment 1: 198.51.100.N + 2001:db8:100::N, segment 2:
@@ -929,6 +930,7 @@ private_key = "$(cat "$run/dc.key")"
 virtual_prefix = "198.18.0.0/15"
 state_dir = "$run/dc-state"
 auth_keys = ["$ENROLL_TOKEN"]
+metrics_listen = "127.0.0.1:$METRICS_PORT"
 EOT
         # one entry per relay and address family, the same key in both
         for n in "${relays[@]}"; do
@@ -949,6 +951,7 @@ EOT
 listen = ["$SEG1_V4.${HOSTNUM[$n]}:$RELAY_PORT", "[$SEG1_V6:${HOSTNUM[$n]}]:$RELAY_PORT"]
 private_key = "$(cat "$run/$n.key")"
 dc_public_key = "$(cat "$run/dc.pub")"
+metrics_listen = "127.0.0.1:$METRICS_PORT"
 EOT
     done
     local resolvers=""
@@ -964,6 +967,7 @@ auth_key = "$ENROLL_TOKEN"
 tun = "ntm0"
 listen_port = 0
 control_socket = "$run/$n.sock"
+metrics_listen = "127.0.0.1:$METRICS_PORT"
 
 [dns]
 mode = "capture"

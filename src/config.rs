@@ -66,6 +66,8 @@ pub struct DcConfig {
     /// Relay Servers this DC hands tickets for (`[[relays]]`); an entry per
     /// address family of the same relay is allowed.
     pub relays: Vec<RelayEntry>,
+    /// Where to serve Prometheus metrics (`/metrics`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One `[[relays]]` entry of the DC config.
@@ -85,6 +87,8 @@ pub struct RelayConfig {
     pub dc_public_key: PublicKey,
     /// Most a ticketed pair may send through the relay, in Mbit/s.
     pub session_rate_mbps: u64,
+    /// Where to serve Prometheus metrics (`/metrics`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Default relay port.
@@ -119,6 +123,8 @@ pub struct NodeConfig {
     pub rekey_secs: u64,
     /// DNS interception settings (table `[dns]`).
     pub dns: DnsConfig,
+    /// Where to serve Prometheus metrics (`/metrics`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How a node handles the host's DNS queries.
@@ -248,6 +254,7 @@ pub fn parse_relay(text: &str, origin: &str) -> Result<RelayConfig, ConfigError>
         private_key,
         dc_public_key,
         session_rate_mbps,
+        metrics_listen: cx.metrics_listen(raw.metrics_listen)?,
     })
 }
 
@@ -387,6 +394,7 @@ pub fn parse_dc(text: &str, origin: &str) -> Result<DcConfig, ConfigError> {
         auth_keys,
         node_expiry_secs,
         relays,
+        metrics_listen: cx.metrics_listen(raw.metrics_listen)?,
     })
 }
 
@@ -530,6 +538,7 @@ pub fn parse_node_with(
         keepalive_secs,
         rekey_secs,
         dns,
+        metrics_listen: cx.metrics_listen(raw.metrics_listen)?,
     })
 }
 
@@ -548,6 +557,7 @@ struct RawDc {
     auth_keys: Option<Value>,
     node_expiry_secs: Option<Value>,
     relays: Option<Vec<RawRelayEntry>>,
+    metrics_listen: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -557,6 +567,7 @@ struct RawRelay {
     private_key: Option<Value>,
     dc_public_key: Option<Value>,
     session_rate_mbps: Option<Value>,
+    metrics_listen: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -581,6 +592,7 @@ struct RawNode {
     keepalive_secs: Option<Value>,
     rekey_secs: Option<Value>,
     dns: Option<RawDns>,
+    metrics_listen: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -765,6 +777,19 @@ impl Cx<'_> {
             out.push(addr);
         }
         Ok(out)
+    }
+
+    /// The optional `metrics_listen` address of every role.
+    fn metrics_listen(&self, value: Option<Value>) -> Result<Option<SocketAddr>, ConfigError> {
+        const EXPECTED: &str = "an address to serve Prometheus metrics on, such as \"127.0.0.1:9101\" or \"[::1]:9101\"";
+        let Some(v) = value else { return Ok(None) };
+        let text = self.string("metrics_listen", v, EXPECTED)?;
+        text.parse::<SocketAddr>().map(Some).map_err(|_| {
+            self.invalid(
+                "metrics_listen",
+                format!("{text:?} is not an address with a port; expected {EXPECTED}"),
+            )
+        })
     }
 
     /// A required public key; `what` says whose, for the messages.
@@ -1410,6 +1435,28 @@ node_expiry_secs = 300
         // Auth tokens are secrets too.
         let msg = dc_err(&k, &[("auth_keys", r#""solo-token""#)]);
         assert!(!msg.contains("solo-token"), "{msg}");
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_checked() {
+        let k = keys();
+        assert_eq!(
+            parse_dc(&dc_text(&k, &[]), "dc.toml")
+                .unwrap()
+                .metrics_listen,
+            None
+        );
+        let text = format!(
+            "{}\nmetrics_listen = \"127.0.0.1:9101\"\n",
+            dc_text(&k, &[])
+        );
+        assert_eq!(
+            parse_dc(&text, "dc.toml").unwrap().metrics_listen,
+            Some(sa("127.0.0.1:9101"))
+        );
+        let text = format!("{}\nmetrics_listen = \"localhost\"\n", dc_text(&k, &[]));
+        let msg = parse_dc(&text, "dc.toml").unwrap_err().to_string();
+        assert_mentions(&msg, &["metrics_listen", "\"localhost\"", "127.0.0.1:9101"]);
     }
 
     #[test]

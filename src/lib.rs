@@ -9,6 +9,7 @@ pub mod config;
 pub mod dataplane;
 pub mod dc;
 pub mod keys;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod proto;

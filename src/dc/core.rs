@@ -3,6 +3,7 @@
 use super::direction::{self, View};
 use super::store::{EnrollError, NodeRecord, Store};
 use crate::keys::{PrivateKey, PublicKey};
+use crate::metrics::Sample;
 use crate::proto::handshake::{Mac1Key, Responder};
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
@@ -174,6 +175,75 @@ impl DcCore {
 
     pub fn online_count(&self) -> usize {
         self.online.len()
+    }
+
+    /// Counters and gauges for the metrics endpoint.
+    pub fn metrics(&self) -> Vec<Sample> {
+        let s = &self.stats;
+        let mut m = vec![
+            Sample::gauge(
+                "ntmtun_dc_nodes_online",
+                "Nodes currently registered.",
+                self.online.len() as u64,
+            ),
+            Sample::counter(
+                "ntmtun_dc_registrations",
+                "Registrations and refreshes accepted.",
+                s.registrations,
+            ),
+            Sample::counter(
+                "ntmtun_dc_registrations_refused",
+                "Registrations refused (auth key, name taken).",
+                s.refused,
+            ),
+            Sample::counter(
+                "ntmtun_dc_resolves",
+                "Name and address lookups answered.",
+                s.resolves,
+            ),
+            Sample::counter(
+                "ntmtun_dc_directions",
+                "Pairs directed at each other.",
+                s.directions,
+            ),
+            Sample::counter(
+                "ntmtun_dc_relayed_pairs",
+                "Pairs given a relay session.",
+                s.relayed_pairs,
+            ),
+            Sample::counter(
+                "ntmtun_dc_dropped",
+                "Datagrams dropped (malformed, unauthenticated, replayed).",
+                s.dropped,
+            ),
+            Sample::counter(
+                "ntmtun_dc_rate_limited",
+                "Registrations refused by the per-source rate limit.",
+                self.register_limit.refused,
+            ),
+            Sample::gauge(
+                "ntmtun_dc_relay_pairs",
+                "Pairs currently holding a relay session.",
+                self.pairs.len() as u64,
+            ),
+        ];
+        for r in &self.relays {
+            let name = r
+                .spec
+                .addresses
+                .first()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            m.push(
+                Sample::gauge(
+                    "ntmtun_dc_relay_up",
+                    "1 while the relay answers the DC's pings.",
+                    u64::from(r.alive),
+                )
+                .label("relay", name),
+            );
+        }
+        m
     }
 
     fn alloc_index(&mut self) -> u32 {

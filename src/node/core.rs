@@ -198,6 +198,7 @@ impl NodeCore {
                 t.by_vip.insert(
                     p.virtual_ip,
                     TxRoute {
+                        name: p.name.clone(),
                         virtual_ip: p.virtual_ip,
                         session: cur.clone(),
                         endpoint,

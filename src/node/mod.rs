@@ -11,6 +11,7 @@ mod core_tests;
 pub mod dc_link;
 pub mod dns;
 mod health;
+pub mod metrics;
 pub mod peer;
 mod resolve;
 pub mod run;

@@ -119,6 +119,14 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
 
     let table = Arc::new(ArcSwap::from_pointee(PeerTable::default()));
     let counters = Arc::new(DataplaneCounters::default());
+    let _metrics = match cfg.metrics_listen {
+        Some(addr) => Some(crate::metrics::serve(
+            addr,
+            super::metrics::source(table.clone(), counters.clone()),
+            stop.clone(),
+        )?),
+        None => None,
+    };
     let (tx, rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
     let control_udp = sockets[0].try_clone()?;
     // The control thread writes through queue 0's fd. It must not open a

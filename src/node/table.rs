@@ -146,6 +146,8 @@ impl std::fmt::Display for Endpoint {
 
 /// Where and how to send to one peer.
 pub struct TxRoute {
+    /// The peer's name (for metrics labels; never on the packet path).
+    pub name: String,
     pub virtual_ip: Ipv4Addr,
     pub session: Arc<Session>,
     pub endpoint: Endpoint,

@@ -1,5 +1,6 @@
 //! Sans-IO relay logic: a datagram and the time in, one action out.
 
+use crate::metrics::Sample;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay::{self, Bind};
 use crate::proto::ticket::TicketKey;
@@ -108,6 +109,39 @@ impl RelayCore {
 
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Counters and gauges for the metrics endpoint.
+    pub fn metrics(&self) -> Vec<Sample> {
+        let s = &self.stats;
+        vec![
+            Sample::gauge(
+                "ntmtun_relay_sessions",
+                "Relay sessions held (ticketed pairs).",
+                self.sessions.len() as u64,
+            ),
+            Sample::counter(
+                "ntmtun_relay_forwarded_packets",
+                "Datagrams forwarded between the sides of a pair.",
+                s.forwarded_packets,
+            ),
+            Sample::counter(
+                "ntmtun_relay_forwarded_bytes",
+                "Bytes forwarded between the sides of a pair.",
+                s.forwarded_bytes,
+            ),
+            Sample::counter("ntmtun_relay_binds", "Binds accepted.", s.binds),
+            Sample::counter(
+                "ntmtun_relay_dropped",
+                "Datagrams dropped (bad ticket, not bound, malformed, ...).",
+                s.dropped,
+            ),
+            Sample::counter(
+                "ntmtun_relay_rate_limited",
+                "Datagrams dropped by a rate limit (per ticket or per source).",
+                s.rate_limited,
+            ),
+        ]
     }
 
     fn drop(&mut self, why: DropReason) -> Action {
