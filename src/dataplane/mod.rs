@@ -2,11 +2,16 @@
 //! SO_REUSEPORT UDP socket and move packets run-to-completion. Anything that
 //! is not a data record of a known session goes to the control thread.
 //!
-//! Today's shell is poll(2) + plain read/write/sendto; the io_uring and
-//! GSO/GRO shells plug in behind the same `ToControl` channel and
-//! `PeerTable` snapshot.
+//! Today's shell is poll(2) + recvmmsg/sendmmsg with the offloads of
+//! `gso` (TUN TSO/USO super-packets, UDP GSO sends, UDP GRO receives, GRO
+//! coalesced TUN writes; `NTMTUN_OFFLOAD=0` turns them off); an io_uring
+//! shell plugs in behind the same `ToControl` channel and `PeerTable`
+//! snapshot.
 
+pub mod gso;
 pub mod worker;
+
+pub use gso::{offload_from_env, tun_write};
 
 use crate::node::table::Endpoint;
 use std::net::SocketAddr;

@@ -99,3 +99,46 @@ pub fn for_socket(to: SocketAddr, v6_socket: bool) -> SocketAddr {
 pub fn canonical(from: SocketAddr) -> SocketAddr {
     SocketAddr::new(from.ip().to_canonical(), from.port())
 }
+
+/// Turns on UDP_GRO (Linux 5.0+): the kernel may hand one `recvmsg` a
+/// train of same-size datagrams from one sender, glued together, with the
+/// segment size in a `SOL_UDP/UDP_GRO` control message. Whoever enables it
+/// must read that control message and split (see `dataplane::gso`).
+pub fn enable_gro(fd: i32) -> io::Result<()> {
+    let on: i32 = 1;
+    // SAFETY: `on` outlives the call; the length matches its type.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            &on as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as u32,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether the kernel knows UDP_SEGMENT (Linux 4.18+): reading the option
+/// fails with ENOPROTOOPT where it does not. A kernel that knows it may still
+/// refuse a given send (EIO without checksum offload, EINVAL when a segment
+/// exceeds the path MTU); senders handle that per send.
+pub fn gso_supported(fd: i32) -> bool {
+    let mut val: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `val` and `len` outlive the call and describe a 4-byte buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            &mut val as *mut i32 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    r == 0
+}

@@ -160,7 +160,10 @@ impl Control {
                     }
                 }
                 Output::Tun(pkt) => {
-                    if let Err(e) = self.tun.send(&pkt) {
+                    // An offload TUN (IFF_VNET_HDR, which tun-rs reports as
+                    // tcp_gso) takes a virtio header in front of each write.
+                    let offload = self.tun.tcp_gso();
+                    if let Err(e) = crate::dataplane::tun_write(&self.tun, offload, &pkt) {
                         debug!(error = %e, "TUN write failed");
                     }
                 }

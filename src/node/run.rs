@@ -78,7 +78,8 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
     let listener = control_socket::bind(&cfg.control_socket)?;
     let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
     system::teardown();
-    let queues = tun::create(&cfg.tun, workers)?;
+    // Offloads (TUN TSO/USO, UDP GSO/GRO) unless NTMTUN_OFFLOAD=0.
+    let (queues, _) = tun::create(&cfg.tun, workers, crate::dataplane::offload_from_env())?;
     let (sockets, v6) = bind_data_sockets(cfg.listen_port, workers)?;
     let port = sockets[0].local_addr()?.port();
     let local_endpoints = endpoints(

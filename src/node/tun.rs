@@ -1,23 +1,56 @@
 //! Creating the multi-queue TUN device: one queue per worker.
 
 use anyhow::{Context, Result};
+use tracing::{info, warn};
 use tun_rs::{DeviceBuilder, SyncDevice};
 
 /// MTU of the TUN: a 1500-byte underlay minus IPv6 (40) + UDP (8) + our
 /// record overhead (32), the same figure WireGuard uses.
 pub const TUN_MTU: u16 = 1420;
 
-/// Creates `name` with `queues` queues (IFF_MULTI_QUEUE), up, no address
-/// yet: the address comes from the DC.
-pub fn create(name: &str, queues: usize) -> Result<Vec<SyncDevice>> {
-    let first = DeviceBuilder::new()
+fn build(name: &str, offload: bool) -> std::io::Result<SyncDevice> {
+    DeviceBuilder::new()
         .name(name)
         .mtu(TUN_MTU)
         .multi_queue(true)
+        .offload(offload)
         .build_sync()
-        .with_context(|| {
-            format!("cannot create TUN interface {name:?} (key `tun`): this needs root or CAP_NET_ADMIN and /dev/net/tun")
-        })?;
+}
+
+/// Creates `name` with `queues` queues (IFF_MULTI_QUEUE), up, no address
+/// yet: the address comes from the DC.
+///
+/// With `offload`, the TUN gets IFF_VNET_HDR and TSO4/6 (+ USO4/6 where the
+/// kernel has them, Linux 6.2+): reads return GSO super-packets of up to
+/// 64 KiB and writes may be coalesced; every read and write then carries
+/// the 10-byte virtio header (`dataplane::gso`). If the kernel refuses,
+/// the TUN is created without and the log says so. Returns the queues and
+/// whether offload is on.
+pub fn create(name: &str, queues: usize, offload: bool) -> Result<(Vec<SyncDevice>, bool)> {
+    let context = || {
+        format!("cannot create TUN interface {name:?} (key `tun`): this needs root or CAP_NET_ADMIN and /dev/net/tun")
+    };
+    let first = if offload {
+        match build(name, true) {
+            Ok(dev) => {
+                info!(
+                    tun = name,
+                    tso = dev.tcp_gso(),
+                    uso = dev.udp_gso(),
+                    "TUN offload on (IFF_VNET_HDR)"
+                );
+                dev
+            }
+            Err(e) => {
+                warn!(tun = name, error = %e, "TUN offload refused by the kernel; TUN without offload");
+                build(name, false).with_context(context)?
+            }
+        }
+    } else {
+        info!(tun = name, "TUN offload off (NTMTUN_OFFLOAD=0)");
+        build(name, false).with_context(context)?
+    };
+    let offload = first.tcp_gso();
     first
         .set_nonblocking(true)
         .context("setting the TUN non-blocking")?;
@@ -31,5 +64,5 @@ pub fn create(name: &str, queues: usize) -> Result<Vec<SyncDevice>> {
         all.push(q);
     }
     all.insert(0, first);
-    Ok(all)
+    Ok((all, offload))
 }
