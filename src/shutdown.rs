@@ -1,4 +1,5 @@
-//! Orderly shutdown on SIGINT/SIGTERM: the signals are blocked in every
+//! Orderly shutdown on SIGINT/SIGTERM (SIGHUP is logged and ignored until
+//! reloading exists): the signals are blocked in every
 //! thread and a dedicated thread waits for them with sigwait(2), so no code
 //! runs in signal-handler context.
 
@@ -12,6 +13,7 @@ fn signal_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
