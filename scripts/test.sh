@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run): setup, rustfmt, clippy, and the whole
-# test suite in release mode, including the network-lab tests (tests/lab_*.rs), which need root.
+# test suite in release mode, including the network-lab tests (tests/lab_*.rs), which need root,
+# then a short fuzzing run (scripts/fuzz.sh 10).
 #
 #   sudo scripts/test.sh                      everything
 #   NTMTUN_SKIP_LAB=1 scripts/test.sh         everything except the network-lab tests (reported)
@@ -50,6 +51,9 @@ cargo clippy --all-targets -- -D warnings
 
 step "cargo test --release"
 cargo test --release
+
+step "fuzzing: scripts/fuzz.sh 10 (every cargo-fuzz target for 10 s; see docs/security.md)"
+scripts/fuzz.sh 10
 
 if [[ ${NTMTUN_SKIP_LAB:-} == 1 ]]; then
     echo "$ME: passed, but the network-lab tests were SKIPPED (NTMTUN_SKIP_LAB=1)"

@@ -748,7 +748,11 @@ impl DcCore {
         for r in &mut self.relays {
             // The nonce is the ping's send time: an old PONG replayed by
             // someone on the path must not keep a dead relay alive.
-            let fresh = |nonce: u64| nonce + RELAY_DEAD.as_secs() >= unix_now;
+            // (Saturating: a relay holding the key could send any nonce.)
+            let fresh = |nonce: u64| {
+                nonce.saturating_add(RELAY_DEAD.as_secs()) >= unix_now
+                    && nonce <= unix_now.saturating_add(2)
+            };
             if r.spec.addresses.contains(&from)
                 && relay_frames::parse_ping(relay_frames::PONG, datagram, &r.key).is_some_and(fresh)
             {
@@ -770,5 +774,48 @@ impl DcCore {
             .values()
             .map(|n| n.last_seen + self.settings.expiry)
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the dc_core fuzz target: a PONG whose nonce is near
+    /// u64::MAX overflowed the freshness check.
+    #[test]
+    fn pong_with_extreme_nonce_is_dropped_not_a_panic() {
+        let dc_key = PrivateKey::generate();
+        let relay_key = PrivateKey::generate();
+        let relay_addr: SocketAddr = "198.51.100.20:7447".parse().unwrap();
+        let now = Instant::now();
+        let mut dc = DcCore::new(
+            DcSettings {
+                key: dc_key.clone(),
+                domain: "ntm.internal".into(),
+                prefix: "198.18.0.0/15".parse().unwrap(),
+                auth_keys: vec!["t".into()],
+                expiry: Duration::from_secs(90),
+                relays: vec![RelaySpec {
+                    public_key: relay_key.public_key(),
+                    addresses: vec![relay_addr],
+                }],
+            },
+            Store::in_memory().unwrap(),
+            1,
+            now,
+        );
+        let k = TicketKey::derive(&relay_key, &dc_key.public_key());
+        for nonce in [u64::MAX, 5_000] {
+            let mut pong = relay_frames::ping(relay_frames::PONG, nonce, &k);
+            assert!(dc.handle(relay_addr, &mut pong, now, 1_000).is_empty());
+        }
+        assert_eq!(
+            dc.stats.dropped, 2,
+            "a future or overflowing nonce is not a sign of life"
+        );
+        let mut pong = relay_frames::ping(relay_frames::PONG, 999, &k);
+        dc.handle(relay_addr, &mut pong, now, 1_000);
+        assert_eq!(dc.stats.dropped, 2, "a fresh PONG counts");
     }
 }
