@@ -155,6 +155,31 @@ pub fn serve(
     Ok(handle)
 }
 
+/// Samples a single-threaded loop publishes for the metrics thread: the
+/// loop calls `publish` once per wake-up (never per packet).
+#[derive(Clone, Default)]
+pub struct Published(Arc<std::sync::Mutex<Vec<Sample>>>);
+
+impl Published {
+    pub fn publish(&self, samples: Vec<Sample>) {
+        if let Ok(mut m) = self.0.lock() {
+            *m = samples;
+        }
+    }
+
+    /// Serves the published samples on `listen`, if one is configured.
+    pub fn serve(
+        &self,
+        listen: Option<SocketAddr>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+        let Some(addr) = listen else { return Ok(None) };
+        let shared = self.0.clone();
+        let source: Source = Arc::new(move || shared.lock().map(|v| v.clone()).unwrap_or_default());
+        serve(addr, source, stop).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

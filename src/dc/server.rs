@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
@@ -62,22 +62,11 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
     );
     let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     let mut buf = vec![0u8; 65536];
-    // The metrics thread reads the latest samples; the loop refreshes them
-    // once per wake-up (never per packet).
-    let samples = Arc::new(Mutex::new(core.metrics()));
-    let _metrics = match cfg.metrics_listen {
-        Some(addr) => {
-            let shared = samples.clone();
-            let source: crate::metrics::Source =
-                Arc::new(move || shared.lock().map(|v| v.clone()).unwrap_or_default());
-            Some(crate::metrics::serve(addr, source, stop.clone())?)
-        }
-        None => None,
-    };
+    let metrics = crate::metrics::Published::default();
+    metrics.publish(core.metrics());
+    let _metrics_thread = metrics.serve(cfg.metrics_listen, stop.clone())?;
     while !stop.load(Ordering::Relaxed) {
-        if let Ok(mut m) = samples.lock() {
-            *m = core.metrics();
-        }
+        metrics.publish(core.metrics());
         let now = Instant::now();
         for t in core.handle_timeout(now, unix_now()) {
             send(&sockets[0], &sockets, t.to, &t.bytes);

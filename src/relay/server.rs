@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
@@ -73,22 +73,11 @@ pub fn run(cfg: RelayConfig, stop: Arc<AtomicBool>) -> Result<()> {
     let mut tx: Vec<SendBatch> = locals.iter().map(|l| SendBatch::new(l.is_ipv6())).collect();
     let mut last_expire = Instant::now();
     let mut last_log = Instant::now();
-    // The metrics thread reads the latest samples; the loop refreshes them
-    // once per wake-up (never per packet).
-    let samples = Arc::new(Mutex::new(core.metrics()));
-    let _metrics = match cfg.metrics_listen {
-        Some(addr) => {
-            let shared = samples.clone();
-            let source: crate::metrics::Source =
-                Arc::new(move || shared.lock().map(|v| v.clone()).unwrap_or_default());
-            Some(crate::metrics::serve(addr, source, stop.clone())?)
-        }
-        None => None,
-    };
+    let metrics = crate::metrics::Published::default();
+    metrics.publish(core.metrics());
+    let _metrics_thread = metrics.serve(cfg.metrics_listen, stop.clone())?;
     while !stop.load(Ordering::Relaxed) {
-        if let Ok(mut m) = samples.lock() {
-            *m = core.metrics();
-        }
+        metrics.publish(core.metrics());
         let ready = poll::readable(&fds, Duration::from_millis(500))
             .context("waiting for relay sockets")?;
         for (i, _) in ready.iter().enumerate().filter(|(_, r)| **r) {
