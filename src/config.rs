@@ -230,13 +230,7 @@ pub fn load_relay(path: &Path) -> Result<RelayConfig, ConfigError> {
 pub fn parse_relay(text: &str, origin: &str) -> Result<RelayConfig, ConfigError> {
     let raw: RawRelay = parse_toml(text, origin)?;
     let cx = Cx { origin };
-    const LISTEN: &str = "a list of addresses to listen on, each \"ip:port\" or \"[ipv6]:port\", such as [\"198.51.100.20:7447\", \"[2001:db8::20]:7447\"]";
-    let listen = cx.addresses(
-        "listen",
-        cx.required("listen", raw.listen, LISTEN)?,
-        LISTEN,
-        true,
-    )?;
+    let listen = cx.listen(raw.listen, DEFAULT_RELAY_PORT)?;
     let private_key = cx.private_key(raw.private_key)?;
     let dc_public_key = cx.public_key("dc_public_key", raw.dc_public_key, "the DC's public key")?;
     let session_rate_mbps = match raw.session_rate_mbps {
@@ -295,13 +289,7 @@ pub fn parse_dc(text: &str, origin: &str) -> Result<DcConfig, ConfigError> {
     let raw: RawDc = parse_toml(text, origin)?;
     let cx = Cx { origin };
 
-    const LISTEN: &str = "a list of addresses to listen on, each \"ip:port\", \"[ipv6]:port\" or a bare IP (port 7446), such as [\"198.51.100.10:7446\", \"[2001:db8::1]:7446\"]";
-    let listen = cx.addresses(
-        "listen",
-        cx.required("listen", raw.listen, LISTEN)?,
-        LISTEN,
-        true,
-    )?;
+    let listen = cx.listen(raw.listen, DEFAULT_DC_PORT)?;
 
     const DOMAIN: &str = "a DNS name such as \"ntm.internal\"";
     let domain_raw = cx.string("domain", cx.required("domain", raw.domain, DOMAIN)?, DOMAIN)?;
@@ -357,17 +345,12 @@ pub fn parse_dc(text: &str, origin: &str) -> Result<DcConfig, ConfigError> {
         const ADDR: &str =
             "the relay's address as \"ip:port\" or \"[ipv6]:port\" (port 7447 if a bare IP)";
         let text = cx.string(&key, cx.required(&key, r.address, ADDR)?, ADDR)?;
-        let address = parse_endpoint(&text, false).map_err(|why| {
+        let address = parse_endpoint(&text, false, DEFAULT_RELAY_PORT).map_err(|why| {
             cx.invalid(
                 &key,
                 format!("{text:?} is not a valid address: {why}; expected {ADDR}"),
             )
         })?;
-        let address = if text.parse::<IpAddr>().is_ok() {
-            SocketAddr::new(address.ip(), DEFAULT_RELAY_PORT)
-        } else {
-            address
-        };
         let public_key = cx.public_key(
             &format!("relays[{i}].public_key"),
             r.public_key,
@@ -428,7 +411,13 @@ pub fn parse_node_with(
     let private_key = cx.private_key(raw.private_key)?;
 
     const DC: &str = "the DC's address as \"ip:port\", \"[ipv6]:port\" or a bare IP (port 7446), or a list of them";
-    let dc = cx.addresses("dc", cx.required("dc", raw.dc, DC)?, DC, false)?;
+    let dc = cx.addresses(
+        "dc",
+        cx.required("dc", raw.dc, DC)?,
+        DC,
+        false,
+        DEFAULT_DC_PORT,
+    )?;
 
     let dc_public_key = cx.public_key("dc_public_key", raw.dc_public_key, "the DC's public key")?;
     if private_key.public_key() == dc_public_key {
@@ -751,16 +740,36 @@ impl Cx<'_> {
 
     /// `listen` (DC) or `dc` (node): one address or a list of them, each
     /// "ip:port", "[ipv6]:port" or a bare IP meaning port 7446.
+    /// The required `listen` list of the DC or a relay.
+    fn listen(
+        &self,
+        value: Option<Value>,
+        default_port: u16,
+    ) -> Result<Vec<SocketAddr>, ConfigError> {
+        let expected = format!(
+            "a list of addresses to listen on, each \"ip:port\", \"[ipv6]:port\" or a bare IP (port {default_port}), \
+             such as [\"198.51.100.10:{default_port}\", \"[2001:db8::1]:{default_port}\"]"
+        );
+        self.addresses(
+            "listen",
+            self.required("listen", value, &expected)?,
+            &expected,
+            true,
+            default_port,
+        )
+    }
+
     fn addresses(
         &self,
         key: &str,
         value: Value,
         expected: &str,
         for_listening: bool,
+        default_port: u16,
     ) -> Result<Vec<SocketAddr>, ConfigError> {
         let mut out: Vec<SocketAddr> = Vec::new();
         for text in self.string_list(key, value, expected, true)? {
-            let addr = parse_endpoint(&text, for_listening).map_err(|why| {
+            let addr = parse_endpoint(&text, for_listening, default_port).map_err(|why| {
                 self.invalid(
                     key,
                     format!("{text:?} is not a valid address: {why}; expected {expected}"),
@@ -961,18 +970,24 @@ fn type_name(value: &Value) -> &'static str {
 /// Parses "ip:port", "[ipv6]:port", a bare IP or "[ipv6]"; a missing port
 /// means [`DEFAULT_DC_PORT`]. Port 0 is refused since nobody could reach it,
 /// and so is an unspecified address unless it is an address to listen on.
-fn parse_endpoint(text: &str, for_listening: bool) -> Result<SocketAddr, String> {
+/// An address with an optional port; a bare IP gets `default_port` (the
+/// DC's or the relay's, depending on what the address is of).
+fn parse_endpoint(
+    text: &str,
+    for_listening: bool,
+    default_port: u16,
+) -> Result<SocketAddr, String> {
     let s = text.trim();
     let addr = if let Ok(addr) = s.parse::<SocketAddr>() {
         addr
     } else if let Ok(ip) = s.parse::<IpAddr>() {
-        SocketAddr::new(ip, DEFAULT_DC_PORT)
+        SocketAddr::new(ip, default_port)
     } else if let Some(ip) = s
         .strip_prefix('[')
         .and_then(|r| r.strip_suffix(']'))
         .and_then(|r| r.parse::<Ipv6Addr>().ok())
     {
-        SocketAddr::new(IpAddr::V6(ip), DEFAULT_DC_PORT)
+        SocketAddr::new(IpAddr::V6(ip), default_port)
     } else if s.is_empty() {
         return Err("it is empty".to_string());
     } else if s.contains('%') {
@@ -1435,6 +1450,20 @@ node_expiry_secs = 300
         // Auth tokens are secrets too.
         let msg = dc_err(&k, &[("auth_keys", r#""solo-token""#)]);
         assert!(!msg.contains("solo-token"), "{msg}");
+    }
+
+    #[test]
+    fn bare_relay_addresses_get_the_relay_port() {
+        let k = keys();
+        let text = format!(
+            "listen = [\"198.51.100.20\", \"[2001:db8::20]\"]\nprivate_key = \"{}\"\ndc_public_key = \"{}\"\n",
+            k.node_private, k.dc_public
+        );
+        let r = parse_relay(&text, "relay.toml").unwrap();
+        assert_eq!(
+            r.listen,
+            vec![sa("198.51.100.20:7447"), sa("[2001:db8::20]:7447")]
+        );
     }
 
     #[test]
