@@ -750,13 +750,24 @@ impl Cx<'_> {
             "a list of addresses to listen on, each \"ip:port\", \"[ipv6]:port\" or a bare IP (port {default_port}), \
              such as [\"198.51.100.10:{default_port}\", \"[2001:db8::1]:{default_port}\"]"
         );
-        self.addresses(
+        let listen = self.addresses(
             "listen",
             self.required("listen", value, &expected)?,
             &expected,
             true,
             default_port,
-        )
+        )?;
+        if listen.len() > crate::net::poll::MAX_FDS {
+            return Err(self.invalid(
+                "listen",
+                format!(
+                    "{} addresses; expected at most {} (one per address family is usual)",
+                    listen.len(),
+                    crate::net::poll::MAX_FDS
+                ),
+            ));
+        }
+        Ok(listen)
     }
 
     fn addresses(

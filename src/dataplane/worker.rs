@@ -130,10 +130,10 @@ impl Worker {
             };
             let table = self.table.load();
             let now = Instant::now();
-            if ready[0] {
+            if ready.is(0) {
                 self.tun_batch(&table, &mut reader, &mut tx, now);
             }
-            if ready[1] {
+            if ready.is(1) {
                 self.udp_batch(&table, &mut rx, &mut writer, now);
             }
         }

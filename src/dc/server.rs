@@ -77,8 +77,8 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
             .unwrap_or(Duration::from_secs(1))
             .clamp(Duration::from_millis(10), Duration::from_millis(500));
         let ready = poll::readable(&fds, wait).context("waiting for DC sockets")?;
-        for (sock, ready) in sockets.iter().zip(ready) {
-            if !ready {
+        for (i, sock) in sockets.iter().enumerate() {
+            if !ready.is(i) {
                 continue;
             }
             // Bounded drain so one busy socket cannot starve the others.

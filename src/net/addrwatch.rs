@@ -85,7 +85,7 @@ pub fn watch(skip_iface: &str, stop: Arc<AtomicBool>, mut changed: impl FnMut(Ve
     while !stop.load(Ordering::Relaxed) {
         let woke = match &nl {
             Some(fd) => poll::readable(&[fd.as_raw_fd()], Duration::from_millis(200))
-                .map(|r| r[0])
+                .map(|r| r.is(0))
                 .unwrap_or(false),
             None => {
                 std::thread::sleep(Duration::from_millis(200));

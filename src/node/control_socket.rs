@@ -59,7 +59,7 @@ pub fn serve(listener: UnixListener, to_control: Sender<ToControl>, stop: Arc<At
     let fd = listener.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
         match poll::readable(&[fd], Duration::from_millis(200)) {
-            Ok(r) if r[0] => {}
+            Ok(r) if r.is(0) => {}
             Ok(_) => continue,
             Err(e) => {
                 warn!(error = %e, "control socket poll failed");

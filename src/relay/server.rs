@@ -80,7 +80,7 @@ pub fn run(cfg: RelayConfig, stop: Arc<AtomicBool>) -> Result<()> {
         metrics.publish(core.metrics());
         let ready = poll::readable(&fds, Duration::from_millis(500))
             .context("waiting for relay sockets")?;
-        for (i, _) in ready.iter().enumerate().filter(|(_, r)| **r) {
+        for i in (0..fds.len()).filter(|&i| ready.is(i)) {
             // Bounded: a few batches per socket per wake-up.
             for _ in 0..8 {
                 let n = match rx.recv(fds[i]) {
