@@ -157,10 +157,14 @@ pub struct SendBatch {
     lens: Vec<usize>,
     addrs: Vec<libc::sockaddr_storage>,
     addr_lens: Vec<libc::socklen_t>,
+    /// Rebuilt on every flush, but their capacity stays: no allocation.
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
     v6_socket: bool,
 }
 
-// SAFETY: only plain data; pointers are built per flush.
+// SAFETY: the raw pointers in iovs/hdrs point into the struct's own heap
+// buffers and are rebuilt before every use.
 unsafe impl Send for SendBatch {}
 
 impl SendBatch {
@@ -172,6 +176,8 @@ impl SendBatch {
             lens: Vec::with_capacity(BATCH),
             addrs: vec![zero_ss; BATCH],
             addr_lens: vec![0; BATCH],
+            iovs: Vec::with_capacity(BATCH),
+            hdrs: Vec::with_capacity(BATCH),
             v6_socket,
         }
     }
@@ -201,16 +207,15 @@ impl SendBatch {
     /// skipped as refused. Whatever is left is dropped, as UDP allows.
     pub fn flush(&mut self, fd: RawFd) -> usize {
         let n = self.lens.len();
-        let mut iovs: Vec<libc::iovec> = self
-            .lens
-            .iter()
-            .enumerate()
-            .map(|(i, &len)| libc::iovec {
+        let (iovs, hdrs) = (&mut self.iovs, &mut self.hdrs);
+        iovs.clear();
+        hdrs.clear();
+        for (i, &len) in self.lens.iter().enumerate() {
+            iovs.push(libc::iovec {
                 iov_base: self.bufs[i * SLOT..].as_mut_ptr().cast(),
                 iov_len: len,
-            })
-            .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(n);
+            });
+        }
         for (i, iov) in iovs.iter_mut().enumerate() {
             // SAFETY: zeroed mmsghdr is valid; the pointers set here are live.
             let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };

@@ -29,26 +29,35 @@ pub fn source(table: Arc<ArcSwap<PeerTable>>, counters: Arc<DataplaneCounters>) 
                     .label("path", path)
             };
             let st = &r.stats;
-            m.push(peer(Sample::counter(
-                "ntmtun_peer_rx_bytes",
-                "Bytes of IP packets received from a peer.",
-                st.rx_bytes.load(Ordering::Relaxed),
-            )));
-            m.push(peer(Sample::counter(
-                "ntmtun_peer_tx_bytes",
-                "Bytes of IP packets sent to a peer.",
-                st.tx_bytes.load(Ordering::Relaxed),
-            )));
-            m.push(peer(Sample::counter(
-                "ntmtun_peer_rx_packets",
-                "IP packets received from a peer.",
-                st.rx_packets.load(Ordering::Relaxed),
-            )));
-            m.push(peer(Sample::counter(
-                "ntmtun_peer_tx_packets",
-                "IP packets sent to a peer.",
-                st.tx_packets.load(Ordering::Relaxed),
-            )));
+            let per_peer = [
+                (
+                    "ntmtun_peer_rx_bytes",
+                    "Bytes of IP packets received from a peer.",
+                    &st.rx_bytes,
+                ),
+                (
+                    "ntmtun_peer_tx_bytes",
+                    "Bytes of IP packets sent to a peer.",
+                    &st.tx_bytes,
+                ),
+                (
+                    "ntmtun_peer_rx_packets",
+                    "IP packets received from a peer.",
+                    &st.rx_packets,
+                ),
+                (
+                    "ntmtun_peer_tx_packets",
+                    "IP packets sent to a peer.",
+                    &st.tx_packets,
+                ),
+            ];
+            for (name, help, value) in per_peer {
+                m.push(peer(Sample::counter(
+                    name,
+                    help,
+                    value.load(Ordering::Relaxed),
+                )));
+            }
         }
         let drops = [
             ("auth_failed", &counters.rx_auth_failed),
