@@ -17,7 +17,7 @@ use super::ToControl;
 use crate::net::udp;
 use crate::net::{packet, poll};
 use crate::node::table::Endpoint;
-use crate::node::table::{PeerTable, TxRoute};
+use crate::node::table::{admits, PeerTable, TxRoute};
 use crate::proto::relay::{parse_relayed, put_relayed_header, RELAYED_HEADER_LEN};
 use crate::proto::wire::{self, TransportHeader, TAG_LEN, TRANSPORT_HEADER_LEN};
 use arc_swap::ArcSwap;
@@ -342,13 +342,7 @@ impl Worker {
         match payload.first() {
             None => {} // keepalive
             Some(b) if b >> 4 == 4 => {
-                // The tunnel authenticates the peer; the inner source must be
-                // its own virtual address, or a peer could spoof another.
-                let src_ok = packet::source(payload) == Some(IpAddr::V4(route.virtual_ip));
-                let dst_ok = table
-                    .local_ip
-                    .is_some_and(|ip| packet::destination(payload) == Some(IpAddr::V4(ip)));
-                if !(src_ok && dst_ok) {
+                if !admits(payload, route.virtual_ip, table.local_ip) {
                     self.counters.rx_spoofed.fetch_add(1, Ordering::Relaxed);
                     return;
                 }

@@ -313,11 +313,7 @@ impl NodeCore {
             None => {}
             Some(b) if b >> 4 == 4 => {
                 let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
-                let ok = crate::net::packet::source(payload) == Some(IpAddr::V4(vip))
-                    && local.is_some_and(|l| {
-                        crate::net::packet::destination(payload) == Some(IpAddr::V4(l))
-                    });
-                if ok {
+                if super::table::admits(payload, vip, local) {
                     self.out.push_back(Output::Tun(payload.to_vec()));
                 }
             }

@@ -100,6 +100,15 @@ impl PeerStats {
     }
 }
 
+/// Whether a decrypted packet may enter the TUN: the tunnel authenticated
+/// the peer, so its inner source must be that peer's virtual address (or a
+/// peer could spoof another), and it must be addressed to us.
+pub fn admits(payload: &[u8], peer_vip: Ipv4Addr, local_ip: Option<Ipv4Addr>) -> bool {
+    use crate::net::packet;
+    packet::source(payload) == Some(IpAddr::V4(peer_vip))
+        && local_ip.is_some_and(|ip| packet::destination(payload) == Some(IpAddr::V4(ip)))
+}
+
 /// Where a peer is reached: directly, or through a relay session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
