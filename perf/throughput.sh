@@ -1,63 +1,77 @@
 #!/usr/bin/env bash
-# Throughput and latency of the ntmtun tunnel against the plain underlay, in a network lab.
+# Throughput, latency and CPU cost of ntmtun against the plain underlay and against WireGuard's
+# user-space implementations (wireguard-go, boringtun), side by side in one network lab.
 #
 # Builds the `lan` lab of scripts/lab.sh (DC, alice, bob and a DNS server on one bridged segment,
 # 198.51.100.0/24) under a fresh prefix, starts the DC and both nodes, and measures from bob to
-# alice, interleaved (plain, plain with offloads off, tunnel, plain, ...) and repeated:
-#   - iperf3 TCP, 1 stream, -t SECONDS: receiver throughput (and sender retransmits)
-#   - iperf3 UDP flood, -u -b 0 -l 1392 (the largest datagram that fits the 1420-byte tunnel MTU
-#     unfragmented): receiver throughput and loss
-#   - ping -c 20 -i 0.05: average round-trip time (mostly thread and vCPU wake-up latency on an
-#     idle VM), and ping -c 200 -i 0.002 ("ping_fast": threads stay warm, closer to the data-path
-#     latency)
-# against alice's underlay address 198.51.100.11 ("plain") and through the tunnel to
-# alice.ntm.internal's virtual address ("tunnel"). "plain_nooff" is the plain underlay with
-# `ethtool -K tso off gso off gro off` on both hosts' veths and their bridge ports: a per-packet
-# baseline, since the tunnel cannot use the kernel's segmentation offloads yet.
+# alice, mode by mode, interleaved (A B C ... A B C ...) and repeated; in each mode:
+#   - iperf3 TCP, 1 stream and 4 streams (-P 4), -t SECONDS: receiver throughput; during the
+#     1-stream run, the CPU seconds (utime + stime, all threads) of the tunnel processes at both
+#     ends, divided by the gigabits moved ("CPU s per Gbit", n/a for plain)
+#   - iperf3 UDP flood, -u -b 0, -l 1392 (the largest datagram a 1420-byte tunnel MTU carries
+#     unfragmented) and -l 1400 (the paper's test): receiver throughput and loss
+#   - ping -c 20 -i 0.05 and ping -c 200 -i 0.002 ("ping_fast": threads stay warm)
+# Modes: plain (alice's underlay address, default veth offloads), plain_nooff (the same with
+# `ethtool -K tso off gso off gro off` on both hosts' veths and bridge ports), ntmtun (the node's
+# defaults), ntmtun_nooff (NTMTUN_OFFLOAD=0), ntmtun_io_VALUE (one per --ntmtun-io value),
+# wireguard_go and boringtun (each started in alice and bob only for its own runs, on its own
+# interface, MTU 1420, overlay 198.19.250.0/24, keys from `wg genkey`, killed by PID after).
+# A mode that does not come up is reported as failed (with the reason) and the others go on.
 #
-# Writes perf/results/DATE-throughput.md and .json (medians, tunnel/plain ratios, every sample,
-# and where tunnel packets were dropped) and prints the table.
+# Writes perf/results/DATE-throughput.md, .json and .svg (medians, ratios against plain and the
+# best peer, the issue's targets met or short by, every sample, drop counters) and prints the
+# table.
 #
 # Usage: sudo perf/throughput.sh [options]
 #   -n N                 repetitions (default 3; medians over them)
 #   -t SECONDS           iperf3 duration per run (default 5)
 #   -p PREFIX            lab prefix (default pf + random hex; ^[a-z][a-z0-9]{0,7}$)
 #   -o DIR               results directory (default perf/results)
+#   --modes "M1 M2 ..."  only these modes (default: all that apply), e.g. "plain ntmtun"
+#   --ntmtun-io "V1 V2"  one extra ntmtun row per value of node.toml's `io` ("epoll uring"):
+#                        the nodes are restarted with NTMTUN_LAB_IO=VALUE and `io = "VALUE"` in
+#                        their config (default: none, the node's default io)
 #   --no-offload-baseline   skip the plain_nooff mode
+#   --no-peers           skip wireguard-go and boringtun
 #   --no-build           do not run `cargo build --release` (use NTMTUN_BIN or target/release)
 #   --rev REV            measure a committed revision instead of the working tree: `git archive
 #                        REV` into a temporary directory, build it there (target dir
 #                        target/perf-rev, kept between runs) and use that tree's scripts/lab.sh
 #
+# Installs what it needs: Debian packages (iperf3, ethtool, jq, dnsutils, wireguard-go,
+# wireguard-tools) with apt-get, boringtun-cli with `cargo install --locked` into
+# target/perf-tools (once).
+#
 # Safety (shared/LAB.md): only the namespaces PREFIX-* that lab.sh creates here, only
-# documentation addresses, every command under `timeout`, every loop bounded, iperf3 servers
-# started one-off (-1) and stopped by PID, and the lab torn down on exit, error or Ctrl-C.
+# documentation addresses, every command under `timeout`, every loop bounded, iperf3 servers and
+# the peers started through `lab.sh spawn` and stopped by PID, and the lab torn down on exit,
+# error or Ctrl-C.
 set -euo pipefail
 
 ME=${0##*/}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LAB="$ROOT/scripts/lab.sh"
+# shellcheck source=perf/lib.sh
+. "$ROOT/perf/lib.sh"
 
 REPEATS=3
 SECS=5
 PREFIX=
 OUT_DIR="$ROOT/perf/results"
 OFFLOAD_BASELINE=1
+PEERS=1
 BUILD=1
 REV=
+ONLY_MODES=
+NTMTUN_IO=
 
 PLAIN_TARGET=198.51.100.11 # alice's underlay address in the lan topology
-PORT=5201
-UDP_LEN=1392
-
-die() {
-    echo "$ME: error: $*" >&2
-    exit 1
-}
-log() { echo "$ME: $*" >&2; }
+BOB_UNDERLAY=198.51.100.12
+TUNNEL_MTU=1420
+PEER_NET=198.19.250 # overlay addresses of the peers (ntmtun's DC assigns from 198.18.0.0)
 
 usage() {
-    sed -n '/^# Usage:/,/^# Safety/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+    sed -n '/^# Usage:/,/^# Installs/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -67,7 +81,10 @@ while [[ $# -gt 0 ]]; do
     -t) SECS=${2:-}; shift 2 ;;
     -p) PREFIX=${2:-}; shift 2 ;;
     -o) OUT_DIR=${2:-}; shift 2 ;;
+    --modes) ONLY_MODES=${2:-}; shift 2 ;;
+    --ntmtun-io) NTMTUN_IO=${2:-}; shift 2 ;;
     --no-offload-baseline) OFFLOAD_BASELINE=0; shift ;;
+    --no-peers) PEERS=0; shift ;;
     --no-build) BUILD=0; shift ;;
     --rev) REV=${2:-}; shift 2 ;;
     -h | --help) usage ;;
@@ -76,109 +93,78 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $REPEATS =~ ^[1-9][0-9]?$ ]] || die "-n must be 1-99"
 [[ $SECS =~ ^[1-9][0-9]?$ ]] || die "-t must be 1-99 seconds"
-if [[ -z $PREFIX ]]; then
-    PREFIX="pf$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
-    PREFIX=${PREFIX:0:8}
-fi
+[[ -n $PREFIX ]] || PREFIX=$(random_prefix pf)
 [[ $PREFIX =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "invalid prefix '$PREFIX'"
+for v in $NTMTUN_IO; do
+    [[ $v =~ ^[a-z_]{1,16}$ ]] || die "--ntmtun-io: invalid value '$v' (e.g. \"epoll uring\")"
+done
 
 [[ $EUID -eq 0 ]] || die "needs root (network namespaces, TUN devices): sudo $0"
-for c in ip iperf3 ping jq python3 ethtool timeout dig ss; do
-    command -v "$c" >/dev/null 2>&1 || die "'$c' not found; run scripts/setup.sh"
-done
 [[ -x $LAB ]] || die "$LAB not found"
-
 cd "$ROOT"
+ensure_apt ip:iproute2 iperf3:iperf3 ping:iputils-ping jq:jq python3:python3 ethtool:ethtool \
+    dig:dnsutils ss:iproute2 dnsmasq:dnsmasq || die "lab tools missing; run scripts/setup.sh"
+
+# The modes, in the order they are interleaved.
+MODES=(plain)
+[[ $OFFLOAD_BASELINE -eq 1 ]] && MODES+=(plain_nooff)
+MODES+=(ntmtun ntmtun_nooff)
+for v in $NTMTUN_IO; do MODES+=("ntmtun_io_$v"); done
+[[ $PEERS -eq 1 ]] && MODES+=(wireguard_go boringtun)
+if [[ -n $ONLY_MODES ]]; then
+    declare -A known=()
+    for m in "${MODES[@]}"; do known[$m]=1; done
+    MODES=()
+    for m in $ONLY_MODES; do
+        [[ -n ${known[$m]:-} ]] || die "--modes: unknown mode '$m' (known: ${!known[*]})"
+        MODES+=("$m")
+    done
+fi
+
 WORK=$(mktemp -d /tmp/ntmtun-perf.XXXXXX)
-SAMPLES="$WORK/samples.tsv" # rep mode test metric value
+SAMPLES="$WORK/samples.tsv"  # rep mode test metric value
+FAILURES="$WORK/failures.tsv" # rep mode reason
+MODE_INFO="$WORK/modes.tsv"   # mode key value (what ran: versions, io, status)
 : >"$SAMPLES"
-LAB_UP=0
-SERVER_NAME=
+: >"$FAILURES"
+: >"$MODE_INFO"
+CUR_MODE=
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ $LAB_UP -eq 1 ]]; then
-        if [[ -n $SERVER_NAME ]]; then
-            timeout 20 "$LAB" stop "$PREFIX" "$SERVER_NAME" >/dev/null 2>&1 || true
-        fi
-        log "tearing down lab '$PREFIX'"
-        timeout 60 "$LAB" down "$PREFIX" || log "warning: 'lab.sh down $PREFIX' failed; run it by hand"
-    fi
-    rm -rf -- "$WORK"
+    [[ -n $CUR_MODE ]] && mode_down "$CUR_MODE"
+    perf_cleanup
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ensure_cargo() {
-    if ! command -v cargo >/dev/null 2>&1 && [[ -f $HOME/.cargo/env ]]; then
-        # shellcheck disable=SC1091
-        . "$HOME/.cargo/env"
-    fi
-    command -v cargo >/dev/null 2>&1 || die "cargo not found (or pass --no-build)"
-}
-
-if [[ -n $REV ]]; then
-    COMMIT=$(git rev-parse --short "$REV^{commit}" 2>/dev/null) || die "no such revision '$REV'"
-    mkdir "$WORK/src"
-    timeout 60 git archive "$COMMIT" | tar -x -C "$WORK/src" || die "git archive $COMMIT failed"
-    LAB="$WORK/src/scripts/lab.sh"
-    [[ -x $LAB ]] || die "revision $COMMIT has no scripts/lab.sh"
-    ensure_cargo
-    log "cargo build --release of revision $COMMIT (target dir target/perf-rev)"
-    CARGO_TARGET_DIR="$ROOT/target/perf-rev" timeout 1800 \
-        cargo build --release --manifest-path "$WORK/src/Cargo.toml" >&2 ||
-        die "cargo build --release of $COMMIT failed"
-    NTMTUN_BIN="$ROOT/target/perf-rev/release/ntmtun"
-else
-    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
-        COMMIT="$COMMIT+dirty"
-    fi
-    if [[ $BUILD -eq 1 ]]; then
-        ensure_cargo
-        log "cargo build --release"
-        timeout 1800 cargo build --release >&2 ||
-            die "cargo build --release failed (work in progress? try --rev HEAD)"
-    fi
+# The peers' binaries (installed if missing); a peer that cannot be had fails its mode.
+WG_GO=''
+BORINGTUN=''
+if [[ " ${MODES[*]} " == *" wireguard_go "* || " ${MODES[*]} " == *" boringtun "* ]]; then
+    ensure_apt wg:wireguard-tools || log "warning: wg (wireguard-tools) missing: the peers will fail"
 fi
-NTMTUN_BIN=$(realpath "${NTMTUN_BIN:-target/release/ntmtun}")
-[[ -x $NTMTUN_BIN ]] || die "no ntmtun binary at $NTMTUN_BIN"
-export NTMTUN_BIN
+if [[ " ${MODES[*]} " == *" wireguard_go "* ]]; then
+    ensure_apt wireguard-go:wireguard-go && WG_GO=$(command -v wireguard-go)
+fi
+if [[ " ${MODES[*]} " == *" boringtun "* ]]; then
+    BORINGTUN=$(command -v boringtun-cli 2>/dev/null || ensure_cargo_tool boringtun-cli boringtun-cli || true)
+fi
 
-in_ns() { # HOST SECONDS CMD...: a bounded command in PREFIX-HOST
-    local host=$1 t=$2
-    shift 2
-    timeout "$t" ip netns exec "$PREFIX-$host" "$@"
-}
+build_ntmtun "$BUILD" "$REV"
 
 sample() { echo -e "$1\t$2\t$3\t$4\t$5" >>"$SAMPLES"; }
+mode_info() { echo -e "$1\t$2\t$3" >>"$MODE_INFO"; }
 
 # ---------------------------------------------------------------------------------------------
 # The lab
 
-log "building lab '$PREFIX' (scripts/lab.sh up lan $PREFIX; start)"
-LAB_UP=1
-timeout 120 "$LAB" up lan "$PREFIX" || die "lab.sh up failed"
-timeout 120 "$LAB" start "$PREFIX" || die "lab.sh start failed"
-
-VIP=$(in_ns bob 15 dig +short +time=2 +tries=3 alice.ntm.internal A | head -n1)
-[[ $VIP =~ ^198\.1[89]\.[0-9]+\.[0-9]+$ ]] ||
-    die "alice.ntm.internal did not resolve to a virtual address from bob (got '$VIP')"
+lab_start
+tunnel_ready || die "the ntmtun tunnel does not carry pings right after start"
 log "alice's virtual address: $VIP"
-
-# The first packets set up the tunnel; wait (bounded) until it carries pings.
-ok=0
-for ((i = 0; i < 20; i++)); do
-    if in_ns bob 5 ping -q -c 1 -W 1 "$VIP" >/dev/null 2>&1; then
-        ok=1
-        break
-    fi
-    sleep 0.5
-done
-[[ $ok -eq 1 ]] || die "no ping through the tunnel to $VIP after 20 tries"
 
 # Offload state of the underlay veths (both ends of alice's and bob's links), for plain_nooff.
 OFF_IFS=("alice eth0" "bob eth0" "sw alice" "sw bob")
@@ -210,6 +196,174 @@ offloads_restore() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# ntmtun variants: the nodes restarted with an environment (NTMTUN_OFFLOAD=0, NTMTUN_LAB_IO=V).
+
+NTM_ENV=default # what the running nodes were started with
+
+ntmtun_restart() { # ENV ("default", "offload=0" or "io=VALUE") -> non-zero with FAIL_REASON
+    local want=$1 n io=
+    local -a env=()
+    [[ $want == "$NTM_ENV" ]] && return 0
+    case $want in
+    offload=0) env=(NTMTUN_OFFLOAD=0) ;;
+    io=*) io=${want#io=} env=(NTMTUN_LAB_IO="$io") ;;
+    esac
+    for n in alice bob; do
+        # the config keeps the io key only for io=VALUE runs; a lab.sh that writes it from
+        # NTMTUN_LAB_IO itself gets the same line
+        sed -i '/^io = /d' "$RUN_DIR/$n.toml"
+        [[ -n $io ]] && sed -i "1i io = \"$io\"" "$RUN_DIR/$n.toml"
+        timeout 60 env "${env[@]}" "$LAB" restart-node "$PREFIX" "$n" >/dev/null 2>&1 || {
+            FAIL_REASON="lab.sh restart-node $n failed"
+            NTM_ENV=broken
+            return 1
+        }
+    done
+    NTM_ENV=broken
+    if ! timeout 60 "$LAB" wait "$PREFIX" 20 >"$WORK/wait.log" 2>&1; then
+        FAIL_REASON="nodes did not register with ${env[*]:-defaults}: $(grep -m1 -iE 'error|fail' \
+            "$RUN_DIR/alice.log" "$RUN_DIR/bob.log" 2>/dev/null | tail -c 200 | tr '\n\t' '  ' ||
+            tail -n 1 "$WORK/wait.log")"
+        return 1
+    fi
+    NTM_ENV=$want
+}
+
+ntmtun_status() { # HOST -> the node's status JSON (compact), or {}
+    local s
+    s=$(in_ns "$1" 10 "$NTMTUN_BIN" status --socket "$RUN_DIR/$1.sock" --json 2>/dev/null | jq -c . 2>/dev/null || true)
+    [[ -n $s ]] || s='{}'
+    echo "$s"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The peers: wireguard-go and boringtun, configured by `wg` in alice and bob.
+
+# Interface names carry the lab prefix: the UAPI sockets (/var/run/wireguard/IFACE.sock) live
+# in the one shared filesystem, so alice's and bob's (and another lab's) must not collide.
+peer_if() { # KIND HOST
+    local k
+    [[ $1 == wireguard_go ]] && k=w || k=b
+    echo "$PREFIX$k${2:0:1}"
+}
+peer_addr() { # KIND HOST: wireguard-go .1/.2, boringtun .17/.18 (a /28 each)
+    local base=0
+    [[ $1 == boringtun ]] && base=16
+    [[ $2 == alice ]] && echo "$PEER_NET.$((base + 1))" || echo "$PEER_NET.$((base + 2))"
+}
+peer_port() { [[ $1 == wireguard_go ]] && echo 51820 || echo 51821; }
+
+peer_up() { # KIND -> sets TARGET and TUN_PIDS, or non-zero with FAIL_REASON
+    local kind=$1 h other ifc pid i port
+    local -a cmd
+    case $kind in
+    wireguard_go) [[ -n $WG_GO ]] || { FAIL_REASON="wireguard-go not installed"; return 1; }
+        cmd=("$WG_GO" -f) ;;
+    boringtun) [[ -n $BORINGTUN ]] || { FAIL_REASON="boringtun-cli not installed"; return 1; }
+        cmd=("$BORINGTUN" --foreground --disable-drop-privileges) ;;
+    esac
+    command -v wg >/dev/null 2>&1 || { FAIL_REASON="wg (wireguard-tools) not installed"; return 1; }
+    port=$(peer_port "$kind")
+    for h in alice bob; do
+        [[ -s $WORK/$kind-$h.key ]] || (umask 077 && wg genkey >"$WORK/$kind-$h.key")
+        wg pubkey <"$WORK/$kind-$h.key" >"$WORK/$kind-$h.pub"
+    done
+    TUN_PIDS=()
+    for h in alice bob; do
+        ifc=$(peer_if "$kind" "$h")
+        pid=$("$LAB" spawn "$PREFIX" "$h" "$kind-$h" env WG_PROCESS_FOREGROUND=1 "${cmd[@]}" "$ifc") || {
+            FAIL_REASON="lab.sh spawn $kind in $h failed"
+            return 1
+        }
+        TUN_PIDS+=("$pid")
+        for ((i = 0; i < 50; i++)); do # bounded: 5 s for the interface and its UAPI socket
+            [[ -S /var/run/wireguard/$ifc.sock ]] && ip -n "$PREFIX-$h" link show "$ifc" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        [[ -S /var/run/wireguard/$ifc.sock ]] || {
+            FAIL_REASON="$kind in $h: no /var/run/wireguard/$ifc.sock after 5 s: $(tail -c 200 "$RUN_DIR/$kind-$h.log" | tr '\n' ' ')"
+            return 1
+        }
+    done
+    for h in alice bob; do
+        [[ $h == alice ]] && other=bob || other=alice
+        ifc=$(peer_if "$kind" "$h")
+        {
+            printf '[Interface]\nPrivateKey = %s\nListenPort = %s\n\n' "$(cat "$WORK/$kind-$h.key")" "$port"
+            printf '[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\nEndpoint = %s:%s\n' \
+                "$(cat "$WORK/$kind-$other.pub")" "$(peer_addr "$kind" "$other")" \
+                "$([[ $other == alice ]] && echo "$PLAIN_TARGET" || echo "$BOB_UNDERLAY")" "$port"
+        } >"$WORK/$kind-$h.conf"
+        chmod 0600 "$WORK/$kind-$h.conf"
+        in_ns "$h" 10 wg setconf "$ifc" "$WORK/$kind-$h.conf" 2>"$WORK/wg.err" || {
+            FAIL_REASON="wg setconf $ifc in $h failed: $(head -c 200 "$WORK/wg.err")"
+            return 1
+        }
+        if ! ip -n "$PREFIX-$h" addr add "$(peer_addr "$kind" "$h")/28" dev "$ifc" ||
+            ! ip -n "$PREFIX-$h" link set "$ifc" mtu "$TUNNEL_MTU" up; then
+            FAIL_REASON="address/MTU on $ifc in $h failed"
+            return 1
+        fi
+    done
+    TARGET=$(peer_addr "$kind" alice)
+    TUN_IF_BOB=$(peer_if "$kind" bob)
+    wait_ping "$TARGET" || {
+        FAIL_REASON="$kind: no ping through the tunnel"
+        return 1
+    }
+}
+
+peer_down() { # KIND
+    local h
+    for h in alice bob; do
+        timeout 20 "$LAB" stop "$PREFIX" "$1-$h" >/dev/null 2>&1 || true
+        rm -f -- "/var/run/wireguard/$(peer_if "$1" "$h").sock"
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Modes: up (TARGET, TUN_PIDS, TUN_IF_BOB) and down.
+
+mode_up() { # MODE -> non-zero with FAIL_REASON
+    FAIL_REASON=
+    TUN_PIDS=()
+    TUN_IF_BOB=
+    case $1 in
+    plain) TARGET=$PLAIN_TARGET ;;
+    plain_nooff) TARGET=$PLAIN_TARGET; offloads_off ;;
+    ntmtun | ntmtun_nooff | ntmtun_io_*)
+        local want=default
+        [[ $1 == ntmtun_nooff ]] && want=offload=0
+        [[ $1 == ntmtun_io_* ]] && want=io=${1#ntmtun_io_}
+        ntmtun_restart "$want" || return 1
+        tunnel_ready || { FAIL_REASON="tunnel not ready after restart ($want)"; return 1; }
+        TARGET=$VIP
+        TUN_IF_BOB=ntm0
+        TUN_PIDS=("$(node_pid alice)" "$(node_pid bob)")
+        ;;
+    wireguard_go | boringtun) peer_up "$1" || return 1 ;;
+    *) FAIL_REASON="unknown mode"; return 1 ;;
+    esac
+}
+
+mode_down() { # MODE
+    case $1 in
+    plain_nooff) offloads_restore ;;
+    wireguard_go | boringtun) peer_down "$1" ;;
+    esac
+}
+
+mode_versions() { # MODE -> recorded once per mode in MODE_INFO
+    case $1 in
+    wireguard_go) mode_info "$1" version "$(dpkg-query -W -f '${Version}' wireguard-go 2>/dev/null || echo unknown)" ;;
+    boringtun) mode_info "$1" version "$("$BORINGTUN" --version 2>/dev/null | head -n1 || echo unknown)" ;;
+    ntmtun*)
+        mode_info "$1" bob_status "$(ntmtun_status bob)"
+        ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------------------------
 # Counters: where packets are dropped.
 
 udp_counter() { # HOST FIELD -> value of Udp FIELD in /proc/net/snmp of the namespace
@@ -220,12 +374,13 @@ udp_counter() { # HOST FIELD -> value of Udp FIELD in /proc/net/snmp of the name
 }
 
 link_stat() { # HOST DEV STAT
+    [[ -n $2 ]] || { echo 0; return; }
     in_ns "$1" 10 cat "/sys/class/net/$2/statistics/$3" 2>/dev/null || echo 0
 }
 
 counters() { # -> "alice_rcvbuf bob_sndbuf bob_tun_tx_dropped alice_eth0_rx_dropped"
     echo "$(udp_counter alice RcvbufErrors) $(udp_counter bob SndbufErrors)" \
-        "$(link_stat bob ntm0 tx_dropped) $(link_stat alice eth0 rx_dropped)"
+        "$(link_stat bob "$TUN_IF_BOB" tx_dropped) $(link_stat alice eth0 rx_dropped)"
 }
 
 record_drops() { # REP MODE TEST BEFORE AFTER
@@ -241,55 +396,45 @@ record_drops() { # REP MODE TEST BEFORE AFTER
 # ---------------------------------------------------------------------------------------------
 # One measurement.
 
-RUN_NO=0
-
-start_server() { # -> sets SERVER_NAME; iperf3 one-off server on alice, stopped by PID later
-    RUN_NO=$((RUN_NO + 1))
-    SERVER_NAME="iperf3-$RUN_NO"
-    "$LAB" spawn "$PREFIX" alice "$SERVER_NAME" \
-        iperf3 -s -1 -p "$PORT" --idle-timeout $((SECS + 60)) >/dev/null
-    local i
-    for ((i = 0; i < 50; i++)); do
-        if in_ns alice 5 ss -Hltn "sport = :$PORT" | grep -q LISTEN; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "iperf3 server did not listen on alice:$PORT within 5 s"
-}
-
-stop_server() {
-    if [[ -n $SERVER_NAME ]]; then
-        timeout 20 "$LAB" stop "$PREFIX" "$SERVER_NAME" >/dev/null 2>&1 || true
-        SERVER_NAME=
-    fi
-}
-
 run_iperf() { # REP MODE TEST TARGET
     local rep=$1 mode=$2 test=$3 target=$4 out="$WORK/$1-$2-$3.json"
     local -a extra=()
-    [[ $test == udp ]] && extra=(-u -b 0 -l "$UDP_LEN")
-    local before after
+    case $test in
+    tcp4) extra=(-P 4) ;;
+    udp) extra=(-u -b 0 -l 1392) ;;
+    udp1400) extra=(-u -b 0 -l 1400) ;;
+    esac
+    local before after cpu0='' cpu1
     before=$(counters)
     start_server
+    [[ $test == tcp && ${#TUN_PIDS[@]} -gt 0 ]] && cpu0=$(cpu_seconds "${TUN_PIDS[@]}")
     if ! in_ns bob $((SECS + 30)) iperf3 -c "$target" -p "$PORT" -t "$SECS" \
         --connect-timeout 3000 -J "${extra[@]}" >"$out" 2>"$out.err"; then
         log "warning: iperf3 $test $mode (rep $rep) failed: $(jq -r '.error // empty' "$out" 2>/dev/null) $(head -c 300 "$out.err")"
         stop_server
         return 0
     fi
+    [[ -n $cpu0 ]] && cpu1=$(cpu_seconds "${TUN_PIDS[@]}")
     stop_server
     after=$(counters)
-    sample "$rep" "$mode" "$test" rx_mbps "$(jq '.end.sum_received.bits_per_second / 1e6' "$out")"
+    local rx
+    rx=$(jq '.end.sum_received.bits_per_second / 1e6' "$out")
+    sample "$rep" "$mode" "$test" rx_mbps "$rx"
     sample "$rep" "$mode" "$test" tx_mbps "$(jq '.end.sum_sent.bits_per_second / 1e6' "$out")"
-    if [[ $test == tcp ]]; then
-        sample "$rep" "$mode" "$test" retransmits "$(jq '.end.sum_sent.retransmits // 0' "$out")"
-    else
-        sample "$rep" "$mode" "$test" loss_percent "$(jq '.end.sum_received.lost_percent' "$out")"
+    case $test in
+    tcp*) sample "$rep" "$mode" "$test" retransmits "$(jq '.end.sum_sent.retransmits // 0' "$out")" ;;
+    *) sample "$rep" "$mode" "$test" loss_percent "$(jq '.end.sum_received.lost_percent // .end.sum.lost_percent' "$out")"
+        record_drops "$rep" "$mode" "$test" "$before" "$after" ;;
+    esac
+    if [[ -n $cpu0 ]]; then
+        local gbit cpu
+        gbit=$(jq '.end.sum_received.bytes * 8 / 1e9' "$out")
+        cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.3f", b - a}')
+        sample "$rep" "$mode" "$test" cpu_s "$cpu"
+        awk -v c="$cpu" -v g="$gbit" 'BEGIN {exit !(g > 0)}' &&
+            sample "$rep" "$mode" "$test" cpu_s_per_gbit "$(awk -v c="$cpu" -v g="$gbit" 'BEGIN {printf "%.4f", c / g}')"
     fi
-    record_drops "$rep" "$mode" "$test" "$before" "$after"
-    printf '%s: rep %d %-11s %-4s %10.1f Mb/s\n' "$ME" "$rep" "$mode" "$test" \
-        "$(jq '.end.sum_received.bits_per_second / 1e6' "$out")" >&2
+    printf '%s: rep %d %-14s %-7s %10.1f Mb/s\n' "$ME" "$rep" "$mode" "$test" "$rx" >&2
 }
 
 run_ping() { # REP MODE TEST TARGET COUNT INTERVAL
@@ -299,7 +444,7 @@ run_ping() { # REP MODE TEST TARGET COUNT INTERVAL
         return 0
     fi
     # rtt min/avg/max/mdev = 0.013/0.070/0.095/0.025 ms
-    local rtt
+    local rtt mn avg mx
     rtt=$(awk -F' = ' '/^rtt/ {split($2, v, "/"); print v[1] * 1000, v[2] * 1000, v[3] * 1000}' <<<"$out")
     read -r mn avg mx <<<"$rtt"
     [[ -n ${avg:-} ]] || {
@@ -310,45 +455,46 @@ run_ping() { # REP MODE TEST TARGET COUNT INTERVAL
     sample "$rep" "$mode" "$test" rtt_min_us "$mn"
     sample "$rep" "$mode" "$test" rtt_max_us "$mx"
     sample "$rep" "$mode" "$test" loss_percent "$(sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p' <<<"$out")"
-    printf '%s: rep %d %-11s %-9s %7.1f us avg\n' "$ME" "$rep" "$mode" "$test" "$avg" >&2
+    printf '%s: rep %d %-14s %-9s %7.1f us avg\n' "$ME" "$rep" "$mode" "$test" "$avg" >&2
 }
 
-MODES=(plain)
-[[ $OFFLOAD_BASELINE -eq 1 ]] && MODES+=(plain_nooff)
-MODES+=(tunnel)
+TESTS=(tcp tcp4 udp udp1400 ping ping_fast)
 
-target_of() { [[ $1 == tunnel ]] && echo "$VIP" || echo "$PLAIN_TARGET"; }
-
-measure() { # REP MODE TEST
-    local target
-    target=$(target_of "$2")
-    [[ $2 == plain_nooff ]] && offloads_off
-    case $3 in
-    tcp | udp) run_iperf "$1" "$2" "$3" "$target" ;;
-    ping) run_ping "$1" "$2" ping "$target" 20 0.05 ;;
-    ping_fast) run_ping "$1" "$2" ping_fast "$target" 200 0.002 ;;
-    esac
-    [[ $2 == plain_nooff ]] && offloads_restore
-    sleep 1 # let queues drain between runs
+measure_mode() { # REP MODE: every test, one after the other
+    local rep=$1 mode=$2 test
+    for test in "${TESTS[@]}"; do
+        case $test in
+        tcp | tcp4 | udp | udp1400) run_iperf "$rep" "$mode" "$test" "$TARGET" ;;
+        ping) run_ping "$rep" "$mode" ping "$TARGET" 20 0.05 ;;
+        ping_fast) run_ping "$rep" "$mode" ping_fast "$TARGET" 200 0.002 ;;
+        esac
+        sleep 1 # let queues drain between runs
+    done
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date -u +%FT%TZ)
-log "measuring: $REPEATS repetitions x (tcp, udp, ping, ping_fast) x (${MODES[*]}), iperf3 -t $SECS"
+log "measuring: $REPEATS repetitions x (${MODES[*]}) x (${TESTS[*]}), iperf3 -t $SECS"
+declare -A INFO_DONE=()
 for ((rep = 1; rep <= REPEATS; rep++)); do
-    for test in tcp udp ping ping_fast; do
-        for mode in "${MODES[@]}"; do
-            measure "$rep" "$mode" "$test"
-        done
+    for mode in "${MODES[@]}"; do
+        CUR_MODE=$mode
+        if mode_up "$mode"; then
+            measure_mode "$rep" "$mode"
+            if [[ -z ${INFO_DONE[$mode]:-} ]]; then
+                mode_versions "$mode"
+                INFO_DONE[$mode]=1
+            fi
+        else
+            log "mode $mode (rep $rep) FAILED: $FAIL_REASON"
+            echo -e "$rep\t$mode\t$FAIL_REASON" >>"$FAILURES"
+        fi
+        mode_down "$mode"
+        CUR_MODE=
     done
 done
 FINISHED=$(date -u +%FT%TZ)
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-
-# Node-side view after the runs (peer path, packet counters).
-STATUS_BOB=$(in_ns bob 10 "$NTMTUN_BIN" status --socket "/tmp/ntmtun-lab/$PREFIX/bob.sock" --json 2>/dev/null |
-    jq -c . 2>/dev/null || true)
-[[ -n $STATUS_BOB ]] || STATUS_BOB='{}'
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -367,147 +513,14 @@ ENV_JSON=$(jq -n \
     --arg hyper "$(lscpu 2>/dev/null | awk -F': *' '/Hypervisor vendor/ {print $2}')" \
     --arg load "$LOAD_BEFORE" --arg load_after "$LOAD_AFTER" --arg commit "$COMMIT" \
     --arg iperf "$(iperf3 --version | head -n1)" --arg bin "$NTMTUN_BIN" \
-    --arg prefix "$PREFIX" --arg vip "$VIP" \
-    --argjson repeats "$REPEATS" --argjson secs "$SECS" --argjson udp_len "$UDP_LEN" \
-    --argjson status "$STATUS_BOB" \
+    --arg prefix "$PREFIX" --arg vip "$VIP" --arg peer_net "$PEER_NET.0/24" \
+    --argjson repeats "$REPEATS" --argjson secs "$SECS" --argjson mtu "$TUNNEL_MTU" \
     '{started: $started, finished: $finished, kernel: $kernel, cpus: ($cpus | tonumber),
-      cpu: $cpu, hypervisor: $hyper, loadavg_before: $load, loadavg_after: $load_after, commit: $commit, iperf3: $iperf,
-      ntmtun_bin: $bin, lab_prefix: $prefix, repeats: $repeats, iperf3_seconds: $secs,
-      udp_datagram_bytes: $udp_len, plain_target: "198.51.100.11", tunnel_target: $vip,
-      bob_status_after: $status}')
+      cpu: $cpu, hypervisor: $hyper, loadavg_before: $load, loadavg_after: $load_after,
+      commit: $commit, iperf3: $iperf, ntmtun_bin: $bin, lab_prefix: $prefix, repeats: $repeats,
+      iperf3_seconds: $secs, tunnel_mtu: $mtu, plain_target: "198.51.100.11",
+      tunnel_target: $vip, peer_overlay: $peer_net}')
 
-python3 - "$SAMPLES" "$BASE" "$ENV_JSON" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-
-samples_path, base, env = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-samples = defaultdict(list)  # (mode, test, metric) -> [values in rep order]
-modes = []
-with open(samples_path) as f:
-    for line in f:
-        rep, mode, test, metric, value = line.rstrip("\n").split("\t")
-        if mode not in modes:
-            modes.append(mode)
-        try:
-            samples[(mode, test, metric)].append(float(value))
-        except ValueError:
-            pass
-
-def med(mode, test, metric):
-    v = samples.get((mode, test, metric))
-    return statistics.median(v) if v else None
-
-medians = defaultdict(dict)
-for (mode, test, metric), v in samples.items():
-    medians[mode][f"{test}.{metric}"] = statistics.median(v)
-
-def ratio(a, b):
-    return None if a is None or b is None or b == 0 else a / b
-
-ratios = {}
-for base_mode in [m for m in modes if m != "tunnel"]:
-    ratios[f"tunnel/{base_mode}"] = {
-        "tcp.rx_mbps": ratio(med("tunnel", "tcp", "rx_mbps"), med(base_mode, "tcp", "rx_mbps")),
-        "udp.rx_mbps": ratio(med("tunnel", "udp", "rx_mbps"), med(base_mode, "udp", "rx_mbps")),
-        "ping.rtt_avg_us": ratio(med("tunnel", "ping", "rtt_avg_us"), med(base_mode, "ping", "rtt_avg_us")),
-        "ping_fast.rtt_avg_us": ratio(med("tunnel", "ping_fast", "rtt_avg_us"), med(base_mode, "ping_fast", "rtt_avg_us")),
-    }
-
-out = {
-    "environment": env,
-    "modes": modes,
-    "medians": medians,
-    "ratios": ratios,
-    "samples": {f"{m}.{t}.{k}": v for (m, t, k), v in sorted(samples.items())},
-}
-with open(base + ".json", "w") as f:
-    json.dump(out, f, indent=2)
-    f.write("\n")
-
-def fmt(x, nd=1):
-    return "n/a" if x is None else f"{x:,.{nd}f}"
-
-def fr(x):
-    return "n/a" if x is None else f"{x:.3f}"
-
-rows = [
-    ("TCP, 1 stream, receiver (Mb/s)", "tcp", "rx_mbps", 0),
-    ("TCP retransmits (sender)", "tcp", "retransmits", 0),
-    ("UDP -b 0 -l 1392, receiver (Mb/s)", "udp", "rx_mbps", 0),
-    ("UDP offered by sender (Mb/s)", "udp", "tx_mbps", 0),
-    ("UDP loss (%)", "udp", "loss_percent", 1),
-    ("ping -i 0.05 avg RTT (us)", "ping", "rtt_avg_us", 0),
-    ("ping -i 0.05 min RTT (us)", "ping", "rtt_min_us", 0),
-    ("ping -i 0.05 max RTT (us)", "ping", "rtt_max_us", 0),
-    ("ping -i 0.002 avg RTT (us)", "ping_fast", "rtt_avg_us", 0),
-    ("ping -i 0.002 min RTT (us)", "ping_fast", "rtt_min_us", 0),
-]
-hdr = "| metric | " + " | ".join(modes) + " | " + " | ".join(ratios) + " |"
-sep = "|---|" + "---:|" * (len(modes) + len(ratios))
-lines = [hdr, sep]
-for label, test, metric, nd in rows:
-    cells = [fmt(med(m, test, metric), nd) for m in modes]
-    rcells = []
-    for key in ratios:
-        k = f"{test}.{metric}"
-        rcells.append(fr(ratios[key].get(k)) if k in ratios[key] else "")
-    lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(rcells) + " |")
-table = "\n".join(lines)
-
-drop_rows = [
-    ("alice: UDP receive-buffer drops (RcvbufErrors)", "alice_udp_rcvbuf_errors"),
-    ("bob: UDP send-buffer errors (SndbufErrors)", "bob_udp_sndbuf_errors"),
-    ("bob: ntm0 tx_dropped (TUN queue full: worker did not read in time)", "bob_tun_tx_dropped"),
-    ("alice: eth0 rx_dropped", "alice_eth0_rx_dropped"),
-]
-dl = ["| counter (median per UDP run) | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
-for label, metric in drop_rows:
-    dl.append(f"| {label} | " + " | ".join(fmt(med(m, "udp", metric), 0) for m in modes) + " |")
-drops = "\n".join(dl)
-
-def series(m, t, k, nd):
-    v = samples.get((m, t, k), [])
-    return ", ".join(fmt(x, nd) for x in v) or "n/a"
-
-sl = ["| run | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
-for label, test, metric, nd in [rows[0], rows[2], rows[4], rows[5], rows[8]]:
-    sl.append(f"| {label} | " + " | ".join(series(m, test, metric, nd) for m in modes) + " |")
-sample_table = "\n".join(sl)
-
-e = env
-md = f"""# Throughput: ntmtun tunnel vs plain underlay ({e['started'][:10]})
-
-Produced by `perf/throughput.sh` (see perf/README.md). Medians of {e['repeats']} interleaved
-repetitions; bob -> alice in the `lan` lab of scripts/lab.sh. `plain` = alice's underlay address
-{e['plain_target']} over veth + bridge with default offloads; `plain_nooff` = the same with
-`ethtool -K tso off gso off gro off` on both hosts' veths and bridge ports; `tunnel` = alice's
-virtual address {e['tunnel_target']} (alice.ntm.internal) through ntmtun.
-
-- Machine: {e['cpus']} vCPU ({e['cpu']}, hypervisor {e['hypervisor'] or 'none'}), kernel {e['kernel']};
-  iperf3 client, iperf3 server and both tunnel ends share the same {e['cpus']} cores.
-- Load average (1/5/15 min) before the run: {e['loadavg_before']}, after: {e['loadavg_after']}. Run {e['started']} .. {e['finished']}.
-- ntmtun commit {e['commit']}; {e['iperf3']}; iperf3 `-t {e['iperf3_seconds']}`; UDP datagrams
-  of {e['udp_datagram_bytes']} bytes (`-u -b 0`, a flood: the receiver's figure counts);
-  ping `-c 20 -i 0.05` (on an idle 2-vCPU VM this is mostly thread and vCPU wake-up latency)
-  and `-c 200 -i 0.002` (threads stay warm: closer to the data path's own latency).
-
-## Medians
-
-{table}
-
-## Where UDP packets were lost
-
-{drops}
-
-## Every sample (in repetition order)
-
-{sample_table}
-"""
-with open(base + ".md", "w") as f:
-    f.write(md)
-print(table)
-print()
-print(drops)
-PY
-
-log "wrote $BASE.md and $BASE.json"
+python3 "$ROOT/perf/report.py" "$SAMPLES" "$FAILURES" "$MODE_INFO" "$ENV_JSON" "$BASE"
+python3 "$ROOT/perf/chart.py" "$BASE.json" "$BASE.svg"
+log "wrote $BASE.md, $BASE.json and $BASE.svg"
