@@ -200,8 +200,12 @@ offloads_restore() {
 
 NTM_ENV=default # what the running nodes were started with
 
+since_restart() { # LOG -> its lines since lab.sh's last restart-node marker
+    awk '/^===== lab.sh restart-node/ {n = 0} {l[n++] = $0} END {for (i = 0; i < n; i++) print l[i]}' "$1" 2>/dev/null
+}
+
 ntmtun_restart() { # ENV ("default", "offload=0" or "io=VALUE") -> non-zero with FAIL_REASON
-    local want=$1 n io=
+    local want=$1 n io='' why
     local -a env=()
     [[ $want == "$NTM_ENV" ]] && return 0
     case $want in
@@ -221,9 +225,11 @@ ntmtun_restart() { # ENV ("default", "offload=0" or "io=VALUE") -> non-zero with
     done
     NTM_ENV=broken
     if ! timeout 60 "$LAB" wait "$PREFIX" 20 >"$WORK/wait.log" 2>&1; then
-        FAIL_REASON="nodes did not register with ${env[*]:-defaults}: $(grep -m1 -iE 'error|fail' \
-            "$RUN_DIR/alice.log" "$RUN_DIR/bob.log" 2>/dev/null | tail -c 200 | tr '\n\t' '  ' ||
-            tail -n 1 "$WORK/wait.log")"
+        # the node's own error line (e.g. a config key it does not know), else lab.sh's
+        why=$(for n in alice bob; do since_restart "$RUN_DIR/$n.log"; done |
+            grep -m1 -E ' error: | ERROR ' | tail -c 300 || true)
+        [[ -n $why ]] || why=$(tail -n 1 "$WORK/wait.log")
+        FAIL_REASON="nodes did not register with ${env[*]:-defaults}: ${why//$'\t'/ }"
         return 1
     fi
     NTM_ENV=$want
