@@ -13,6 +13,10 @@ PORT=5201
 TOOLS_ROOT="$ROOT/target/perf-tools"
 LAB_UP=0
 SERVER_NAME=
+# --nice N: the measured processes (tunnel ends, iperf3, ping) run at this nice value, ahead of
+# whatever else shares the machine (0: left alone)
+NICE=0
+NICE_CMD=()
 
 die() {
     echo "$ME: error: $*" >&2
@@ -158,7 +162,7 @@ start_server() { # -> sets SERVER_NAME; iperf3 one-off server on alice, stopped 
     RUN_NO=$((RUN_NO + 1))
     SERVER_NAME="iperf3-$RUN_NO"
     "$LAB" spawn "$PREFIX" alice "$SERVER_NAME" \
-        iperf3 -s -1 -p "$PORT" --idle-timeout $((SECS + 60)) >/dev/null
+        "${NICE_CMD[@]}" iperf3 -s -1 -p "$PORT" --idle-timeout $((SECS + 60)) >/dev/null
     local i
     for ((i = 0; i < 50; i++)); do
         if in_ns alice 5 ss -Hltn "sport = :$PORT" | grep -q LISTEN; then
@@ -183,6 +187,23 @@ perf_cleanup() { # for the caller's EXIT trap
         timeout 60 "$LAB" down "$PREFIX" || log "warning: 'lab.sh down $PREFIX' failed; run it by hand"
     fi
     if [[ -n ${WORK:-} ]]; then rm -rf -- "$WORK"; fi
+}
+
+set_nice() { # N: NICE and NICE_CMD for the measured commands
+    NICE=$1
+    NICE_CMD=()
+    [[ $NICE -eq 0 ]] || NICE_CMD=(nice -n "$NICE")
+}
+
+# Every thread of the PIDs to NICE (renice changes one thread at a time on Linux).
+renice_pids() {
+    [[ $NICE -ne 0 ]] || return 0
+    local pid tid
+    for pid in "$@"; do
+        for tid in /proc/"$pid"/task/*; do
+            renice -n "$NICE" -p "${tid##*/}" >/dev/null 2>&1 || true
+        done
+    done
 }
 
 # CPU seconds (user + system, all threads, as /proc/PID/stat counts them) of the PIDs, summed.

@@ -258,6 +258,8 @@ overlay {e['peer_overlay']}).
 - Load average (1/5/15 min) before the run: {e['loadavg_before']}, after: {e['loadavg_after']}. Run {e['started']} .. {e['finished']}.
 - ntmtun commit {e['commit']}; {e['iperf3']}; iperf3 `-t {e['iperf3_seconds']}`; UDP `-u -b 0` (a flood:
   the receiver's figure counts); ping `-c 20 -i 0.05` and `-c 200 -i 0.002`.
+- Nice value of the measured processes (tunnel ends, iperf3, ping): {e.get('nice', 0)} (`--nice`;
+  0 = they compete with other jobs on equal terms).
 - CPU s per Gbit: utime + stime of the tunnel processes at both ends (all threads) during the
   TCP x1 run, divided by the gigabits received.
 

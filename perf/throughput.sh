@@ -33,6 +33,8 @@
 #                        their config (default: none, the node's default io)
 #   --no-offload-baseline   skip the plain_nooff mode
 #   --no-peers           skip wireguard-go and boringtun
+#   --nice N             run the tunnel ends, iperf3 and ping at nice N (e.g. -10: ahead of
+#                        other jobs on a shared machine; default 0, left alone)
 #   --no-build           do not run `cargo build --release` (use NTMTUN_BIN or target/release)
 #   --rev REV            measure a committed revision instead of the working tree: `git archive
 #                        REV` into a temporary directory, build it there (target dir
@@ -85,6 +87,7 @@ while [[ $# -gt 0 ]]; do
     --ntmtun-io) NTMTUN_IO=${2:-}; shift 2 ;;
     --no-offload-baseline) OFFLOAD_BASELINE=0; shift ;;
     --no-peers) PEERS=0; shift ;;
+    --nice) NICE=${2:-}; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --rev) REV=${2:-}; shift 2 ;;
     -h | --help) usage ;;
@@ -93,6 +96,8 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $REPEATS =~ ^[1-9][0-9]?$ ]] || die "-n must be 1-99"
 [[ $SECS =~ ^[1-9][0-9]?$ ]] || die "-t must be 1-99 seconds"
+[[ $NICE =~ ^-?[0-9]{1,2}$ && $NICE -ge -20 && $NICE -le 19 ]] || die "--nice must be -20..19"
+set_nice "$NICE"
 [[ -n $PREFIX ]] || PREFIX=$(random_prefix pf)
 [[ $PREFIX =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "invalid prefix '$PREFIX'"
 for v in $NTMTUN_IO; do
@@ -414,7 +419,7 @@ run_iperf() { # REP MODE TEST TARGET
     before=$(counters)
     start_server
     [[ $test == tcp && ${#TUN_PIDS[@]} -gt 0 ]] && cpu0=$(cpu_seconds "${TUN_PIDS[@]}")
-    if ! in_ns bob $((SECS + 30)) iperf3 -c "$target" -p "$PORT" -t "$SECS" \
+    if ! in_ns bob $((SECS + 30)) "${NICE_CMD[@]}" iperf3 -c "$target" -p "$PORT" -t "$SECS" \
         --connect-timeout 3000 -J "${extra[@]}" >"$out" 2>"$out.err"; then
         log "warning: iperf3 $test $mode (rep $rep) failed: $(jq -r '.error // empty' "$out" 2>/dev/null) $(head -c 300 "$out.err")"
         stop_server
@@ -445,7 +450,7 @@ run_iperf() { # REP MODE TEST TARGET
 
 run_ping() { # REP MODE TEST TARGET COUNT INTERVAL
     local rep=$1 mode=$2 test=$3 target=$4 count=$5 interval=$6 out
-    if ! out=$(in_ns bob 30 ping -q -c "$count" -i "$interval" -W 2 "$target" 2>&1); then
+    if ! out=$(in_ns bob 30 "${NICE_CMD[@]}" ping -q -c "$count" -i "$interval" -W 2 "$target" 2>&1); then
         log "warning: $test $mode (rep $rep) failed: $out"
         return 0
     fi
@@ -486,6 +491,7 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
     for mode in "${MODES[@]}"; do
         CUR_MODE=$mode
         if mode_up "$mode"; then
+            renice_pids "${TUN_PIDS[@]}"
             measure_mode "$rep" "$mode"
             if [[ -z ${INFO_DONE[$mode]:-} ]]; then
                 mode_versions "$mode"
@@ -521,11 +527,12 @@ ENV_JSON=$(jq -n \
     --arg iperf "$(iperf3 --version | head -n1)" --arg bin "$NTMTUN_BIN" \
     --arg prefix "$PREFIX" --arg vip "$VIP" --arg peer_net "$PEER_NET.0/24" \
     --argjson repeats "$REPEATS" --argjson secs "$SECS" --argjson mtu "$TUNNEL_MTU" \
+    --argjson nice "$NICE" \
     '{started: $started, finished: $finished, kernel: $kernel, cpus: ($cpus | tonumber),
       cpu: $cpu, hypervisor: $hyper, loadavg_before: $load, loadavg_after: $load_after,
       commit: $commit, iperf3: $iperf, ntmtun_bin: $bin, lab_prefix: $prefix, repeats: $repeats,
       iperf3_seconds: $secs, tunnel_mtu: $mtu, plain_target: "198.51.100.11",
-      tunnel_target: $vip, peer_overlay: $peer_net}')
+      tunnel_target: $vip, peer_overlay: $peer_net, nice: $nice}')
 
 python3 "$ROOT/perf/report.py" "$SAMPLES" "$FAILURES" "$MODE_INFO" "$ENV_JSON" "$BASE"
 python3 "$ROOT/perf/chart.py" "$BASE.json" "$BASE.svg"
