@@ -24,6 +24,7 @@
 #   --len BYTES    UDP payload of the paper run (default 47, the paper's)
 #   -p PREFIX      lab prefix (default pp + random hex)
 #   -o DIR         results directory (default perf/results)
+#   --nice N       run the nodes and iperf3 at nice N (e.g. -10, ahead of other jobs)
 #   --no-build     use target/release/ntmtun (or NTMTUN_BIN) as it is
 #
 # Installs what it needs: linux-perf and valgrind (apt-get), inferno (cargo install --locked
@@ -60,6 +61,7 @@ while [[ $# -gt 0 ]]; do
     --len) LEN=${2:-}; shift 2 ;;
     -p) PREFIX=${2:-}; shift 2 ;;
     -o) OUT_DIR=${2:-}; shift 2 ;;
+    --nice) NICE=${2:-}; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     flame | paper | callgrind) PARTS+=("$1"); shift ;;
     -h | --help) usage ;;
@@ -70,6 +72,8 @@ done
 [[ $SECS =~ ^[1-9][0-9]?$ ]] || die "-t must be 1-99 seconds"
 [[ $RATE =~ ^[1-9][0-9]{2,6}$ ]] || die "--rate must be 100-9999999 packets/s"
 [[ $LEN =~ ^[1-9][0-9]{1,3}$ && $LEN -ge 16 && $LEN -le 1392 ]] || die "--len must be 16-1392 bytes"
+[[ $NICE =~ ^-?[0-9]{1,2}$ && $NICE -ge -20 && $NICE -le 19 ]] || die "--nice must be -20..19"
+set_nice "$NICE"
 [[ -n $PREFIX ]] || PREFIX=$(random_prefix pp)
 [[ $PREFIX =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "invalid prefix '$PREFIX'"
 [[ $EUID -eq 0 ]] || die "needs root (network namespaces, perf on other processes): sudo $0"
@@ -101,7 +105,8 @@ if has_part flame || has_part paper; then
     tunnel_ready || die "the tunnel does not carry pings"
     SENDER=$(node_pid bob)
     RECEIVER=$(node_pid alice)
-    log "tunnel up: alice $VIP; sender (bob) pid $SENDER, receiver (alice) pid $RECEIVER"
+    renice_pids "$SENDER" "$RECEIVER"
+    log "tunnel up: alice $VIP; sender (bob) pid $SENDER, receiver (alice) pid $RECEIVER (nice $NICE)"
 fi
 
 node_status() { # HOST -> the node's status JSON
@@ -126,7 +131,7 @@ record_under_load() { # NAME PERF_ARGS... -- IPERF_ARGS...
     shift
     iargs=("$@")
     start_server
-    "$LAB" spawn "$PREFIX" bob "client-$name" iperf3 -c "$VIP" -p "$PORT" -t $((SECS + 2)) \
+    "$LAB" spawn "$PREFIX" bob "client-$name" "${NICE_CMD[@]}" iperf3 -c "$VIP" -p "$PORT" -t $((SECS + 2)) \
         --connect-timeout 3000 -J "${iargs[@]}" >/dev/null
     sleep 1 # past the connection set-up
     local -a rec=()
@@ -211,7 +216,7 @@ if has_part paper; then
         echo "## The paper's per-packet split ($LEN-byte UDP at $RATE packets/s)"
         echo
         echo "bob -> alice through the tunnel, \`iperf3 -u -l $LEN -b $bps\`; cpu-clock sampled every"
-        echo "10 us of CPU time on each node for $SECS s; packets in that window from the nodes' own"
+        echo "10 us of CPU time on each node (nice $NICE) for $SECS s; packets in that window from the nodes' own"
         echo "per-peer counters: $b_pk sealed by the sender, $a_pk opened by the receiver; iperf3 loss"
         echo "$lost %. Microseconds of CPU per packet:"
         echo
@@ -222,8 +227,17 @@ if has_part paper; then
         echo "| crypto | $(us "$S" crypto) | processing | $(us "$R" processing) |"
         echo "| UDP send | $(us "$S" udp_send) | TUN write | $(us "$R" tun_write) |"
         echo "| (wait: poll and wake-up) | $(us "$S" wait) | (wait: poll and wake-up) | $(us "$R" wait) |"
+        echo "| (network softirq, see below) | $(us "$S" softirq) | (network softirq) | $(us "$R" softirq) |"
         echo "| (other TUN/UDP calls) | $(us "$S" tun_write) / $(us "$S" udp_recv) | | $(us "$R" tun_read) / $(us "$R" udp_send) |"
         echo "| **total CPU per packet** | **$(jq -r '.total_ns_per_packet // 0 | . / 10 | round / 100' "$S")** | **total** | **$(jq -r '.total_ns_per_packet // 0 | . / 10 | round / 100' "$R")** |"
+        echo
+        echo "Top leaf symbols per category (share of that category's time):"
+        echo
+        for side in sender receiver; do
+            jq -r --arg side "$side" '.categories | to_entries[] | select(.value.ns > 0) |
+                "- \($side) \(.key): " + ([.value.top[] | "\(.[0]) \(.[1] * 100 | floor)%"] | join(", "))' \
+                "$WORK/paper-$side.json"
+        done
         echo
     } >>"$REPORT"
 fi
