@@ -205,6 +205,7 @@ if has_part paper; then
         python3 "$ROOT/perf/categories.py" "$b_pk" >"$WORK/paper-sender.json"
     timeout 600 perf script -F comm,tid,period,event,ip,sym,dso -i "$WORK/paper-alice.data" 2>/dev/null |
         python3 "$ROOT/perf/categories.py" "$a_pk" >"$WORK/paper-receiver.json"
+    sent=$(jq -r '.end.sum.packets // "?"' "$WORK/paper-client.json" 2>/dev/null || echo "?")
     lost=$(jq -r '(.end.sum.lost_percent // .end.sum_received.lost_percent) | if . == null then "?" else (. * 10 | round / 10) end' "$WORK/paper-client.json" 2>/dev/null || echo "?")
     jq -n --slurpfile s "$WORK/paper-sender.json" --slurpfile r "$WORK/paper-receiver.json" \
         --argjson rate "$RATE" --argjson len "$LEN" --argjson secs "$SECS" --arg lost "$lost" \
@@ -217,8 +218,8 @@ if has_part paper; then
         echo
         echo "bob -> alice through the tunnel, \`iperf3 -u -l $LEN -b $bps\`; cpu-clock sampled every"
         echo "10 us of CPU time on each node (nice $NICE) for $SECS s; packets in that window from the nodes' own"
-        echo "per-peer counters: $b_pk sealed by the sender, $a_pk opened by the receiver; iperf3 loss"
-        echo "$lost %. Microseconds of CPU per packet:"
+        echo "per-peer counters: $b_pk sealed by the sender, $a_pk opened by the receiver (iperf3"
+        echo "sent $sent datagrams in its $((SECS + 2)) s; loss $lost %). Microseconds of CPU per packet:"
         echo
         echo "| sender (bob) | µs | receiver (alice) | µs |"
         echo "|---|---:|---|---:|"
