@@ -232,7 +232,7 @@ ntmtun_restart() { # ENV ("default", "offload=0" or "io=VALUE") -> non-zero with
     if ! timeout 60 "$LAB" wait "$PREFIX" 20 >"$WORK/wait.log" 2>&1; then
         # the node's own error line (e.g. a config key it does not know), else lab.sh's
         why=$(for n in alice bob; do since_restart "$RUN_DIR/$n.log"; done |
-            grep -m1 -E ' error: | ERROR ' | tail -c 300 || true)
+            grep -m1 -A5 -E ' error: | ERROR ' | tr -s '\n\t ' ' ' | head -c 300 || true)
         [[ -n $why ]] || why=$(tail -n 1 "$WORK/wait.log")
         FAIL_REASON="nodes did not register with ${env[*]:-defaults}: ${why//$'\t'/ }"
         return 1
