@@ -45,6 +45,9 @@ pub struct PeerStatus {
     pub relay: Option<SocketAddr>,
     /// Round-trip time of the last answered ping, in milliseconds.
     pub rtt_ms: Option<f64>,
+    /// Largest inner packet the path to the peer carries (probed).
+    #[serde(default)]
+    pub path_mtu: u16,
     pub last_handshake_secs: Option<u64>,
     pub last_rx_secs: Option<u64>,
     pub rx_bytes: u64,
@@ -147,11 +150,12 @@ pub fn render(r: &StatusReport) -> String {
         "PATH",
         "ENDPOINT",
         "RTT",
+        "MTU",
         "HANDSHAKE",
         "RX",
         "TX",
     ];
-    let rows: Vec<[String; 8]> = r
+    let rows: Vec<[String; 9]> = r
         .peers
         .iter()
         .map(|p| {
@@ -161,6 +165,7 @@ pub fn render(r: &StatusReport) -> String {
                 p.path.clone(),
                 opt(&p.endpoint),
                 p.rtt_ms.map_or("-".into(), |r| format!("{r:.2} ms")),
+                p.path_mtu.to_string(),
                 p.last_handshake_secs
                     .map_or("never".into(), |t| format!("{t}s ago")),
                 bytes(p.rx_bytes),
@@ -215,6 +220,7 @@ mod tests {
                 endpoint: Some("198.51.100.11:4000".parse().unwrap()),
                 relay: None,
                 rtt_ms: Some(0.25),
+                path_mtu: 1432,
                 last_handshake_secs: Some(1),
                 last_rx_secs: Some(0),
                 rx_bytes: 2048,

@@ -9,6 +9,7 @@
 //! snapshot.
 
 pub mod gso;
+pub mod mtu;
 pub mod worker;
 
 pub use gso::{offload_from_env, tun_write};

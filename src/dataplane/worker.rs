@@ -13,7 +13,9 @@
 //! bound for the control thread are copied.
 
 use super::gso::{self, TunReader, TunWriter, TxRec, UdpRx, UdpTx};
+use super::mtu::{self, Fit};
 use super::ToControl;
+use crate::net::icmp::FRAG_NEEDED_MAX;
 use crate::net::udp;
 use crate::net::{packet, poll};
 use crate::node::table::Endpoint;
@@ -64,6 +66,9 @@ pub struct DataplaneCounters {
     pub tx_no_route: AtomicU64,
     pub control_full: AtomicU64,
     pub send_errors: AtomicU64,
+    /// Packets larger than the path to their peer, answered with ICMP
+    /// fragmentation-needed instead of being sent.
+    pub tx_too_big: AtomicU64,
 }
 
 pub struct Worker {
@@ -221,6 +226,15 @@ impl Worker {
             _ => return,
         };
         if let Some(route) = table.by_vip.get(&dst) {
+            let mut answer = [0u8; FRAG_NEEDED_MAX];
+            let pkt = &mut slot[PAYLOAD_AT..PAYLOAD_AT + n];
+            if let Fit::TooBig(len) = mtu::fit(pkt, route.mtu, &mut answer) {
+                self.counters.tx_too_big.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = gso::tun_write(&self.tun, self.tun.tcp_gso(), &answer[..len]) {
+                    debug!(error = %e, "ICMP fragmentation-needed not written");
+                }
+                return;
+            }
             let len = match route
                 .session
                 .seal(wire::DATA, &mut slot[RELAYED_HEADER_LEN..], n)

@@ -3,7 +3,9 @@
 
 pub mod addrwatch;
 pub mod batch;
+pub mod icmp;
 pub mod ifaddrs;
+pub mod mss;
 pub mod packet;
 pub mod poll;
 pub mod resolv;

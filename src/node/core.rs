@@ -203,6 +203,7 @@ impl NodeCore {
                         session: cur.clone(),
                         endpoint,
                         stats: p.stats.clone(),
+                        mtu: p.pmtu.mtu_for(endpoint),
                     },
                 );
             }
@@ -612,6 +613,7 @@ impl NodeCore {
                 endpoint: p.endpoint.map(|e| e.addr()),
                 relay: p.endpoint.filter(Endpoint::is_relay).map(|e| e.addr()),
                 rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1000.0),
+                path_mtu: p.endpoint.map_or(p.pmtu.mtu(), |e| p.pmtu.mtu_for(e)),
                 last_handshake_secs: secs(p.established),
                 last_rx_secs: secs(p.stats.last_rx()),
                 rx_bytes: p.stats.rx_bytes.load(Ordering::Relaxed),

@@ -88,6 +88,9 @@ struct Net {
     relay_up: bool,
     /// Datagrams the relay forwarded.
     relayed: usize,
+    /// Larger UDP payloads are lost on the way (a narrow link whose
+    /// router's ICMP never arrives).
+    max_datagram: usize,
 }
 
 fn dc_core(key: &PrivateKey, store: Store, relays: Vec<RelaySpec>, now: Instant) -> DcCore {
@@ -122,6 +125,7 @@ impl Net {
             dc_up: true,
             relay_up: true,
             relayed: 0,
+            max_datagram: usize::MAX,
         }
     }
 
@@ -283,6 +287,9 @@ impl Net {
             let Some((from, to, mut bytes)) = self.wire.pop_front() else {
                 return;
             };
+            if bytes.len() > self.max_datagram {
+                continue;
+            }
             let unix = self.unix();
             if Self::is_dc(to) {
                 if self.dc_up {
@@ -916,4 +923,50 @@ fn restarted_peer_gets_a_fresh_handshake_within_seconds() {
         net.peer_path(0).1,
         Some("198.51.100.12:6000".parse().unwrap())
     );
+}
+
+#[test]
+fn probing_finds_a_narrow_path_and_the_workers_get_it() {
+    let mut net = Net::two_nats(true, false);
+    net.connect();
+    assert_eq!(net.peer_path(0).0, "punched");
+    let mtu = |net: &Net, i: usize| net.nodes[i].core.status(net.now).peers[0].path_mtu;
+    assert_eq!(
+        (mtu(&net, 0), mtu(&net, 1)),
+        (1432, 1432),
+        "a 1500-byte IPv4 path"
+    );
+    // A 1280-byte IPv4 link that eats ICMP: UDP payloads above 1252 bytes
+    // vanish, so inner packets above 1220 do.
+    // The path narrows later: the next round (at most `REPROBE` on, while
+    // traffic flows) finds out.
+    net.max_datagram = 1280 - 28;
+    let rounds = crate::node::pmtu::REPROBE.as_millis() / 250 + 20;
+    for tag in 0..rounds {
+        assert!(net.deliver(0, 1, tag as u8), "small packets keep flowing");
+        net.advance(Duration::from_millis(250));
+        if mtu(&net, 0) == 1220 && mtu(&net, 1) == 1220 {
+            break;
+        }
+    }
+    assert_eq!((mtu(&net, 0), mtu(&net, 1)), (1220, 1220));
+    let table = net.nodes[0]
+        .core
+        .take_table()
+        .expect("a new table for the workers");
+    let route = table
+        .by_vip
+        .get(&net.vip(1).unwrap())
+        .expect("route to bob");
+    assert_eq!(route.mtu, 1220);
+}
+
+#[test]
+fn a_narrow_path_from_the_start_is_found_within_seconds() {
+    let mut net = Net::two_nats(true, false);
+    net.max_datagram = 1280 - 28;
+    net.connect();
+    let st = net.nodes[0].core.status(net.now);
+    assert_eq!(st.peers[0].path, "punched");
+    assert_eq!(st.peers[0].path_mtu, 1220);
 }

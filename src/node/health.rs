@@ -72,6 +72,7 @@ impl NodeCore {
             }
         }
         self.path_health(key, now);
+        self.path_mtu(key, now);
     }
 
     /// DNS answers that waited long enough go out with the address: the

@@ -65,6 +65,7 @@ pub fn source(table: Arc<ArcSwap<PeerTable>>, counters: Arc<DataplaneCounters>) 
             ("no_route", &counters.tx_no_route),
             ("control_queue_full", &counters.control_full),
             ("send_error", &counters.send_errors),
+            ("too_big_for_path", &counters.tx_too_big),
         ];
         for (reason, c) in drops {
             m.push(

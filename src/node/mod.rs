@@ -13,6 +13,7 @@ pub mod dns;
 mod health;
 pub mod metrics;
 pub mod peer;
+pub mod pmtu;
 mod resolve;
 pub mod run;
 pub mod system;

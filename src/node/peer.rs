@@ -3,7 +3,9 @@
 //! sessions, a handshake in flight, path health, and what waits for the
 //! tunnel (queued packets, DNS answers, pings).
 
+use super::pmtu::PathMtu;
 use super::table::{Endpoint, PeerStats};
+use super::tun::TUN_MTU;
 use crate::keys::PublicKey;
 use crate::node::dns::PendingQuery;
 use crate::proto::handshake::Initiator;
@@ -92,6 +94,8 @@ pub struct Peer {
     pub pings: Vec<(u64, Instant)>,
     /// Pings asked for before the tunnel was up.
     pub pending_pings: Vec<u64>,
+    /// What fits the path to the peer (probed in the tunnel).
+    pub pmtu: PathMtu,
 }
 
 impl Peer {
@@ -123,6 +127,7 @@ impl Peer {
             rtt: None,
             pings: Vec::new(),
             pending_pings: Vec::new(),
+            pmtu: PathMtu::new(TUN_MTU),
         }
     }
 

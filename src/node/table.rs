@@ -161,6 +161,8 @@ pub struct TxRoute {
     pub session: Arc<Session>,
     pub endpoint: Endpoint,
     pub stats: Arc<PeerStats>,
+    /// Largest inner packet the path to the peer carries (`node::pmtu`).
+    pub mtu: u16,
 }
 
 /// How to accept records arriving for one of our session indexes.

@@ -4,9 +4,14 @@ use anyhow::{Context, Result};
 use tracing::{info, warn};
 use tun_rs::{DeviceBuilder, SyncDevice};
 
-/// MTU of the TUN: a 1500-byte underlay minus IPv6 (40) + UDP (8) + our
-/// record overhead (32), the same figure WireGuard uses.
-pub const TUN_MTU: u16 = 1420;
+/// MTU of the TUN: the largest packet every IPv4 path carries on a
+/// 1500-byte underlay, relayed ones included: 1500 - IPv4 (20) - UDP (8) -
+/// relay header (8) - record overhead (32). A 1400-byte UDP datagram (1428
+/// bytes as a packet) crosses unfragmented. Paths that carry less (IPv6:
+/// 1420, relayed 1412; anything narrower probing finds) get their own
+/// figure per peer (`node::pmtu`): bigger packets are answered with ICMP
+/// from the TUN side and TCP SYNs are clamped (`dataplane::mtu`).
+pub const TUN_MTU: u16 = 1432;
 
 fn build(name: &str, offload: bool) -> std::io::Result<SyncDevice> {
     DeviceBuilder::new()

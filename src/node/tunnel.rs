@@ -27,7 +27,12 @@ pub const CTL_PROBE_ACK: u8 = 0x04;
 /// Sent through the relay by a peer whose direct path died: follow it now
 /// rather than after our own timeout.
 pub const CTL_FALLBACK: u8 = 0x05;
+/// Path MTU probe, padded to the inner size it tests ([kind][id][size]
+/// then zeros), and its acknowledgement ([kind][id][size]).
+pub const CTL_MTU_PROBE: u8 = 0x06;
+pub const CTL_MTU_ACK: u8 = 0x07;
 const CTL_LEN: usize = 9;
+const CTL_MTU_LEN: usize = CTL_LEN + 2;
 
 /// After a direct path failed, do not trust direct endpoints for this long.
 const DIRECT_BAN: Duration = Duration::from_secs(30);
@@ -428,6 +433,36 @@ impl NodeCore {
         }
     }
 
+    /// Runs the peer's path MTU probing (`node::pmtu`): sends a round's
+    /// probes over the current endpoint and republishes the table when the
+    /// figure changes.
+    pub(super) fn path_mtu(&mut self, key: PublicKey, now: Instant) {
+        let id = self.next_ping();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) else {
+            return;
+        };
+        let moved = p.pmtu.on_endpoint(ep);
+        let (probes, changed) = p.pmtu.poll(now, || id);
+        if changed {
+            info!(peer = %p.name, mtu = p.pmtu.mtu(), endpoint = %ep, "path MTU");
+        }
+        self.table_dirty |= moved || changed;
+        let Some(probes) = probes else { return };
+        let mut msg = [0u8; super::tun::TUN_MTU as usize];
+        for size in probes.sizes {
+            let m = &mut msg[..usize::from(size).max(CTL_MTU_LEN)];
+            m[0] = CTL_MTU_PROBE;
+            m[1..9].copy_from_slice(&probes.id.to_le_bytes());
+            m[9..11].copy_from_slice(&size.to_le_bytes());
+            if let Ok(bytes) = s.seal_to_vec(wire::DATA, m) {
+                self.send_to(ep, &bytes);
+            }
+        }
+    }
+
     // ----- ping / pong ------------------------------------------------------
 
     fn control_message(kind: u8, id: u64) -> [u8; CTL_LEN] {
@@ -462,10 +497,22 @@ impl NodeCore {
         payload: &[u8],
         now: Instant,
     ) {
-        if payload.len() != CTL_LEN {
+        let (Some(&kind), Some(id)) = (payload.first(), payload.get(1..CTL_LEN)) else {
+            return;
+        };
+        let id = u64::from_le_bytes(id.try_into().unwrap_or_default());
+        let size = payload
+            .get(CTL_LEN..CTL_MTU_LEN)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let well_formed = match kind {
+            // A probe's length is the size it tests.
+            CTL_MTU_PROBE => size.is_some_and(|s| usize::from(s) == payload.len()),
+            CTL_MTU_ACK => payload.len() == CTL_MTU_LEN,
+            _ => payload.len() == CTL_LEN,
+        };
+        if !well_formed {
             return;
         }
-        let id = u64::from_le_bytes(payload[1..9].try_into().unwrap_or_default());
         let Some(key) = self
             .peers
             .values()
@@ -475,7 +522,29 @@ impl NodeCore {
             return;
         };
         let reply = |kind| Self::control_message(kind, id);
-        match payload[0] {
+        match kind {
+            CTL_MTU_PROBE => {
+                // Acknowledge where it came from: the probe tested that path.
+                let Some(s) = self.peers.get(&key).and_then(|p| p.current.clone()) else {
+                    return;
+                };
+                let mut ack = [0u8; CTL_MTU_LEN];
+                ack.copy_from_slice(&payload[..CTL_MTU_LEN]);
+                ack[0] = CTL_MTU_ACK;
+                if let Ok(bytes) = s.seal_to_vec(wire::DATA, &ack) {
+                    self.send_to(from, &bytes);
+                }
+            }
+            CTL_MTU_ACK => {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                // Only acks over the path being probed count.
+                if p.endpoint == Some(from) && p.pmtu.on_ack(id, size.unwrap_or(0)) {
+                    info!(peer = %p.name, mtu = p.pmtu.mtu(), endpoint = %from, "path MTU");
+                    self.table_dirty = true;
+                }
+            }
             CTL_PROBE => {
                 // Answer where it came from; do not move: the probe proves
                 // only the peer-to-us direction.
