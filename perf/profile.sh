@@ -71,7 +71,7 @@ done
 [[ ${#PARTS[@]} -gt 0 ]] || PARTS=(flame paper callgrind)
 [[ $SECS =~ ^[1-9][0-9]?$ ]] || die "-t must be 1-99 seconds"
 [[ $RATE =~ ^[1-9][0-9]{2,6}$ ]] || die "--rate must be 100-9999999 packets/s"
-[[ $LEN =~ ^[1-9][0-9]{1,3}$ && $LEN -ge 16 && $LEN -le 1392 ]] || die "--len must be 16-1392 bytes"
+[[ $LEN =~ ^[1-9][0-9]{1,3}$ && $LEN -ge 16 && $LEN -le 1404 ]] || die "--len must be 16-1404 bytes"
 [[ $NICE =~ ^-?[0-9]{1,2}$ && $NICE -ge -20 && $NICE -le 19 ]] || die "--nice must be -20..19"
 set_nice "$NICE"
 [[ -n $PREFIX ]] || PREFIX=$(random_prefix pp)

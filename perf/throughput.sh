@@ -8,14 +8,14 @@
 #   - iperf3 TCP, 1 stream and 4 streams (-P 4), -t SECONDS: receiver throughput; during the
 #     1-stream run, the CPU seconds (utime + stime, all threads) of the tunnel processes at both
 #     ends, divided by the gigabits moved ("CPU s per Gbit", n/a for plain)
-#   - iperf3 UDP flood, -u -b 0, -l 1392 (the largest datagram a 1420-byte tunnel MTU carries
+#   - iperf3 UDP flood, -u -b 0, -l 1404 (the largest datagram a 1432-byte tunnel MTU carries
 #     unfragmented) and -l 1400 (the paper's test): receiver throughput and loss
 #   - ping -c 20 -i 0.05 and ping -c 200 -i 0.002 ("ping_fast": threads stay warm)
 # Modes: plain (alice's underlay address, default veth offloads), plain_nooff (the same with
 # `ethtool -K tso off gso off gro off` on both hosts' veths and bridge ports), ntmtun (the node's
 # defaults), ntmtun_nooff (NTMTUN_OFFLOAD=0), ntmtun_io_VALUE (one per --ntmtun-io value),
 # wireguard_go and boringtun (each started in alice and bob only for its own runs, on its own
-# interface, MTU 1420, overlay 198.19.250.0/24, keys from `wg genkey`, killed by PID after).
+# interface, MTU 1432, overlay 198.19.250.0/24, keys from `wg genkey`, killed by PID after).
 # A mode that does not come up is reported as failed (with the reason) and the others go on.
 #
 # Writes perf/results/DATE-throughput.md, .json and .svg (medians, ratios against plain and the
@@ -69,7 +69,7 @@ NTMTUN_IO=
 
 PLAIN_TARGET=198.51.100.11 # alice's underlay address in the lan topology
 BOB_UNDERLAY=198.51.100.12
-TUNNEL_MTU=1420
+TUNNEL_MTU=1432
 PEER_NET=198.19.250 # overlay addresses of the peers (ntmtun's DC assigns from 198.18.0.0)
 
 usage() {
@@ -412,7 +412,7 @@ run_iperf() { # REP MODE TEST TARGET
     local -a extra=()
     case $test in
     tcp4) extra=(-P 4) ;;
-    udp) extra=(-u -b 0 -l 1392) ;;
+    udp) extra=(-u -b 0 -l 1404) ;;
     udp1400) extra=(-u -b 0 -l 1400) ;;
     esac
     local before after cpu0='' cpu1
