@@ -13,7 +13,8 @@ use ntmtun::proto::wire::{TransportHeader, DATA, TAG_LEN};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// UDP port of the counting sink on alice's virtual IP.
@@ -80,7 +81,7 @@ fn wait_udp_bound(lab: &Lab, host: &str, port: u16) {
 }
 
 /// Datagrams "ntm-seq K" the sink received, as the list of K in arrival order.
-fn sink_seen(path: &PathBuf) -> Vec<u64> {
+fn sink_seen(path: &Path) -> Vec<u64> {
     fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -284,6 +285,16 @@ fn hostile_send(
     out.trim().parse().expect("hostile.py send prints a count")
 }
 
+/// The hostile host's address in the family of `like`, with `port`.
+fn hostile_addr(like: SocketAddr, port: u16) -> SocketAddr {
+    let ip = if like.is_ipv4() {
+        addr::HOSTILE_V4
+    } else {
+        addr::HOSTILE_V6
+    };
+    SocketAddr::new(ip.parse().expect("a lab address"), port)
+}
+
 /// bob's endpoint as alice has it, from `status --json`.
 fn endpoint_of(lab: &Lab, node: &str, peer: &str) -> SocketAddr {
     let st = lab.status_json(node);
@@ -319,6 +330,7 @@ fn replayed_and_forged_records_are_dropped_and_counted() {
         lab.fail("bob", "ping alice", &ping, "no tunnel before the attack");
     }
     let bob_ep = endpoint_of(&lab, "alice", "bob");
+    eprintln!("the tunnel runs between {bob_ep} (bob) and alice");
     // A veth carries bob's UDP GSO batches as one super-packet, which a capture cannot split
     // into records (it does not record the segment size). On a real wire, and with this, every
     // record is its own packet.
@@ -403,7 +415,7 @@ fn replayed_and_forged_records_are_dropped_and_counted() {
     );
 
     // The attacks, each from the hostile host's own address and spoofing bob's.
-    let own = SocketAddr::new(addr::HOSTILE_V4.parse().unwrap(), 40000);
+    let own = hostile_addr(bob_ep, 40000);
     let receiver = delivered[0].header().receiver;
     let mut forged_counter = newest + 10_000;
     let mut forge = |body: &[u8], key: &[u8; 32]| -> Vec<u8> {
@@ -526,4 +538,269 @@ fn replayed_and_forged_records_are_dropped_and_counted() {
         "sent {total} hostile datagrams; delivered by the tunnel: {DELIVERED} + 50 (all genuine), \
          none of the hostile ones"
     );
+}
+
+/// A counter's value, with or without the `_total` suffix the exposition adds.
+fn counter(m: &BTreeMap<String, u64>, name: &str) -> u64 {
+    m.get(name)
+        .or_else(|| m.get(&format!("{name}_total")))
+        .copied()
+        .unwrap_or_else(|| panic!("no metric {name} in {:?}", m.keys().collect::<Vec<_>>()))
+}
+
+/// A node config for the hostile host (a third node), written 0600 into the run dir.
+fn write_node_config(lab: &Lab, file: &str, name: &str, auth_key: Option<&str>) -> PathBuf {
+    let key = lab.exec_ok("hostile", &[common::ntmtun_bin(), "keygen"]);
+    let dc_pub = fs::read_to_string(lab.path("dc.pub")).expect("dc.pub");
+    let auth = auth_key.map_or(String::new(), |k| format!("auth_key = \"{k}\"\n"));
+    let text = format!(
+        "name = \"{name}\"\nprivate_key = \"{}\"\ndc = [\"{}:{}\"]\ndc_public_key = \"{}\"\n{auth}\
+         tun = \"ntm0\"\nlisten_port = 0\ncontrol_socket = \"{}\"\n\n[dns]\nmode = \"off\"\n",
+        key.trim(),
+        addr::DC_V4,
+        addr::DC_PORT,
+        dc_pub.trim(),
+        lab.path("mallory.sock").display()
+    );
+    let path = lab.path(file);
+    fs::write(&path, text).expect("write the config");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Runs a third node in the hostile namespace until its DC state is no longer "connecting"
+/// (bounded); returns its status and stops it.
+fn third_node(lab: &Lab, config: &Path) -> serde_json::Value {
+    let sock = lab.path("mallory.sock");
+    let _ = fs::remove_file(&sock);
+    let mut node = lab.spawn(
+        "hostile",
+        &[
+            common::ntmtun_bin(),
+            "node",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &lab.path("mallory.out"),
+        &lab.path("mallory.log"),
+    );
+    let status = wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
+        let out = lab.exec_t(
+            "hostile",
+            5,
+            &[
+                common::ntmtun_bin(),
+                "status",
+                "--socket",
+                sock.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["dc"]["state"] != "connecting").then_some(v)
+    });
+    node.stop();
+    status.unwrap_or_else(|| {
+        panic!(
+            "the third node never left \"connecting\"\n{}",
+            common::file_tail(&lab.path("mallory.log"), 30)
+        )
+    })
+}
+
+#[test]
+fn access_is_refused_on_the_wire() {
+    let Some(lab) = Lab::up("hostile") else {
+        return;
+    };
+    let alice_vip = lab.virtual_ip("alice");
+    let bob_vip = lab.virtual_ip("bob");
+    let refused = |lab: &Lab| counter(&metrics(lab, "dc"), "ntmtun_dc_registrations_refused");
+
+    // 1. Enrolment: no auth key is a config error that names the key; a wrong one is refused
+    //    by the DC, which counts and logs it, and the node's status says why.
+    let cfg = write_node_config(&lab, "noauth.toml", "mallory", None);
+    let out = lab.exec_t(
+        "hostile",
+        20,
+        &[
+            common::ntmtun_bin(),
+            "node",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("auth_key"),
+        "no auth key:\n{err}"
+    );
+    let before = refused(&lab);
+    let cfg = write_node_config(&lab, "wrongauth.toml", "mallory", Some("not-the-token"));
+    let st = third_node(&lab, &cfg);
+    assert_eq!(st["dc"]["state"], "refused", "wrong auth key: {st}");
+    let why = st["dc"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("auth key not accepted"), "status error: {why}");
+    assert!(
+        refused(&lab) > before,
+        "ntmtun_dc_registrations_refused did not grow"
+    );
+    let dc_log = fs::read_to_string(lab.path("dc.log")).unwrap_or_default();
+    assert!(
+        dc_log.contains("registration refused") && dc_log.contains("name=mallory"),
+        "the DC did not log the refusal"
+    );
+
+    // 2. Another key cannot take alice's name (nor, so, her virtual IP: the DC assigns those,
+    //    a node never names one); a new name gets an address of its own.
+    let before = refused(&lab);
+    let cfg = write_node_config(&lab, "taken.toml", "alice", Some("lab-enrollment-token"));
+    let st = third_node(&lab, &cfg);
+    assert_eq!(st["dc"]["state"], "refused", "name taken: {st}");
+    let why = st["dc"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("already held"), "status error: {why}");
+    assert!(refused(&lab) > before);
+    let cfg = write_node_config(&lab, "carol.toml", "carol", Some("lab-enrollment-token"));
+    let st = third_node(&lab, &cfg);
+    assert_eq!(st["dc"]["state"], "registered", "{st}");
+    let carol_vip: Ipv4Addr = st["virtual_ip"].as_str().unwrap().parse().unwrap();
+    assert!(
+        carol_vip != alice_vip && carol_vip != bob_vip,
+        "carol got {carol_vip}"
+    );
+    assert_eq!(lab.virtual_ip("alice"), alice_vip);
+    let dig = lab.exec_ok("bob", &["dig", "+short", "+time=3", "alice.ntm.internal"]);
+    assert_eq!(dig.trim(), alice_vip.to_string(), "alice's name moved");
+
+    // 3. The relay forwards nothing without a valid ticket and binding.
+    let relay = SocketAddr::new(addr::RELAY1_V4.parse().unwrap(), addr::RELAY_PORT);
+    let own = hostile_addr(relay, 40001);
+    let mut frames = Vec::new();
+    for kind in [0x25u8, 0x21, 0x26, 0x00] {
+        // RELAYED with an unknown session, BIND with a forged ticket, PING with a bad MAC,
+        // garbage.
+        for _ in 0..16 {
+            let mut f = hex_decode(&random_hex(120));
+            f[0] = kind;
+            frames.push(f);
+        }
+    }
+    let m0 = metrics(&lab, "relay1");
+    let sent = hostile_send(&lab, "relay", own, relay, &frames);
+    let target = counter(&m0, "ntmtun_relay_dropped") + sent;
+    let _ = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        (counter(&metrics(&lab, "relay1"), "ntmtun_relay_dropped") >= target).then_some(())
+    });
+    let m1 = metrics(&lab, "relay1");
+    assert_eq!(counter(&m1, "ntmtun_relay_dropped"), target, "relay drops");
+    for c in ["ntmtun_relay_forwarded_packets", "ntmtun_relay_binds"] {
+        assert_eq!(counter(&m1, c), counter(&m0, c), "{c} moved");
+    }
+    eprintln!("relay: {sent} forged frames sent, {sent} dropped, 0 forwarded, 0 bound");
+
+    // 4. A valid Noise initiation from a key the DC never directed to alice: no session.
+    let alice_pub = ntmtun::keys::PublicKey::from_base64(
+        &fs::read_to_string(lab.path("alice.pub")).expect("alice.pub"),
+    )
+    .expect("alice's public key");
+    let alice_ep: SocketAddr = lab.status_json("alice")["dc"]["reflexive"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("alice's address as the DC sees it");
+    let mallory = ntmtun::keys::PrivateKey::generate();
+    let inits: Vec<Vec<u8>> = (1..=5u32)
+        .map(|i| {
+            let hello = ntmtun::proto::signal::encode(&ntmtun::proto::signal::PeerHello {
+                timestamp: u64::from(i),
+            })
+            .unwrap();
+            ntmtun::proto::handshake::Initiator::start(
+                ntmtun::proto::wire::HANDSHAKE_INIT,
+                &mallory,
+                &alice_pub,
+                1000 + i,
+                &hello,
+            )
+            .expect("an initiation")
+            .1
+        })
+        .collect();
+    let undirected =
+        |lab: &Lab| lab.status_json("alice")["refused_handshakes"]["undirected"].as_u64();
+    let before = undirected(&lab).expect("status has refused_handshakes.undirected");
+    let sent = hostile_send(&lab, "handshake", own, alice_ep, &inits);
+    let _ = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        (undirected(&lab) >= Some(before + sent)).then_some(())
+    });
+    assert_eq!(
+        undirected(&lab),
+        Some(before + sent),
+        "undirected handshakes counted"
+    );
+    eprintln!("alice: {sent} valid initiations from an undirected key, {sent} dropped and counted");
+    let st = lab.status_json("alice");
+    let peers: Vec<&str> = st["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        !peers.contains(&"carol") && peers.len() <= 1,
+        "alice's peers: {peers:?}"
+    );
+
+    // 5. Files: a config holding a private key is refused when world-readable; the DC's
+    //    store is 0600 in a 0700 directory.
+    let loose = lab.path("loose.toml");
+    fs::copy(lab.path("alice.toml"), &loose).unwrap();
+    fs::set_permissions(&loose, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = lab.exec_t(
+        "hostile",
+        20,
+        &[
+            common::ntmtun_bin(),
+            "node",
+            "--config",
+            loose.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("readable by every user")
+            && err.contains("chmod 600"),
+        "a 644 config was not refused:\n{err}"
+    );
+    let mode = |p: PathBuf| fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(lab.path("dc-state/dc.redb")), 0o600);
+
+    // 6. The control socket is root's: mode 600, and `ntmtun status` as nobody is refused even
+    //    where nobody may reach the socket's directory.
+    let sock = lab.socket("alice");
+    assert_eq!(mode(sock.clone()), 0o600, "control socket mode");
+    let run_mode = mode(lab.run_dir.clone());
+    fs::set_permissions(&lab.run_dir, fs::Permissions::from_mode(0o711)).unwrap();
+    let out = lab.exec_t(
+        "alice",
+        10,
+        &[
+            "runuser",
+            "-u",
+            "nobody",
+            "--",
+            common::ntmtun_bin(),
+            "status",
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+    );
+    fs::set_permissions(&lab.run_dir, fs::Permissions::from_mode(run_mode)).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("ermission denied"),
+        "nobody reached the control socket:\n{}",
+        common::describe_output(&out)
+    );
+    lab.status_json("alice"); // root still can
 }
