@@ -10,7 +10,8 @@
 #
 # Usage:
 #   lab.sh up TOPOLOGY PREFIX       build a topology: lan nat-nat same-nat public-nat symmetric
-#                                   v4-v6 roam relay-failover (sketched at the top of lab.sh);
+#                                   v4-v6 roam relay-failover hostile (sketched at the top of
+#                                   lab.sh);
 #                                   checks that every node reaches the DC and resolves names
 #   lab.sh start PREFIX             keys, configs, start the DC, the relays (if the topology has
 #                                   them and `$NTMTUN_BIN relay --help` works) and both nodes
@@ -124,6 +125,12 @@
 # dual-stack nodes), `[dns] mode = "capture"` with `resolvers` = its resolv.conf nameserver.
 # lan keeps the node config it always had (dc = "198.51.100.10:7446", resolvers from
 # resolv.conf), which tests/lab_lan.rs was written against.
+#
+# hostile: everyone public on one segment (nodes dual-stack, as in lan), with relay1, plus the
+# attacker `hostile` .66 / ::66. No ntmtun runs there: tests send forged, replayed and malformed
+# datagrams from it (scripts/hostile.py), from its own address or spoofing another host's.
+#     dc .10   relay1 .20   dns .53   alice .11   bob .12   hostile .66
+#     ==+==========+==========+==========+==========+==========+====  br0
 
 set -euo pipefail
 
@@ -140,11 +147,11 @@ RELAY_PORT=7447
 ENROLL_TOKEN=lab-enrollment-token
 METRICS_PORT=9100 # every daemon, on its namespace's loopback
 
-TOPOLOGIES="lan nat-nat same-nat public-nat symmetric v4-v6 roam relay-failover"
+TOPOLOGIES="lan nat-nat same-nat public-nat symmetric v4-v6 roam relay-failover hostile"
 # Host numbers on the Internet segments (segment 1: 198.51.100.N + 2001:db8:100::N, segment 2:
 # 203.0.113.N + 2001:db8:203::N).
 declare -A HOSTNUM=([core]=1 [dc]=10 [alice]=11 [bob]=12 [relay1]=20 [relay2]=21 [dns]=53
-    [nata]=101 [natb]=102)
+    [nata]=101 [natb]=102 [hostile]=66)
 SEG1_V4=198.51.100
 SEG1_V6=2001:db8:100:
 SEG2_V4=203.0.113
@@ -177,7 +184,7 @@ validate_prefix() {
 }
 
 validate_host() {
-    [[ ${1:-} =~ ^[a-z][a-z0-9]{0,5}$ ]] || die "invalid HOST '${1:-}'"
+    [[ ${1:-} =~ ^[a-z][a-z0-9]{0,6}$ ]] || die "invalid HOST '${1:-}'"
 }
 
 need_root() {
@@ -213,6 +220,7 @@ topo_hosts() { # TOPO -> the host namespaces (besides PREFIX-sw)
     public-nat) echo dc relay1 dns natb alice bob ;;
     v4-v6) echo dc relay1 dns alice bob ;;
     roam) echo dc relay1 dns core alice bob ;;
+    hostile) echo dc relay1 dns alice bob hostile ;;
     *) return 1 ;;
     esac
 }
@@ -227,7 +235,7 @@ topo_relays() { # TOPO -> the relays it has
 
 node_family() { # TOPO NODE -> 4 (IPv4-only), 6 (IPv6-only) or 46 (dual-stack)
     case $1:$2 in
-    lan:* | roam:* | public-nat:alice) echo 46 ;;
+    lan:* | roam:* | hostile:* | public-nat:alice) echo 46 ;;
     v4-v6:alice) echo 4 ;;
     v4-v6:bob) echo 6 ;;
     *) echo 4 ;; # behind a NAT: IPv4-only LANs
@@ -694,6 +702,11 @@ up_wan() { # PREFIX RUN TOPO: every topology but lan
     v4-v6)
         public_host "$prefix" "$run" alice node 4
         public_host "$prefix" "$run" bob node 6
+        ;;
+    hostile)
+        public_host "$prefix" "$run" alice node 46
+        public_host "$prefix" "$run" bob node 46
+        public_host "$prefix" "$run" hostile hostile 46
         ;;
     roam)
         core_router "$prefix" "$run"
@@ -1171,7 +1184,7 @@ cmd_list() {
         [[ -d $d ]] && echo "  $d"
     done
     echo "namespaces:"
-    ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^[a-z][a-z0-9]{0,7}-(sw|dc|alice|bob|dns|relay1|relay2|nata|natb|core)$' |
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^[a-z][a-z0-9]{0,7}-(sw|dc|alice|bob|dns|relay1|relay2|nata|natb|core|hostile)$' |
         sed 's/^/  /' || true
 }
 

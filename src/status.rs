@@ -19,6 +19,18 @@ pub struct StatusReport {
     pub virtual_ip: Option<Ipv4Addr>,
     pub dc: DcStatus,
     pub peers: Vec<PeerStatus>,
+    /// Handshake initiations the node dropped since it started.
+    #[serde(default)]
+    pub refused_handshakes: RefusedHandshakes,
+}
+
+/// Why handshake initiations were dropped, counted since the node started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RefusedHandshakes {
+    /// Valid initiations from keys the DC has not directed to this node.
+    pub undirected: u64,
+    /// Initiations over the per-source rate limit.
+    pub rate_limited: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -228,6 +240,7 @@ mod tests {
                 rx_packets: 2,
                 tx_packets: 1,
             }],
+            refused_handshakes: RefusedHandshakes::default(),
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         for k in ["name", "fqdn", "virtual_ip", "dc", "peers"] {

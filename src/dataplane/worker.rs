@@ -21,6 +21,7 @@ use crate::net::{packet, poll};
 use crate::node::table::Endpoint;
 use crate::node::table::{admits, PeerTable, TxRoute};
 use crate::proto::relay::{parse_relayed, put_relayed_header, RELAYED_HEADER_LEN};
+use crate::proto::session::SessionError;
 use crate::proto::wire::{self, TransportHeader, TAG_LEN, TRANSPORT_HEADER_LEN};
 use arc_swap::ArcSwap;
 use crossbeam_channel::Sender;
@@ -62,6 +63,11 @@ struct Sent {
 #[derive(Debug, Default)]
 pub struct DataplaneCounters {
     pub rx_auth_failed: AtomicU64,
+    /// Records whose counter the replay window refused (replayed, or older
+    /// than the window): authentic-looking, so counted apart from forgeries.
+    pub rx_replayed: AtomicU64,
+    /// Data records too short to hold a header and a tag.
+    pub rx_malformed: AtomicU64,
     pub rx_spoofed: AtomicU64,
     pub tx_no_route: AtomicU64,
     pub control_full: AtomicU64,
@@ -328,6 +334,11 @@ impl Worker {
         };
         let route = match TransportHeader::decode(record) {
             Ok(h) if h.kind == wire::DATA => table.by_index.get(&h.receiver),
+            // The control thread would only drop it too.
+            Err(_) if record.first() == Some(&wire::DATA) => {
+                self.counters.rx_malformed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             _ => None,
         };
         let Some(route) = route else {
@@ -340,7 +351,11 @@ impl Worker {
         let range = match route.session.open(record) {
             Ok(r) => r,
             Err(e) => {
-                self.counters.rx_auth_failed.fetch_add(1, Ordering::Relaxed);
+                let counter = match e {
+                    SessionError::Replay(_) => &self.counters.rx_replayed,
+                    _ => &self.counters.rx_auth_failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 debug!(%from, error = %e, "record dropped");
                 return;
             }

@@ -15,7 +15,7 @@ use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::{FromDc, Registered, Resolution, Target, ToDc};
 use crate::proto::wire;
-use crate::status::{DcStatus, PeerStatus, StatusReport};
+use crate::status::{DcStatus, PeerStatus, RefusedHandshakes, StatusReport};
 use ipnet::Ipv4Net;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -117,6 +117,8 @@ pub struct NodeCore {
     pub(super) mac1: Mac1Key,
     /// Handshake initiations per source (a DH each).
     pub(super) handshake_limit: RateLimiter,
+    /// Valid initiations from keys the DC never directed to us (dropped).
+    pub(super) undirected_handshakes: u64,
 }
 
 /// Handshake initiations a source may make per second, and in a burst.
@@ -161,6 +163,7 @@ impl NodeCore {
             pending_ping_names: Vec::new(),
             mac1,
             handshake_limit: RateLimiter::new(HANDSHAKES_PER_SEC, HANDSHAKE_BURST, 4096),
+            undirected_handshakes: 0,
         }
     }
 
@@ -638,6 +641,10 @@ impl NodeCore {
                 },
             },
             peers,
+            refused_handshakes: RefusedHandshakes {
+                undirected: self.undirected_handshakes,
+                rate_limited: self.handshake_limit.refused,
+            },
         }
     }
 }

@@ -548,7 +548,9 @@ fn handshakes_from_undirected_keys_are_dropped() {
         net.nodes[0].core.poll_output().is_none(),
         "alice answered an undirected key"
     );
-    assert!(net.nodes[0].core.status(net.now).peers.is_empty());
+    let status = net.nodes[0].core.status(net.now);
+    assert!(status.peers.is_empty());
+    assert_eq!(status.refused_handshakes.undirected, 1);
 }
 
 #[test]

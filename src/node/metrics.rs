@@ -61,6 +61,8 @@ pub fn source(table: Arc<ArcSwap<PeerTable>>, counters: Arc<DataplaneCounters>) 
         }
         let drops = [
             ("auth_failed", &counters.rx_auth_failed),
+            ("replayed", &counters.rx_replayed),
+            ("malformed", &counters.rx_malformed),
             ("spoofed_source", &counters.rx_spoofed),
             ("no_route", &counters.tx_no_route),
             ("control_queue_full", &counters.control_full),

@@ -244,6 +244,7 @@ impl NodeCore {
         let index = self.alloc_index();
         let Some(p) = self.peers.get_mut(&key) else {
             debug!(%from, peer = %key.short(), "handshake from a key the DC has not directed to us: dropped");
+            self.undirected_handshakes += 1;
             return;
         };
         if hello.timestamp == p.last_hello {

@@ -32,7 +32,7 @@ pub const CMD_TIMEOUT_SECS: u64 = 60;
 /// The nodes of every topology.
 pub const NODES: [&str; 2] = ["alice", "bob"];
 /// The topologies `scripts/lab.sh up` builds.
-pub const TOPOLOGIES: [&str; 8] = [
+pub const TOPOLOGIES: [&str; 9] = [
     "lan",
     "nat-nat",
     "same-nat",
@@ -41,6 +41,7 @@ pub const TOPOLOGIES: [&str; 8] = [
     "v4-v6",
     "roam",
     "relay-failover",
+    "hostile",
 ];
 
 /// Fixed addresses of the lab (see the sketches at the top of scripts/lab.sh).
@@ -61,6 +62,9 @@ pub mod addr {
     /// The NAT routers' public addresses.
     pub const NATA_V4: &str = "198.51.100.101";
     pub const NATB_V4: &str = "198.51.100.102";
+    /// The attacker of the `hostile` topology (no ntmtun runs there).
+    pub const HOSTILE_V4: &str = "198.51.100.66";
+    pub const HOSTILE_V6: &str = "2001:db8:100::66";
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -283,7 +287,7 @@ impl Drop for Bg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostInfo {
     pub name: String,
-    /// dc, relay, dns, node, router, nat-eim or nat-symmetric.
+    /// dc, relay, dns, node, router, nat-eim, nat-symmetric or hostile.
     pub role: String,
     pub v4: Option<IpAddr>,
     pub v6: Option<IpAddr>,
