@@ -186,58 +186,47 @@ fn every_bad_input_names_the_key_the_value_and_a_fix() {
     ]);
 
     // (role, config, what stderr must contain besides a fix)
-    let mut cases: Vec<(&str, Conf, Vec<String>)> = Vec::new();
-    // dc.toml: every key with a bad value.
-    cases.push(bad("dc", &dc, "listen", "\"nonsense\"", &["\"nonsense\""]));
-    cases.push(bad("dc", &dc, "listen", "[]", &["[]"]));
-    cases.push(bad("dc", &dc, "listen", "7446", &["7446"]));
-    cases.push(bad("dc", &dc, "listen", "\"0.0.0.0:99999\"", &["99999"]));
-    cases.push(bad(
-        "dc",
-        &dc,
-        "domain",
-        "\"ntm_internal\"",
-        &["ntm_internal"],
-    ));
-    cases.push(bad("dc", &dc, "domain", "\"a..b\"", &["a..b"]));
-    cases.push(bad("dc", &dc, "domain", "\"\"", &["\"\""]));
-    cases.push(bad("dc", &dc, "private_key", "\"not-a-key\"", &[]));
-    cases.push(bad("dc", &dc, "private_key", "42", &[]));
-    cases.push(bad(
-        "dc",
-        &dc,
-        "virtual_prefix",
-        "\"198.18.0.0/31\"",
-        &["198.18.0.0/31"],
-    ));
-    cases.push(bad(
-        "dc",
-        &dc,
-        "virtual_prefix",
-        "\"198.18.0.0\"",
-        &["198.18.0.0"],
-    ));
-    cases.push(bad(
-        "dc",
-        &dc,
-        "virtual_prefix",
-        "\"2001:db8::/64\"",
-        &["2001:db8::/64"],
-    ));
-    cases.push(bad("dc", &dc, "state_dir", "\"\"", &["\"\""]));
-    cases.push(bad("dc", &dc, "state_dir", "[\"/tmp\"]", &["/tmp"]));
-    cases.push(bad("dc", &dc, "auth_keys", "[]", &["[]"]));
-    cases.push(bad("dc", &dc, "auth_keys", "[\"\"]", &["\"\""]));
-    cases.push(bad("dc", &dc, "auth_keys", "\"token\"", &[]));
-    cases.push(bad("dc", &dc, "node_expiry_secs", "5", &["5"]));
-    cases.push(bad("dc", &dc, "node_expiry_secs", "\"90\"", &["\"90\""]));
-    cases.push(bad(
-        "dc",
-        &dc,
-        "metrics_listen",
-        "\"localhost\"",
-        &["localhost"],
-    ));
+    let mut cases: Vec<(&str, Conf, Vec<String>)> = vec![
+        // dc.toml: every key with a bad value.
+        bad("dc", &dc, "listen", "\"nonsense\"", &["\"nonsense\""]),
+        bad("dc", &dc, "listen", "[]", &["[]"]),
+        bad("dc", &dc, "listen", "7446", &["7446"]),
+        bad("dc", &dc, "listen", "\"0.0.0.0:99999\"", &["99999"]),
+        bad("dc", &dc, "domain", "\"ntm_internal\"", &["ntm_internal"]),
+        bad("dc", &dc, "domain", "\"a..b\"", &["a..b"]),
+        bad("dc", &dc, "domain", "\"\"", &["\"\""]),
+        bad("dc", &dc, "private_key", "\"not-a-key\"", &[]),
+        bad("dc", &dc, "private_key", "42", &[]),
+        bad(
+            "dc",
+            &dc,
+            "virtual_prefix",
+            "\"198.18.0.0/31\"",
+            &["198.18.0.0/31"],
+        ),
+        bad(
+            "dc",
+            &dc,
+            "virtual_prefix",
+            "\"198.18.0.0\"",
+            &["198.18.0.0"],
+        ),
+        bad(
+            "dc",
+            &dc,
+            "virtual_prefix",
+            "\"2001:db8::/64\"",
+            &["2001:db8::/64"],
+        ),
+        bad("dc", &dc, "state_dir", "\"\"", &["\"\""]),
+        bad("dc", &dc, "state_dir", "[\"/tmp\"]", &["/tmp"]),
+        bad("dc", &dc, "auth_keys", "[]", &["[]"]),
+        bad("dc", &dc, "auth_keys", "[\"\"]", &["\"\""]),
+        bad("dc", &dc, "auth_keys", "\"token\"", &[]),
+        bad("dc", &dc, "node_expiry_secs", "5", &["5"]),
+        bad("dc", &dc, "node_expiry_secs", "\"90\"", &["\"90\""]),
+        bad("dc", &dc, "metrics_listen", "\"localhost\"", &["localhost"]),
+    ];
     let relay_entry =
         |addr: &str, key: &str| format!("\n[[relays]]\naddress = {addr}\npublic_key = {key}\n");
     cases.push((

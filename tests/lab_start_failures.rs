@@ -10,7 +10,7 @@ mod common;
 use common::{describe_output, Lab};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// ntmtun's footprint on a host's network: its TUN (if present), its rules and its routes.
@@ -76,7 +76,7 @@ fn variant(lab: &Lab, base: &str, name: &str, set: &[(&str, &str)]) -> PathBuf {
 }
 
 /// Runs a node that must fail to start; checks its exit and that stderr names `wants`.
-fn failing_start(lab: &Lab, host: &str, config: &PathBuf, wants: &[&str]) {
+fn failing_start(lab: &Lab, host: &str, config: &Path, wants: &[&str]) {
     let out = lab.exec_t(
         host,
         30,
