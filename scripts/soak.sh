@@ -90,6 +90,7 @@ sample() { # record peaks; with "start", also the start figures
         [[ -n $r ]] || continue
         if [[ $1 == start ]]; then START_RSS[$d]=$r; START_PID[$d]=$pid; fi
         END_RSS[$d]=$r
+        echo "$((SECONDS - T0)) $d $pid $r" >>"$OUT/rss.tsv"
         [[ $r -gt ${PEAK_RSS[$d]:-0} ]] && PEAK_RSS[$d]=$r
     done
     return 0
@@ -135,6 +136,8 @@ ZERO_STREAK=0
 STOPPED=0
 STARTED=0
 END=$((SECONDS + DURATION))
+T0=$SECONDS
+echo "seconds daemon pid vmrss_kib" >"$OUT/rss.tsv"
 for ((k = 0; k < DURATION; k++)); do # bounded: at most one run per second of the soak
     ((SECONDS < END)) || break
     secs=$((END - SECONDS < RUN_SECS ? END - SECONDS : RUN_SECS))
@@ -201,5 +204,5 @@ if ((BYTES == 0)); then
     FAIL=1
 fi
 echo
-echo "logs and iperf3 JSON: $OUT"
+echo "logs, iperf3 JSON and VmRSS after every iperf3 run (rss.tsv): $OUT"
 exit $FAIL
