@@ -188,7 +188,10 @@ pub struct DnsConfig {
 pub enum ConfigError {
     /// The file could not be read. The io error is part of the message and
     /// deliberately not a `source`, so error chains do not print it twice.
-    #[error("cannot read config file {}: {error}", path.display())]
+    #[error(
+        "cannot read config file {}: {error}; check the path given to --config",
+        path.display()
+    )]
     Read { path: PathBuf, error: io::Error },
     /// Not valid TOML, a misspelt key, or a table of the wrong shape; the
     /// message comes from the TOML parser and carries line and column.
@@ -2054,7 +2057,8 @@ resolvers = ["198.51.100.53", "2001:db8::53"]
         assert_eq!(
             err.to_string(),
             format!(
-                "cannot read config file {}: No such file or directory (os error 2)",
+                "cannot read config file {}: No such file or directory (os error 2); \
+                 check the path given to --config",
                 missing.display()
             )
         );

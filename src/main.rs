@@ -53,7 +53,7 @@ enum Command {
         /// The peer's name (`alice` or `alice.<domain>`).
         name: String,
         /// How many pings, one a second.
-        #[arg(long, short, default_value_t = 3)]
+        #[arg(long, short, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
         /// The node's control socket (its `control_socket` setting).
         #[arg(long, default_value = config::DEFAULT_CONTROL_SOCKET)]
@@ -126,8 +126,14 @@ fn run(cli: Cli) -> Result<()> {
             socket,
         } => {
             let short = name.split('.').next().unwrap_or(&name).to_ascii_lowercase();
+            if !dc::core::valid_name(&short) {
+                anyhow::bail!(
+                    "{name:?} is not a node name; expected a name such as `alice` or `alice.<domain>` \
+                     (a DNS label of a-z, 0-9 and '-')"
+                );
+            }
             let mut answered = 0;
-            for i in 0..count.max(1) {
+            for i in 0..count {
                 if i > 0 {
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }

@@ -120,7 +120,10 @@ pub fn serve(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let server = tiny_http::Server::http(listen).map_err(|e| {
-        anyhow::anyhow!("cannot listen for metrics on {listen} (key `metrics_listen`): {e}")
+        anyhow::anyhow!(
+            "cannot listen for metrics on {listen} (key `metrics_listen`): {e}; \
+             expected a free address: stop what uses it, or set another `metrics_listen`"
+        )
     })?;
     info!(%listen, "metrics at http://{listen}/metrics");
     let handle = std::thread::Builder::new()

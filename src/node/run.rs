@@ -45,8 +45,14 @@ fn bind_data_sockets(port: u16, count: usize) -> Result<(Vec<UdpSocket>, bool)> 
         Ok(s) => (s, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
         Err(e) => {
             info!(error = %e, "no IPv6 socket; using IPv4 only");
-            let s = udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), opts)
-                .with_context(|| format!("data socket on port {port} (key `listen_port`)"))?;
+            let s = udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), opts).with_context(
+                || {
+                    format!(
+                        "cannot bind the data socket on UDP port {port} (key `listen_port`); \
+                         expected a free port, or 0 to let the system choose"
+                    )
+                },
+            )?;
             (s, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
         }
     };
@@ -73,13 +79,14 @@ fn endpoints(addrs: Vec<IpAddr>, port: u16, v6: bool) -> Vec<SocketAddr> {
 pub fn run(cfg: NodeConfig) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let workers = worker_count(&cfg);
-    // Binding first also proves no other node runs here, so clearing the
-    // rules a crashed predecessor may have left behind is safe.
     let listener = control_socket::bind(&cfg.control_socket)?;
     let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
-    system::teardown();
     // Offloads (TUN TSO/USO, UDP GSO/GRO) unless NTMTUN_OFFLOAD=0.
     let (queues, _) = tun::create(&cfg.tun, workers, crate::dataplane::offload_from_env())?;
+    // The control socket and a TUN name nobody held prove no other node
+    // runs here, so clearing the rules a crashed predecessor may have left
+    // behind is safe (a node that fails before this point touches nothing).
+    system::teardown();
     let (sockets, v6) = bind_data_sockets(cfg.listen_port, workers)?;
     let port = sockets[0].local_addr()?.port();
     let local_endpoints = endpoints(

@@ -22,6 +22,14 @@ fn build(name: &str, offload: bool) -> std::io::Result<SyncDevice> {
         .build_sync()
 }
 
+/// Does a network interface called `name` exist in our network namespace?
+fn exists(name: &str) -> bool {
+    std::ffi::CString::new(name)
+        // SAFETY: a valid NUL-terminated string; the call only reads it.
+        .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
+        .unwrap_or(false)
+}
+
 /// Creates `name` with `queues` queues (IFF_MULTI_QUEUE), up, no address
 /// yet: the address comes from the DC.
 ///
@@ -32,6 +40,15 @@ fn build(name: &str, offload: bool) -> std::io::Result<SyncDevice> {
 /// the TUN is created without and the log says so. Returns the queues and
 /// whether offload is on.
 pub fn create(name: &str, queues: usize, offload: bool) -> Result<(Vec<SyncDevice>, bool)> {
+    // TUNSETIFF on a multi-queue TUN of that name would attach us to it as
+    // one more queue: a second node would silently share the first one's
+    // device. Any existing interface of that name is a mistake to report.
+    if exists(name) {
+        anyhow::bail!(
+            "interface {name:?} (key `tun`) already exists: another node runs here, or another \
+             device has that name; expected a free name: stop that node or set `tun` to another name"
+        );
+    }
     let context = || {
         format!("cannot create TUN interface {name:?} (key `tun`): this needs root or CAP_NET_ADMIN and /dev/net/tun")
     };
