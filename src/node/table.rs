@@ -161,6 +161,8 @@ pub struct TxRoute {
     pub session: Arc<Session>,
     pub endpoint: Endpoint,
     pub stats: Arc<PeerStats>,
+    /// "direct", "punched" or "relay" (the metrics' path label).
+    pub path: &'static str,
 }
 
 /// How to accept records arriving for one of our session indexes.
