@@ -80,7 +80,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     // safe.
     let listener = control_socket::bind(&cfg.control_socket)?;
     let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
-    let dns_state = split_dns::state_path(&cfg.control_socket, &cfg.tun);
+    let dns_state = split_dns::state_path(&cfg.control_socket);
     if dns_state.exists() {
         info!(state = %dns_state.display(), "undoing the DNS changes of a previous run");
         resolved::undo(&dns_state);

@@ -120,12 +120,11 @@ impl State {
     }
 }
 
-/// The state file: in the run directory (the control socket's), per TUN.
-pub fn state_path(control_socket: &Path, tun: &str) -> PathBuf {
-    control_socket
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(format!("{tun}.dns-state"))
+/// The state file: beside the control socket, in the run directory. The
+/// socket is bound first, so its path is unique to one running node even
+/// when several share a directory.
+pub fn state_path(control_socket: &Path) -> PathBuf {
+    control_socket.with_extension("dns-state")
 }
 
 #[cfg(test)]
@@ -222,8 +221,8 @@ mod tests {
         assert_eq!(State::parse("tun=ntm0\nmode=bogus\n"), None);
         assert_eq!(State::parse("tun=../x\nmode=stub\n"), None);
         assert_eq!(
-            state_path(Path::new("/run/ntmtun/ntmtun.sock"), "ntm0"),
-            PathBuf::from("/run/ntmtun/ntm0.dns-state")
+            state_path(Path::new("/run/ntmtun/ntmtun.sock")),
+            PathBuf::from("/run/ntmtun/ntmtun.dns-state")
         );
     }
 }
