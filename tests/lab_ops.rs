@@ -320,3 +320,47 @@ fn stub_mode_without_systemd_resolved_falls_back_to_capture() {
     assert!(capture_rules(&lab, "alice").is_empty());
     assert!(!lab.path("alice.dns-state").exists());
 }
+
+#[test]
+fn node_sighup_reinstalls_capture_for_new_resolvers_and_keeps_tunnels() {
+    let Some(lab) = Lab::up("lan") else { return };
+    assert!(ping_once(&lab, "alice", "bob"), "{}", lab.logs_tail());
+    let before = lab.status_json("alice");
+    // A second resolver (nothing answers there; only the rules matter), a new rekey interval,
+    // and a key that needs a restart.
+    edit(&lab.path("alice.toml"), |t| {
+        format!(
+            "rekey_secs = 60\nworkers = 1\n{}\nresolvers = [\"198.51.100.53\", \"198.51.100.54\"]\n",
+            t.trim_end()
+        )
+    });
+    lab.signal("alice", "HUP");
+    let applied = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        (capture_rules(&lab, "alice").len() == 3).then_some(())
+    });
+    assert!(
+        applied.is_some(),
+        "capture rules not re-installed for the new resolvers: {:?}\n{}",
+        capture_rules(&lab, "alice"),
+        lab.logs_tail()
+    );
+    assert!(
+        capture_rules(&lab, "alice")
+            .iter()
+            .any(|r| r.contains("198.51.100.54")),
+        "{:?}",
+        capture_rules(&lab, "alice")
+    );
+    assert!(log_has(&lab, "alice.log", "restart to apply: workers"));
+    // Same process, same tunnel, names still resolve.
+    let after = lab.status_json("alice");
+    assert_eq!(
+        before["peers"][0]["public_key"], after["peers"][0]["public_key"],
+        "{after}"
+    );
+    assert_eq!(
+        dig_short(&lab, "alice", "bob.ntm.internal"),
+        lab.virtual_ip("bob").to_string()
+    );
+    assert!(ping_once(&lab, "alice", "bob"), "{}", lab.logs_tail());
+}

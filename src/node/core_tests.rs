@@ -79,6 +79,8 @@ struct Net {
     dc: DcCore,
     dc_key: PrivateKey,
     relay: Option<RelayCore>,
+    /// The `[[relays]]` entries of `with_relay`'s relay.
+    relay_entries: Vec<crate::config::RelayEntry>,
     nats: Vec<Nat>,
     nodes: Vec<Node>,
     /// Datagrams in flight: (from, to, bytes), addresses as on the wire.
@@ -116,6 +118,7 @@ impl Net {
             dc: dc_core(&dc_key, Store::in_memory().unwrap(), Vec::new(), now),
             dc_key,
             relay: None,
+            relay_entries: Vec::new(),
             nats: Vec::new(),
             nodes: Vec::new(),
             wire: VecDeque::new(),
@@ -136,9 +139,17 @@ impl Net {
         net.dc = dc_core(
             &net.dc_key,
             Store::in_memory().unwrap(),
-            vec![spec],
+            vec![spec.clone()],
             net.now,
         );
+        net.relay_entries = spec
+            .addresses
+            .iter()
+            .map(|&address| crate::config::RelayEntry {
+                address,
+                public_key: spec.public_key,
+            })
+            .collect();
         net.relay = Some(RelayCore::new(
             TicketKey::derive(&relay_key, &net.dc_key.public_key()),
             u64::MAX,
@@ -1053,4 +1064,35 @@ fn reloaded_timers_apply_and_rekeys_are_counted() {
         rekeys(&net) >= 1,
         "the reloaded rekey interval was not used"
     );
+}
+
+#[test]
+fn reloaded_relay_list_keeps_unchanged_relays_and_moves_pairs_off_removed_ones() {
+    let mut net = Net::two_nats(false, false);
+    net.connect();
+    assert!(net.deliver(0, 1, 1), "no data through the relay");
+    let relay_pairs = |net: &Net| {
+        net.dc
+            .metrics()
+            .into_iter()
+            .find(|m| m.name == "ntmtun_dc_relay_pairs")
+            .map(|m| m.value)
+    };
+    assert_eq!(relay_pairs(&net), Some(1));
+    let (now, unix) = (net.now, net.unix());
+    let same = crate::reload::DcChange::Relays(net.relay_entries.clone());
+    assert!(
+        net.dc.apply(same, now, unix).is_empty(),
+        "an unchanged relay moved its pairs"
+    );
+    assert_eq!(relay_pairs(&net), Some(1));
+    assert!(
+        net.deliver(0, 1, 2),
+        "the relayed pair broke on a no-op reload"
+    );
+    let sent = net
+        .dc
+        .apply(crate::reload::DcChange::Relays(Vec::new()), now, unix);
+    assert_eq!(relay_pairs(&net), Some(0));
+    assert_eq!(sent.len(), 2, "both sides of the pair are directed again");
 }
