@@ -134,8 +134,9 @@ pub enum DnsMode {
     /// forwarded by the node.
     #[default]
     Capture,
-    /// Reserved for a local stub resolver; not implemented yet, the node
-    /// treats it like `Capture`.
+    /// Split DNS: the node answers on a stub address in the TUN and
+    /// registers it with systemd-resolved for the domain only; capture where
+    /// systemd-resolved does not run.
     Stub,
     /// No DNS interception.
     Off,

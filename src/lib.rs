@@ -14,5 +14,6 @@ pub mod net;
 pub mod node;
 pub mod proto;
 pub mod relay;
+pub mod reload;
 pub mod shutdown;
 pub mod status;

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ntmtun::keys::PrivateKey;
-use ntmtun::{config, dc, node, relay, shutdown, status};
+use ntmtun::{config, dc, node, relay, reload, shutdown, status};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,22 +103,42 @@ fn run(cli: Cli) -> Result<()> {
             init_logging();
             let cfg = config::load_dc(&config)?;
             let stop = Arc::new(AtomicBool::new(false));
-            shutdown::spawn_waiter(stop.clone(), || {});
-            dc::server::run(cfg, stop)?;
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let on_hup = reload::on_sighup(
+                config,
+                cfg.clone(),
+                config::load_dc,
+                reload::plan_dc,
+                move |changes| {
+                    let _ = tx.send(changes);
+                },
+            );
+            shutdown::spawn_waiter(stop.clone(), || {}, on_hup);
+            dc::server::run(cfg, stop, rx)?;
         }
         Command::Relay { config } => {
             shutdown::block_signals();
             init_logging();
             let cfg = config::load_relay(&config)?;
             let stop = Arc::new(AtomicBool::new(false));
-            shutdown::spawn_waiter(stop.clone(), || {});
-            relay::server::run(cfg, stop)?;
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let on_hup = reload::on_sighup(
+                config,
+                cfg.clone(),
+                config::load_relay,
+                reload::plan_relay,
+                move |changes| {
+                    let _ = tx.send(changes);
+                },
+            );
+            shutdown::spawn_waiter(stop.clone(), || {}, on_hup);
+            relay::server::run(cfg, stop, rx)?;
         }
         Command::Node { config } => {
             shutdown::block_signals();
             init_logging();
             let cfg = config::load_node(&config)?;
-            node::run::run(cfg)?;
+            node::run::run(cfg, config)?;
         }
         Command::Ping {
             name,

@@ -22,6 +22,9 @@ pub struct StatusReport {
     /// Handshake initiations the node dropped since it started.
     #[serde(default)]
     pub refused_handshakes: RefusedHandshakes,
+    /// How the node handles DNS (absent from nodes older than stub mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsStatus>,
 }
 
 /// Why handshake initiations were dropped, counted since the node started.
@@ -31,6 +34,14 @@ pub struct RefusedHandshakes {
     pub undirected: u64,
     /// Initiations over the per-source rate limit.
     pub rate_limited: u64,
+}
+
+/// The DNS mode in force: "capture", "stub" or "off" (stub falls back to
+/// capture where systemd-resolved does not run), and the stub's address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DnsStatus {
+    pub mode: String,
+    pub stub_address: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -152,6 +163,12 @@ pub fn render(r: &StatusReport) -> String {
     if let Some(e) = &r.dc.error {
         s += &format!("dc error: {e}\n");
     }
+    if let Some(d) = &r.dns {
+        match d.stub_address {
+            Some(a) => s += &format!("dns:      {} (resolver {a})\n", d.mode),
+            None => s += &format!("dns:      {}\n", d.mode),
+        }
+    }
     if r.peers.is_empty() {
         s += "peers:    none yet (resolve a name in the domain to reach one)\n";
         return s;
@@ -241,8 +258,15 @@ mod tests {
                 tx_packets: 1,
             }],
             refused_handshakes: RefusedHandshakes::default(),
+            dns: Some(DnsStatus {
+                mode: "stub".into(),
+                stub_address: Some(Ipv4Addr::new(198, 18, 0, 0)),
+            }),
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["dns"]["mode"], "stub");
+        assert_eq!(v["dns"]["stub_address"], "198.18.0.0");
+        assert!(render(&r).contains("dns:      stub (resolver 198.18.0.0)"));
         for k in ["name", "fqdn", "virtual_ip", "dc", "peers"] {
             assert!(v.get(k).is_some(), "missing {k}");
         }

@@ -45,6 +45,8 @@ pub enum ToControl {
         from: SocketAddr,
         bytes: Vec<u8>,
     },
+    /// Settings reloaded on SIGHUP.
+    Reload(Vec<crate::reload::NodeChange>),
     /// `ntmtun status` asks; the report goes back on the channel.
     Status(crossbeam_channel::Sender<crate::status::StatusReport>),
     /// `ntmtun ping NAME`: the answer goes back on the channel.

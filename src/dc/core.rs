@@ -2,6 +2,7 @@
 
 use super::direction::{self, View};
 use super::store::{EnrollError, NodeRecord, Store};
+use crate::config::RelayEntry;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
 use crate::proto::handshake::{Mac1Key, Responder};
@@ -14,6 +15,7 @@ use crate::proto::signal::{
 };
 use crate::proto::ticket::{Ticket, TicketKey};
 use crate::proto::wire::{self, TransportHeader};
+use crate::reload::DcChange;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,6 +65,36 @@ struct RelayState {
     /// start can use it.
     alive: bool,
     since: Instant,
+}
+
+impl RelaySpec {
+    /// Groups `[[relays]]` entries by key: one relay, an address per family.
+    pub fn group(entries: &[RelayEntry]) -> Vec<RelaySpec> {
+        let mut specs: Vec<RelaySpec> = Vec::new();
+        for e in entries {
+            match specs.iter_mut().find(|s| s.public_key == e.public_key) {
+                Some(s) => s.addresses.push(e.address),
+                None => specs.push(RelaySpec {
+                    public_key: e.public_key,
+                    addresses: vec![e.address],
+                }),
+            }
+        }
+        specs
+    }
+}
+
+impl RelayState {
+    fn new(dc_key: &PrivateKey, spec: RelaySpec, now: Instant) -> RelayState {
+        RelayState {
+            key: TicketKey::derive(dc_key, &spec.public_key),
+            spec,
+            last_ping: None,
+            last_pong: None,
+            alive: true,
+            since: now,
+        }
+    }
 }
 
 /// The relay session a pair was given (kept so refreshes extend it).
@@ -148,14 +180,7 @@ impl DcCore {
         let relays = settings
             .relays
             .iter()
-            .map(|spec| RelayState {
-                key: TicketKey::derive(&settings.key, &spec.public_key),
-                spec: spec.clone(),
-                last_ping: None,
-                last_pong: None,
-                alive: true,
-                since: now,
-            })
+            .map(|spec| RelayState::new(&settings.key, spec.clone(), now))
             .collect();
         let mac1 = Mac1Key::for_responder(&settings.key.public_key());
         DcCore {
@@ -721,20 +746,86 @@ impl DcCore {
             }
         }
         for i in died {
-            let moved: Vec<(PublicKey, PublicKey)> = self
-                .pairs
-                .iter()
-                .filter(|(_, p)| p.relay == i)
-                .map(|(k, _)| *k)
-                .collect();
-            for (a, b) in moved {
-                self.pairs.remove(&(a, b));
-                if let Some((for_a, for_b)) = self.direct_pair(a, b, unix_now) {
-                    out.extend(self.send(&a, &FromDc::Direction(for_a)));
-                    out.extend(self.send(&b, &FromDc::Direction(for_b)));
-                }
+            out.extend(self.move_pairs(|p| p.relay == i, unix_now));
+        }
+        out
+    }
+
+    /// Drops the relay sessions of the pairs `off` selects and directs those
+    /// pairs again (to another relay, or a direct path).
+    fn move_pairs(&mut self, off: impl Fn(&PairRelay) -> bool, unix_now: u64) -> Vec<Transmit> {
+        let moved: Vec<(PublicKey, PublicKey)> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| off(p))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::new();
+        for (a, b) in moved {
+            self.pairs.remove(&(a, b));
+            if let Some((for_a, for_b)) = self.direct_pair(a, b, unix_now) {
+                out.extend(self.send(&a, &FromDc::Direction(for_a)));
+                out.extend(self.send(&b, &FromDc::Direction(for_b)));
             }
         }
+        out
+    }
+
+    /// A setting reloaded on SIGHUP. Registrations and tunnels stay; only
+    /// pairs whose relay left the list are directed again.
+    pub fn apply(&mut self, change: DcChange, now: Instant, unix_now: u64) -> Vec<Transmit> {
+        match change {
+            DcChange::AuthKeys(keys) => {
+                info!(count = keys.len(), "auth_keys reloaded");
+                self.settings.auth_keys = keys;
+                Vec::new()
+            }
+            DcChange::Relays(entries) => {
+                self.replace_relays(RelaySpec::group(&entries), now, unix_now)
+            }
+        }
+    }
+
+    /// Installs a new relay list. A relay with the same key and addresses
+    /// keeps its state and its pairs; the pairs of any other are moved.
+    fn replace_relays(
+        &mut self,
+        specs: Vec<RelaySpec>,
+        now: Instant,
+        unix_now: u64,
+    ) -> Vec<Transmit> {
+        let mut old: Vec<Option<RelayState>> = std::mem::take(&mut self.relays)
+            .into_iter()
+            .map(Some)
+            .collect();
+        // Old index -> new index of the relays that stay.
+        let mut kept: HashMap<usize, usize> = HashMap::new();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let same = old.iter().position(|r| {
+                r.as_ref().is_some_and(|r| {
+                    r.spec.public_key == spec.public_key && r.spec.addresses == spec.addresses
+                })
+            });
+            let state = match same.and_then(|j| old[j].take().map(|r| (j, r))) {
+                Some((j, r)) => {
+                    kept.insert(j, i);
+                    r
+                }
+                None => RelayState::new(&self.settings.key, spec, now),
+            };
+            self.relays.push(state);
+        }
+        let out = self.move_pairs(|p| !kept.contains_key(&p.relay), unix_now);
+        for p in self.pairs.values_mut() {
+            if let Some(&i) = kept.get(&p.relay) {
+                p.relay = i;
+            }
+        }
+        info!(
+            relays = self.relays.len(),
+            kept = kept.len(),
+            "relays reloaded"
+        );
         out
     }
 

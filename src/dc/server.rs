@@ -3,9 +3,11 @@
 
 use super::core::{DcCore, DcSettings, RelaySpec};
 use super::store::Store;
-use crate::config::{DcConfig, RelayEntry};
+use crate::config::DcConfig;
 use crate::net::{poll, udp};
+use crate::reload::DcChange;
 use anyhow::{Context, Result};
+use crossbeam_channel::Receiver;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
-/// Runs the DC until `stop` is set.
-pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
+/// Runs the DC until `stop` is set; changes from SIGHUP reloads arrive on
+/// `reloads`.
+pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>>) -> Result<()> {
     let store = Store::open(&cfg.state_dir).with_context(|| {
         format!(
             "opening the DC store in state_dir {}",
@@ -54,7 +57,7 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
             prefix: cfg.virtual_prefix,
             auth_keys: cfg.auth_keys.clone(),
             expiry: Duration::from_secs(cfg.node_expiry_secs),
-            relays: relay_specs(&cfg.relays),
+            relays: RelaySpec::group(&cfg.relays),
         },
         store,
         rand::random(),
@@ -68,6 +71,11 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         metrics.publish(core.metrics());
         let now = Instant::now();
+        for change in reloads.try_iter().flatten() {
+            for t in core.apply(change, now, unix_now()) {
+                send(&sockets[0], &sockets, t.to, &t.bytes);
+            }
+        }
         for t in core.handle_timeout(now, unix_now()) {
             send(&sockets[0], &sockets, t.to, &t.bytes);
         }
@@ -109,21 +117,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Groups `[[relays]]` entries by key: one relay, an address per family.
-fn relay_specs(entries: &[RelayEntry]) -> Vec<RelaySpec> {
-    let mut specs: Vec<RelaySpec> = Vec::new();
-    for e in entries {
-        match specs.iter_mut().find(|s| s.public_key == e.public_key) {
-            Some(s) => s.addresses.push(e.address),
-            None => specs.push(RelaySpec {
-                public_key: e.public_key,
-                addresses: vec![e.address],
-            }),
-        }
-    }
-    specs
 }
 
 /// Replies leave from the socket the request came in on when the family

@@ -2,14 +2,17 @@
 //! outputs, and publishes new peer tables to the workers.
 
 use super::core::{NodeCore, Output};
-use super::system;
 use super::table::PeerTable;
+use super::{resolved, split_dns, system};
+use crate::config::DnsMode;
 use crate::dataplane::ToControl;
 use crate::net::udp;
+use crate::reload::NodeChange;
 use crate::status::PingReport;
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::net::{IpAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -30,9 +33,97 @@ pub struct Control {
     pub table: Arc<ArcSwap<PeerTable>>,
     /// Resolvers to capture once the TUN has its address (empty: off).
     pub capture: Vec<IpAddr>,
+    /// The DNS mode in force (stub falls back to capture when registering
+    /// with systemd-resolved fails).
+    pub dns_mode: DnsMode,
+    /// Records the host DNS changes made, for undoing them after a crash.
+    pub dns_state: PathBuf,
+    /// The DNS hook (capture rules or stub registration) is in place.
+    pub hooked: bool,
     /// The data socket is IPv6 (dual-stack).
     pub v6: bool,
     pub pings: Vec<PendingPing>,
+}
+
+impl Control {
+    /// Capture targets: loopback resolvers cannot be captured by policy
+    /// routing (the kernel delivers to them locally).
+    fn capturable(&self) -> Vec<IpAddr> {
+        self.capture
+            .iter()
+            .copied()
+            .filter(|r| {
+                if r.is_loopback() {
+                    warn!(
+                        resolver = %r,
+                        "a loopback resolver (systemd-resolved?) cannot be captured by policy routing; \
+                         set [dns] resolvers to the upstream servers, or use [dns] mode = \"stub\""
+                    );
+                }
+                !r.is_loopback()
+            })
+            .collect()
+    }
+
+    /// Hooks into the host's DNS once the TUN has its address: registers
+    /// the stub with systemd-resolved (falling back to capture if that
+    /// fails) or installs the capture rules. The state file is written
+    /// before any change.
+    fn hook_dns_for(&mut self, domain: &str) {
+        if self.dns_mode == DnsMode::Stub {
+            let (Some(stub), Some(prefix)) = (self.core.stub_address(), self.core.prefix) else {
+                return;
+            };
+            let domains = split_dns::routing_domains(domain, prefix);
+            let done = self
+                .record(DnsMode::Stub)
+                .and_then(|()| resolved::register(&self.tun_name, stub, &domains));
+            match done {
+                Ok(()) => {
+                    self.hooked = true;
+                    return;
+                }
+                Err(e) => {
+                    warn!(
+                        error = format!("{e:#}"),
+                        "cannot register the stub resolver with systemd-resolved; using capture mode instead"
+                    );
+                    resolved::undo(&self.dns_state);
+                    self.dns_mode = DnsMode::Capture;
+                    self.core.set_dns_stub(false);
+                }
+            }
+        }
+        self.hook_dns();
+    }
+
+    /// Capture mode: routes queries to the resolvers into the TUN.
+    fn hook_dns(&mut self) {
+        let capture = self.capturable();
+        if self.dns_mode != DnsMode::Capture || capture.is_empty() {
+            return;
+        }
+        let done = self
+            .record(DnsMode::Capture)
+            .and_then(|()| system::capture_dns(&self.tun_name, &capture));
+        match done {
+            Ok(()) => self.hooked = true,
+            Err(e) => warn!(
+                error = format!("{e:#}"),
+                "cannot capture DNS; names in the domain will not resolve"
+            ),
+        }
+    }
+
+    fn record(&self, mode: DnsMode) -> anyhow::Result<()> {
+        resolved::record(
+            &self.dns_state,
+            &split_dns::State {
+                tun: self.tun_name.clone(),
+                mode,
+            },
+        )
+    }
 }
 
 /// An `ntmtun ping` waiting for its pong.
@@ -48,11 +139,10 @@ const PING_TIMEOUT: Duration = Duration::from_secs(3);
 impl Control {
     /// Runs until a `Shutdown` message arrives or every sender is gone.
     pub fn run(mut self) {
-        let mut captured = false;
         loop {
             let now = Instant::now();
             self.core.handle_timeout(now);
-            self.drain(&mut captured);
+            self.drain();
             let wait = self
                 .core
                 .poll_timeout(now)
@@ -71,7 +161,7 @@ impl Control {
                     Err(_) => break,
                 }
             }
-            self.drain(&mut captured);
+            self.drain();
         }
     }
 
@@ -107,6 +197,19 @@ impl Control {
                 }
             },
             ToControl::Upstream { from, bytes } => self.core.handle_upstream(from, &bytes),
+            ToControl::Reload(changes) => {
+                for change in changes {
+                    if let NodeChange::Resolvers(r) = &change {
+                        self.capture = r.clone();
+                        if self.hooked && self.dns_mode == DnsMode::Capture {
+                            system::teardown();
+                            self.hooked = false;
+                            self.hook_dns();
+                        }
+                    }
+                    self.core.apply(change);
+                }
+            }
             ToControl::Status(reply) => {
                 let _ = reply.try_send(self.core.status(now));
             }
@@ -115,7 +218,7 @@ impl Control {
     }
 
     /// Carries out the core's outputs and publishes a changed table.
-    fn drain(&mut self, captured: &mut bool) {
+    fn drain(&mut self) {
         let now = Instant::now();
         self.pings.retain(|p| {
             if p.deadline > now {
@@ -176,22 +279,8 @@ impl Control {
                     }
                 }
                 Output::Configure(reg) => {
-                    let capture: Vec<IpAddr> = self
-                        .capture
-                        .iter()
-                        .copied()
-                        .filter(|r| {
-                            if r.is_loopback() {
-                                warn!(
-                                    resolver = %r,
-                                    "a loopback resolver (systemd-resolved?) cannot be captured by policy routing; \
-                                     set [dns] resolvers to the upstream servers"
-                                );
-                            }
-                            !r.is_loopback()
-                        })
-                        .collect();
-                    let ipv6 = capture.iter().any(IpAddr::is_ipv6);
+                    let ipv6 = self.dns_mode == DnsMode::Capture
+                        && self.capturable().iter().any(IpAddr::is_ipv6);
                     if let Err(e) = system::configure_address(
                         &self.tun_name,
                         reg.virtual_ip,
@@ -200,14 +289,8 @@ impl Control {
                     ) {
                         warn!(error = format!("{e:#}"), "cannot configure the TUN");
                     }
-                    if !*captured && !capture.is_empty() {
-                        match system::capture_dns(&self.tun_name, &capture) {
-                            Ok(()) => *captured = true,
-                            Err(e) => warn!(
-                                error = format!("{e:#}"),
-                                "cannot capture DNS; names in the domain will not resolve"
-                            ),
-                        }
+                    if !self.hooked {
+                        self.hook_dns_for(&reg.domain);
                     }
                 }
             }

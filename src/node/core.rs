@@ -7,6 +7,7 @@
 use super::dc_link::{DcEvent, DcIdentity, DcLink, DcState};
 use super::dns::{DnsInterceptor, Resolution as DnsResolution};
 use super::health::ACTIVE_TICK;
+use super::metrics::NodeCounters;
 use super::peer::{DnsWaiter, Peer};
 use super::table::{Endpoint, PeerTable, RxRoute, TxRoute};
 use crate::keys::{PrivateKey, PublicKey};
@@ -15,11 +16,13 @@ use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::{FromDc, Registered, Resolution, Target, ToDc};
 use crate::proto::wire;
-use crate::status::{DcStatus, PeerStatus, RefusedHandshakes, StatusReport};
+use crate::reload::NodeChange;
+use crate::status::{DcStatus, DnsStatus, PeerStatus, RefusedHandshakes, StatusReport};
 use ipnet::Ipv4Net;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -119,6 +122,11 @@ pub struct NodeCore {
     pub(super) handshake_limit: RateLimiter,
     /// Valid initiations from keys the DC never directed to us (dropped).
     pub(super) undirected_handshakes: u64,
+    /// Stub mode: DNS is answered on the stub address and forwarded to the
+    /// resolvers; otherwise queries to the resolvers are captured.
+    pub(super) dns_stub: bool,
+    /// Counters read by the metrics endpoint.
+    pub(super) counters: Arc<NodeCounters>,
 }
 
 /// Handshake initiations a source may make per second, and in a burst.
@@ -164,6 +172,47 @@ impl NodeCore {
             mac1,
             handshake_limit: RateLimiter::new(HANDSHAKES_PER_SEC, HANDSHAKE_BURST, 4096),
             undirected_handshakes: 0,
+            dns_stub: false,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Switches DNS handling to stub mode (true) or capture mode (false).
+    pub fn set_dns_stub(&mut self, stub: bool) {
+        self.dns_stub = stub;
+        self.table_dirty = true;
+    }
+
+    /// The stub resolver's address, in stub mode once registered.
+    pub fn stub_address(&self) -> Option<Ipv4Addr> {
+        self.prefix
+            .filter(|_| self.dns_stub)
+            .map(super::split_dns::stub_address)
+    }
+
+    /// Addresses whose UDP port 53 traffic from the TUN is ours to handle.
+    pub(super) fn dns_addresses(&self) -> Vec<IpAddr> {
+        match self.stub_address() {
+            Some(stub) => vec![IpAddr::V4(stub)],
+            None if self.dns_stub => Vec::new(),
+            None => self.s.resolvers.clone(),
+        }
+    }
+
+    /// The counters the metrics endpoint reads.
+    pub fn counters(&self) -> Arc<NodeCounters> {
+        self.counters.clone()
+    }
+
+    /// A setting reloaded on SIGHUP; tunnels and sessions stay.
+    pub fn apply(&mut self, change: NodeChange) {
+        match change {
+            NodeChange::Resolvers(r) => {
+                self.s.resolvers = r;
+                self.table_dirty = true;
+            }
+            NodeChange::Keepalive(k) => self.s.keepalive = k,
+            NodeChange::RekeySecs(d) => self.s.rekey = d,
         }
     }
 
@@ -189,7 +238,7 @@ impl NodeCore {
             local_ip: self.dc.registered.as_ref().map(|r| r.virtual_ip),
             prefix: self.prefix,
             resolvers: if self.dns.is_some() {
-                self.s.resolvers.clone()
+                self.dns_addresses()
             } else {
                 Vec::new()
             },
@@ -207,6 +256,7 @@ impl NodeCore {
                         endpoint,
                         stats: p.stats.clone(),
                         mtu: p.pmtu.mtu_for(endpoint),
+                        path: p.path_label(),
                     },
                 );
             }
@@ -565,7 +615,12 @@ impl NodeCore {
         for key in keys {
             self.peer_timers(key, now);
         }
+        let before = self.forwards.len();
         self.forwards.retain(|_, f| f.deadline > now);
+        let unanswered = (before - self.forwards.len()) as u64;
+        self.counters
+            .dns_failed
+            .fetch_add(unanswered, Ordering::Relaxed);
     }
 
     /// When `handle_timeout` next has work; the shell never sleeps past it.
@@ -645,6 +700,17 @@ impl NodeCore {
                 undirected: self.undirected_handshakes,
                 rate_limited: self.handshake_limit.refused,
             },
+            dns: Some(DnsStatus {
+                mode: if self.dns_stub {
+                    "stub"
+                } else if self.s.resolvers.is_empty() {
+                    "off"
+                } else {
+                    "capture"
+                }
+                .into(),
+                stub_address: self.stub_address(),
+            }),
         }
     }
 }

@@ -79,6 +79,8 @@ struct Net {
     dc: DcCore,
     dc_key: PrivateKey,
     relay: Option<RelayCore>,
+    /// The `[[relays]]` entries of `with_relay`'s relay.
+    relay_entries: Vec<crate::config::RelayEntry>,
     nats: Vec<Nat>,
     nodes: Vec<Node>,
     /// Datagrams in flight: (from, to, bytes), addresses as on the wire.
@@ -119,6 +121,7 @@ impl Net {
             dc: dc_core(&dc_key, Store::in_memory().unwrap(), Vec::new(), now),
             dc_key,
             relay: None,
+            relay_entries: Vec::new(),
             nats: Vec::new(),
             nodes: Vec::new(),
             wire: VecDeque::new(),
@@ -140,9 +143,17 @@ impl Net {
         net.dc = dc_core(
             &net.dc_key,
             Store::in_memory().unwrap(),
-            vec![spec],
+            vec![spec.clone()],
             net.now,
         );
+        net.relay_entries = spec
+            .addresses
+            .iter()
+            .map(|&address| crate::config::RelayEntry {
+                address,
+                public_key: spec.public_key,
+            })
+            .collect();
         net.relay = Some(RelayCore::new(
             TicketKey::derive(&relay_key, &net.dc_key.public_key()),
             u64::MAX,
@@ -340,6 +351,18 @@ impl Net {
 
     /// Sends an A (or other) query from node `i`'s TUN; returns the answer.
     fn dns(&mut self, i: usize, name: &str, rtype: RecordType) -> Option<Message> {
+        self.dns_via(i, RESOLVER, name, rtype)
+    }
+
+    /// Like `dns`, to the resolver address `server`; the answer must come
+    /// from it.
+    fn dns_via(
+        &mut self,
+        i: usize,
+        server: Ipv4Addr,
+        name: &str,
+        rtype: RecordType,
+    ) -> Option<Message> {
         let mut q = Message::new(0x1234, MessageType::Query, OpCode::Query);
         q.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
         q.metadata.recursion_desired = true;
@@ -347,7 +370,7 @@ impl Net {
         let mut pkt = Vec::new();
         packet::build_ipv4_udp(
             client,
-            SocketAddrV4::new(RESOLVER, 53),
+            SocketAddrV4::new(server, 53),
             &q.to_vec().unwrap(),
             &mut pkt,
         );
@@ -357,7 +380,7 @@ impl Net {
         for _ in 0..50 {
             if let Some(ans) = self.nodes[i].tun.iter().find_map(|p| {
                 let udp = packet::parse_ipv4_udp(p)?;
-                (udp.src.port() == 53 && udp.dst == client)
+                (udp.src == SocketAddrV4::new(server, 53) && udp.dst == client)
                     .then(|| Message::from_vec(udp.payload).ok())?
             }) {
                 return Some(ans);
@@ -971,4 +994,160 @@ fn a_narrow_path_from_the_start_is_found_within_seconds() {
     let st = net.nodes[0].core.status(net.now);
     assert_eq!(st.peers[0].path, "punched");
     assert_eq!(st.peers[0].path_mtu, 1220);
+}
+
+#[test]
+fn stub_mode_answers_on_the_prefix_network_and_forwards_the_rest() {
+    let mut net = registered_pair();
+    net.nodes[1].core.set_dns_stub(true);
+    let stub = Ipv4Addr::new(198, 18, 0, 0);
+    assert_eq!(net.nodes[1].core.stub_address(), Some(stub));
+    let table = net.nodes[1].core.take_table().unwrap();
+    assert_eq!(table.resolvers, vec![IpAddr::V4(stub)]);
+    let st = net.nodes[1].core.status(net.now).dns.unwrap();
+    assert_eq!((st.mode.as_str(), st.stub_address), ("stub", Some(stub)));
+
+    let alice_vip = net.vip(0).unwrap();
+    let ans = net
+        .dns_via(1, stub, "alice.ntm.internal.", RecordType::A)
+        .expect("the stub did not answer");
+    assert_eq!(a_record(&ans), Some(alice_vip));
+
+    // Other names go to the configured resolver; the answer comes back
+    // from the stub's address.
+    let mut q = Message::new(0x4343, MessageType::Query, OpCode::Query);
+    q.add_query(Query::query(
+        Name::from_ascii("www.example.test.").unwrap(),
+        RecordType::A,
+    ));
+    let query = q.to_vec().unwrap();
+    let client = SocketAddrV4::new(net.vip(1).unwrap(), 41000);
+    let mut pkt = Vec::new();
+    packet::build_ipv4_udp(client, SocketAddrV4::new(stub, 53), &query, &mut pkt);
+    let core = &mut net.nodes[1].core;
+    core.handle_tun(pkt, net.now);
+    let up = std::iter::from_fn(|| core.poll_output()).find_map(|o| match o {
+        Output::Upstream { to, bytes } => Some((to, bytes)),
+        _ => None,
+    });
+    let (to, bytes) = up.expect("query not forwarded");
+    assert_eq!(
+        (to, bytes),
+        (SocketAddr::from((RESOLVER, 53)), query.clone())
+    );
+    core.handle_upstream(to, b"\x43\x43answer");
+    let back = std::iter::from_fn(|| core.poll_output())
+        .find_map(|o| match o {
+            Output::Tun(p) => Some(p),
+            _ => None,
+        })
+        .expect("answer not written to the TUN");
+    let udp = packet::parse_ipv4_udp(&back).unwrap();
+    assert_eq!((udp.src, udp.dst), (SocketAddrV4::new(stub, 53), client));
+
+    // Queries to the real resolver are not captured in stub mode.
+    let mut direct = Vec::new();
+    packet::build_ipv4_udp(client, SocketAddrV4::new(RESOLVER, 53), &query, &mut direct);
+    core.handle_tun(direct, net.now);
+    assert!(
+        !std::iter::from_fn(|| core.poll_output()).any(|o| matches!(o, Output::Upstream { .. })),
+        "a query to the resolver was captured in stub mode"
+    );
+    let c = core.counters();
+    assert!(c.dns_answered.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(
+        c.dns_forwarded.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn reloaded_auth_keys_let_a_new_node_enrol_and_keep_tunnels() {
+    let mut net = registered_pair();
+    let alice_vip = net.vip(0).unwrap();
+    assert_eq!(
+        a_record(&net.dns(1, "alice.ntm.internal.", RecordType::A).unwrap()),
+        Some(alice_vip)
+    );
+    let (now, unix) = (net.now, net.unix());
+    let sent = net.dc.apply(
+        crate::reload::DcChange::AuthKeys(vec!["rotated".into()]),
+        now,
+        unix,
+    );
+    assert!(sent.is_empty());
+    let carol = net.add_node("carol", "198.51.100.13:3000", "rotated");
+    let mallory = net.add_node("mallory", "198.51.100.14:3000", TOKEN);
+    net.advance(Duration::from_millis(500));
+    assert_eq!(net.nodes[carol].core.status(net.now).dc.state, "registered");
+    assert_eq!(net.nodes[mallory].core.status(net.now).dc.state, "refused");
+    // Registered nodes keep their sessions and reach each other.
+    assert_eq!(net.nodes[0].core.status(net.now).dc.state, "registered");
+    let bob_st = net.nodes[1].core.status(net.now);
+    assert!(bob_st.peers[0].last_handshake_secs.is_some());
+    assert_eq!(
+        a_record(&net.dns(1, "carol.ntm.internal.", RecordType::A).unwrap()),
+        net.vip(carol)
+    );
+}
+
+#[test]
+fn reloaded_timers_apply_and_rekeys_are_counted() {
+    let mut net = registered_pair();
+    net.dns(1, "alice.ntm.internal.", RecordType::A).unwrap();
+    for i in 0..2 {
+        net.nodes[i]
+            .core
+            .apply(crate::reload::NodeChange::RekeySecs(Duration::from_secs(
+                10,
+            )));
+    }
+    net.advance(Duration::from_secs(15));
+    let rekeys = |net: &Net| {
+        (0..2)
+            .map(|i| {
+                net.nodes[i]
+                    .core
+                    .counters()
+                    .rekeys
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum::<u64>()
+    };
+    // At the configured 120 s nothing would have rekeyed yet.
+    assert!(
+        rekeys(&net) >= 1,
+        "the reloaded rekey interval was not used"
+    );
+}
+
+#[test]
+fn reloaded_relay_list_keeps_unchanged_relays_and_moves_pairs_off_removed_ones() {
+    let mut net = Net::two_nats(false, false);
+    net.connect();
+    assert!(net.deliver(0, 1, 1), "no data through the relay");
+    let relay_pairs = |net: &Net| {
+        net.dc
+            .metrics()
+            .into_iter()
+            .find(|m| m.name == "ntmtun_dc_relay_pairs")
+            .map(|m| m.value)
+    };
+    assert_eq!(relay_pairs(&net), Some(1));
+    let (now, unix) = (net.now, net.unix());
+    let same = crate::reload::DcChange::Relays(net.relay_entries.clone());
+    assert!(
+        net.dc.apply(same, now, unix).is_empty(),
+        "an unchanged relay moved its pairs"
+    );
+    assert_eq!(relay_pairs(&net), Some(1));
+    assert!(
+        net.deliver(0, 1, 2),
+        "the relayed pair broke on a no-op reload"
+    );
+    let sent = net
+        .dc
+        .apply(crate::reload::DcChange::Relays(Vec::new()), now, unix);
+    assert_eq!(relay_pairs(&net), Some(0));
+    assert_eq!(sent.len(), 2, "both sides of the pair are directed again");
 }

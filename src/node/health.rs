@@ -7,6 +7,7 @@ use super::dns::Resolution as DnsResolution;
 use super::table::Endpoint;
 use crate::keys::PublicKey;
 use crate::proto::signal::Target;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -68,6 +69,7 @@ impl NodeCore {
             };
             if now.saturating_duration_since(est) >= due {
                 debug!(peer = %p.name, "rekeying");
+                self.counters.rekeys.fetch_add(1, Ordering::Relaxed);
                 self.initiate(key, now, 1);
             }
         }

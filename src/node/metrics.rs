@@ -1,15 +1,34 @@
-//! The node's metrics: per-peer traffic from the table the workers use, and
-//! the data plane's drop counters. Read at scrape time from shared atomics,
-//! so scraping never touches the control thread or the packet path.
+//! The node's metrics: per-peer traffic from the table the workers use, the
+//! data plane's drop counters and the control thread's counters. Read at
+//! scrape time from shared atomics, so scraping never touches the control
+//! thread or the packet path.
 
 use super::table::PeerTable;
 use crate::dataplane::worker::DataplaneCounters;
 use crate::metrics::{Sample, Source};
 use arc_swap::ArcSwap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub fn source(table: Arc<ArcSwap<PeerTable>>, counters: Arc<DataplaneCounters>) -> Source {
+/// What the control thread counts (the core increments them).
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Rekeys started (a fresh handshake when a session reached rekey_secs).
+    pub rekeys: AtomicU64,
+    /// DNS queries the node answered itself (its domain, reverse zone).
+    pub dns_answered: AtomicU64,
+    /// DNS queries forwarded to a real resolver.
+    pub dns_forwarded: AtomicU64,
+    /// DNS queries that failed: SERVFAIL from the node (DC unreachable, too
+    /// many in flight) or a forwarded query the resolver never answered.
+    pub dns_failed: AtomicU64,
+}
+
+pub fn source(
+    table: Arc<ArcSwap<PeerTable>>,
+    counters: Arc<DataplaneCounters>,
+    node: Arc<NodeCounters>,
+) -> Source {
     Arc::new(move || {
         let t = table.load();
         let mut m = vec![Sample::gauge(
@@ -18,15 +37,10 @@ pub fn source(table: Arc<ArcSwap<PeerTable>>, counters: Arc<DataplaneCounters>) 
             t.by_vip.len() as u64,
         )];
         for r in t.by_vip.values() {
-            let path = if r.endpoint.is_relay() {
-                "relay"
-            } else {
-                "direct"
-            };
             let peer = |s: Sample| {
                 s.label("peer", r.name.clone())
                     .label("virtual_ip", r.virtual_ip.to_string())
-                    .label("path", path)
+                    .label("path", r.path)
             };
             let st = &r.stats;
             let per_peer = [
@@ -77,6 +91,26 @@ pub fn source(table: Arc<ArcSwap<PeerTable>>, counters: Arc<DataplaneCounters>) 
                     c.load(Ordering::Relaxed),
                 )
                 .label("reason", reason),
+            );
+        }
+        m.push(Sample::counter(
+            "ntmtun_node_rekeys",
+            "Rekeys started (a fresh handshake when a session reached rekey_secs).",
+            node.rekeys.load(Ordering::Relaxed),
+        ));
+        let dns = [
+            ("answered", &node.dns_answered),
+            ("forwarded", &node.dns_forwarded),
+            ("failed", &node.dns_failed),
+        ];
+        for (result, c) in dns {
+            m.push(
+                Sample::counter(
+                    "ntmtun_node_dns_queries",
+                    "DNS queries by result: answered by the node, forwarded to a resolver, failed.",
+                    c.load(Ordering::Relaxed),
+                )
+                .label("result", result),
             );
         }
         m

@@ -12,6 +12,7 @@ use crate::net::packet;
 use crate::proto::signal::{Target, ToDc};
 use crate::proto::wire;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tracing::{debug, warn};
 
@@ -61,7 +62,7 @@ impl NodeCore {
     }
 
     pub(super) fn is_resolver(&self, ip: &IpAddr) -> bool {
-        self.s.resolvers.contains(ip)
+        self.dns_addresses().contains(ip)
     }
 
     pub(super) fn handle_dns(
@@ -74,7 +75,10 @@ impl NodeCore {
         let Some(dns) = &self.dns else { return };
         match dns.classify(query) {
             DnsAction::Forward => self.forward_dns(client, resolver, query, now),
-            DnsAction::Reply(bytes) => self.write_dns(client, resolver, &bytes),
+            DnsAction::Reply(bytes) => {
+                self.counters.dns_answered.fetch_add(1, Ordering::Relaxed);
+                self.write_dns(client, resolver, &bytes);
+            }
             DnsAction::Resolve { pending, target } => {
                 let waiter = DnsWaiter {
                     pending,
@@ -193,6 +197,11 @@ impl NodeCore {
     pub(super) fn reply_dns(&mut self, w: &DnsWaiter, res: &DnsResolution) {
         let Some(dns) = &self.dns else { return };
         let bytes = dns.answer(&w.pending, res);
+        let counter = match res {
+            DnsResolution::Failed => &self.counters.dns_failed,
+            _ => &self.counters.dns_answered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         self.write_dns(w.client, w.resolver, &bytes);
     }
 
@@ -214,14 +223,29 @@ impl NodeCore {
             return;
         }
         let id = u16::from_be_bytes([query[0], query[1]]);
-        let to = resolver;
-        if self.forwards.len() >= FORWARD_LIMIT && !self.forwards.contains_key(&(to, id)) {
-            warn!("too many DNS queries in flight; answering SERVFAIL");
-            if let Some(bytes) = super::dns::servfail_for(query) {
-                self.write_dns(client, resolver, &bytes);
+        // A captured query goes where it was headed; the stub forwards to
+        // the first configured resolver.
+        let to = if self.dns_stub {
+            self.s.resolvers.first().map(|&ip| SocketAddr::new(ip, 53))
+        } else {
+            Some(resolver)
+        };
+        let to = match to {
+            Some(to)
+                if self.forwards.len() < FORWARD_LIMIT || self.forwards.contains_key(&(to, id)) =>
+            {
+                to
             }
-            return;
-        }
+            _ => {
+                warn!("too many DNS queries in flight, or no resolver to forward to; answering SERVFAIL");
+                self.counters.dns_failed.fetch_add(1, Ordering::Relaxed);
+                if let Some(bytes) = super::dns::servfail_for(query) {
+                    self.write_dns(client, resolver, &bytes);
+                }
+                return;
+            }
+        };
+        self.counters.dns_forwarded.fetch_add(1, Ordering::Relaxed);
         self.forwards.insert(
             (to, id),
             Forward {

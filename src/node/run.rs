@@ -4,15 +4,16 @@
 use super::control::Control;
 use super::core::{NodeCore, NodeSettings};
 use super::table::PeerTable;
-use super::{control_socket, system, tun};
+use super::{control_socket, resolved, split_dns, system, tun};
 use crate::config::{DnsMode, NodeConfig};
 use crate::dataplane::worker::{DataplaneCounters, Worker};
 use crate::dataplane::ToControl;
 use crate::net::{addrwatch, ifaddrs, udp};
-use crate::shutdown;
+use crate::{reload, shutdown};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -76,7 +77,8 @@ fn endpoints(addrs: Vec<IpAddr>, port: u16, v6: bool) -> Vec<SocketAddr> {
         .collect()
 }
 
-pub fn run(cfg: NodeConfig) -> Result<()> {
+/// Runs the node until SIGINT/SIGTERM; SIGHUP reloads `config_path`.
+pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let workers = worker_count(&cfg);
     let listener = control_socket::bind(&cfg.control_socket)?;
@@ -84,8 +86,14 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
     // Offloads (TUN TSO/USO, UDP GSO/GRO) unless NTMTUN_OFFLOAD=0.
     let (queues, _) = tun::create(&cfg.tun, workers, crate::dataplane::offload_from_env())?;
     // The control socket and a TUN name nobody held prove no other node
-    // runs here, so clearing the rules a crashed predecessor may have left
-    // behind is safe (a node that fails before this point touches nothing).
+    // runs here, so clearing the rules and DNS settings a crashed
+    // predecessor may have left behind is safe (a node that fails before
+    // this point touches nothing).
+    let dns_state = split_dns::state_path(&cfg.control_socket);
+    if dns_state.exists() {
+        info!(state = %dns_state.display(), "undoing the DNS changes of a previous run");
+        resolved::undo(&dns_state);
+    }
     system::teardown();
     let (sockets, v6) = bind_data_sockets(cfg.listen_port, workers)?;
     let port = sockets[0].local_addr()?.port();
@@ -95,13 +103,16 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         v6,
     );
 
-    let capture: Vec<IpAddr> = match cfg.dns.mode {
+    let dns = split_dns::effective(
+        cfg.dns.mode,
+        cfg.dns.mode == DnsMode::Stub && resolved::running_here(),
+    );
+    if let Some(why) = dns.fallback {
+        warn!("{why}");
+    }
+    let capture: Vec<IpAddr> = match dns.mode {
         DnsMode::Off => Vec::new(),
-        DnsMode::Capture => cfg.dns.resolvers.clone(),
-        DnsMode::Stub => {
-            warn!("[dns] mode = \"stub\" is not implemented yet; using capture mode");
-            cfg.dns.resolvers.clone()
-        }
+        DnsMode::Capture | DnsMode::Stub => cfg.dns.resolvers.clone(),
     };
     let now = Instant::now();
     let unix_nanos = SystemTime::now()
@@ -124,13 +135,14 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         now,
     );
     core.set_local_endpoints(local_endpoints.clone());
+    core.set_dns_stub(dns.mode == DnsMode::Stub);
 
     let table = Arc::new(ArcSwap::from_pointee(PeerTable::default()));
     let counters = Arc::new(DataplaneCounters::default());
     let _metrics = match cfg.metrics_listen {
         Some(addr) => Some(crate::metrics::serve(
             addr,
-            super::metrics::source(table.clone(), counters.clone()),
+            super::metrics::source(table.clone(), counters.clone(), core.counters()),
             stop.clone(),
         )?),
         None => None,
@@ -164,7 +176,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         tun = %cfg.tun,
         port,
         workers,
-        dns = cfg.dns.mode.as_str(),
+        dns = dns.mode.as_str(),
         ?local_endpoints,
         public_key = %cfg.private_key.public_key(),
         "node starting"
@@ -229,10 +241,23 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         );
     }
     {
-        let tx = tx.clone();
-        shutdown::spawn_waiter(stop.clone(), move || {
-            let _ = tx.send(ToControl::Shutdown);
-        });
+        let (tx, reload_tx) = (tx.clone(), tx.clone());
+        let on_hup = reload::on_sighup(
+            config_path,
+            cfg.clone(),
+            crate::config::load_node,
+            reload::plan_node,
+            move |changes| {
+                let _ = reload_tx.send(ToControl::Reload(changes));
+            },
+        );
+        shutdown::spawn_waiter(
+            stop.clone(),
+            move || {
+                let _ = tx.send(ToControl::Shutdown);
+            },
+            on_hup,
+        );
     }
     drop(tx);
 
@@ -246,6 +271,9 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         tun_name: cfg.tun.clone(),
         table,
         capture,
+        dns_mode: dns.mode,
+        dns_state: dns_state.clone(),
+        hooked: false,
         v6,
         pings: Vec::new(),
     }
@@ -255,12 +283,13 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
     for h in handles {
         let _ = h.join();
     }
+    resolved::undo(&dns_state);
     system::teardown();
     info!(
         auth_failed = counters.rx_auth_failed.load(Ordering::Relaxed),
         spoofed = counters.rx_spoofed.load(Ordering::Relaxed),
         control_full = counters.control_full.load(Ordering::Relaxed),
-        "node stopped; routes and rules removed"
+        "node stopped; routes, rules and DNS settings removed"
     );
     Ok(())
 }

@@ -163,6 +163,8 @@ pub struct TxRoute {
     pub stats: Arc<PeerStats>,
     /// Largest inner packet the path to the peer carries (`node::pmtu`).
     pub mtu: u16,
+    /// "direct", "punched" or "relay" (the metrics' path label).
+    pub path: &'static str,
 }
 
 /// How to accept records arriving for one of our session indexes.

@@ -4,6 +4,7 @@ use crate::metrics::Sample;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay::{self, Bind};
 use crate::proto::ticket::TicketKey;
+use crate::reload::RelayChange;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -83,6 +84,9 @@ struct Session {
     secrets: [[u8; 32]; 2],
     sides: [Option<SocketAddr>; 2],
     last_bind: [u64; 2],
+    /// The rate the ticket grants; the bucket runs at the lower of it and
+    /// `max_rate_bytes`.
+    ticket_rate: u64,
     bucket: Bucket,
 }
 
@@ -104,6 +108,19 @@ impl RelayCore {
             max_rate_bytes,
             sessions: HashMap::new(),
             stats: RelayStats::default(),
+        }
+    }
+
+    /// A setting reloaded on SIGHUP; held sessions take the new ceiling too.
+    pub fn apply(&mut self, change: RelayChange) {
+        match change {
+            RelayChange::SessionRateMbps(mbps) => {
+                self.max_rate_bytes = mbps * 1_000_000 / 8;
+                for s in self.sessions.values_mut() {
+                    s.bucket.rate = s.ticket_rate.min(self.max_rate_bytes);
+                }
+                tracing::info!(rate_mbps = mbps, "session_rate_mbps reloaded");
+            }
         }
     }
 
@@ -222,6 +239,7 @@ impl RelayCore {
             secrets: t.secrets,
             sides: [None, None],
             last_bind: [0, 0],
+            ticket_rate: t.rate_bytes,
             bucket: Bucket::new(rate, now),
         });
         if s.secrets != t.secrets {
@@ -354,6 +372,35 @@ mod tests {
         );
         r.expire(1000);
         assert_eq!(r.session_count(), 0);
+    }
+
+    #[test]
+    fn reloaded_rate_applies_to_held_sessions() {
+        let (mut r, k, t) = setup();
+        let now = Instant::now();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "198.51.100.11:1".parse().unwrap(),
+            "198.51.100.12:2".parse().unwrap(),
+        );
+        let sealed = k.seal(&t, [0; 12]);
+        r.handle(a, &relay::bind(0, 1, &sealed, &t.secrets[0]), now, 10);
+        r.handle(b, &relay::bind(1, 1, &sealed, &t.secrets[1]), now, 10);
+        r.apply(RelayChange::SessionRateMbps(1));
+        let pkt = relayed(9, &[0u8; 1400]);
+        // Empty the burst allowance, then one second at 1 Mbit/s refills
+        // 125000 bytes.
+        for _ in 0..1000 {
+            r.handle(a, &pkt, now, 10);
+        }
+        let later = now + std::time::Duration::from_secs(1);
+        let passed = (0..1000)
+            .filter(|_| r.handle(a, &pkt, later, 10) == Action::Forward(b))
+            .count();
+        let want = 125_000 / pkt.len();
+        assert!(
+            (want - 1..=want + 1).contains(&passed),
+            "passed {passed}, want {want}"
+        );
     }
 
     #[test]

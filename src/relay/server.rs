@@ -8,7 +8,9 @@ use crate::config::RelayConfig;
 use crate::net::batch::{RecvBatch, SendBatch};
 use crate::net::{poll, udp};
 use crate::proto::ticket::TicketKey;
+use crate::reload::RelayChange;
 use anyhow::{Context, Result};
+use crossbeam_channel::Receiver;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +39,13 @@ fn socket_for(locals: &[SocketAddr], to: SocketAddr) -> Option<usize> {
         })
 }
 
-pub fn run(cfg: RelayConfig, stop: Arc<AtomicBool>) -> Result<()> {
+/// Runs the relay until `stop` is set; changes from SIGHUP reloads arrive
+/// on `reloads`.
+pub fn run(
+    cfg: RelayConfig,
+    stop: Arc<AtomicBool>,
+    reloads: Receiver<Vec<RelayChange>>,
+) -> Result<()> {
     let sockets: Vec<UdpSocket> = cfg
         .listen
         .iter()
@@ -77,6 +85,9 @@ pub fn run(cfg: RelayConfig, stop: Arc<AtomicBool>) -> Result<()> {
     metrics.publish(core.metrics());
     let _metrics_thread = metrics.serve(cfg.metrics_listen, stop.clone())?;
     while !stop.load(Ordering::Relaxed) {
+        for change in reloads.try_iter().flatten() {
+            core.apply(change);
+        }
         metrics.publish(core.metrics());
         let ready = poll::readable(&fds, Duration::from_millis(500))
             .context("waiting for relay sockets")?;

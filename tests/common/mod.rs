@@ -641,6 +641,43 @@ impl Lab {
         );
     }
 
+    /// The PID `lab.sh` last recorded for `name` (the DC, a node, a spawned process).
+    pub fn pid(&self, name: &str) -> u32 {
+        let text = fs::read_to_string(self.path("pids")).unwrap_or_default();
+        text.lines()
+            .rev()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 3 && f[0] == name).then(|| f[1].parse::<u32>().ok())?
+            })
+            .unwrap_or_else(|| panic!("lab {}: no PID recorded for {name}", self.prefix))
+    }
+
+    /// Send `sig` ("HUP", "KILL", ...) to the process recorded under `name`, by PID.
+    pub fn signal(&self, name: &str, sig: &str) {
+        let pid = self.pid(name);
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(st.success(), "kill -{sig} {pid} ({name}) failed");
+    }
+
+    /// The `/metrics` text of the daemon in `host`'s namespace (lab.sh sets every daemon's
+    /// `metrics_listen` to 127.0.0.1:9100).
+    pub fn metrics(&self, host: &str) -> String {
+        self.exec_ok(
+            host,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "http://127.0.0.1:9100/metrics",
+            ],
+        )
+    }
+
     /// Start `args` in the background in `PREFIX-host`, stdout and stderr to files.
     pub fn spawn(&self, host: &str, args: &[&str], stdout: &Path, stderr: &Path) -> Bg {
         let out =

@@ -1,0 +1,101 @@
+//! The IO side of split DNS: finding systemd-resolved, registering the stub
+//! on the TUN link with `resolvectl` (the CLI of its D-Bus API, easy to
+//! audit in the logs), and the state file of `split_dns`.
+
+use super::split_dns::{self, State};
+use super::system;
+use crate::config::DnsMode;
+use anyhow::{bail, Context, Result};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use tracing::{debug, info, warn};
+
+/// `comm` of systemd-resolved (truncated to 15 characters by the kernel).
+const RESOLVED_COMM: &str = "systemd-resolve";
+/// Bound on the /proc scan.
+const MAX_PROCS: usize = 65536;
+
+/// True when systemd-resolved runs in our network namespace and
+/// `resolvectl` is installed. One running elsewhere (the host, seen from a
+/// container or a lab namespace) would apply our settings to a link of its
+/// own namespace with the same index, so it does not count.
+pub fn running_here() -> bool {
+    let Ok(ours) = std::fs::read_link("/proc/self/ns/net") else {
+        return false;
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let found = procs.take(MAX_PROCS).flatten().any(|e| {
+        let dir = e.path();
+        std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == RESOLVED_COMM)
+            && std::fs::read_link(dir.join("ns/net")).is_ok_and(|ns| ns == ours)
+    });
+    found
+        && Command::new("resolvectl")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+fn resolvectl(args: &[String]) -> Result<()> {
+    debug!(cmd = %format!("resolvectl {}", args.join(" ")), "host DNS change");
+    let out = Command::new("resolvectl").args(args).output().context(
+        "cannot run `resolvectl` (install systemd-resolved, or use [dns] mode = \"capture\")",
+    )?;
+    if !out.status.success() {
+        bail!(
+            "`resolvectl {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Points systemd-resolved at the stub for `domains` on `tun`.
+pub fn register(tun: &str, stub: Ipv4Addr, domains: &[String]) -> Result<()> {
+    for cmd in split_dns::register_commands(tun, stub, domains) {
+        resolvectl(&cmd)?;
+    }
+    info!(tun, %stub, ?domains, "stub resolver registered with systemd-resolved");
+    Ok(())
+}
+
+/// Writes the state file before the change it records (atomically, so a
+/// crash leaves the old file or the new one).
+pub fn record(path: &Path, state: &State) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, state.to_text())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing the DNS state file {}", path.display()))
+}
+
+/// Undoes what the state file at `path` records, then removes it. Used at
+/// shutdown and, for a predecessor that crashed, at start. The capture
+/// rules are removed by `system::teardown` in any case.
+pub fn undo(path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    match State::parse(&text) {
+        Some(State {
+            tun,
+            mode: DnsMode::Stub,
+        }) => {
+            // A crashed run's TUN is gone and resolved forgot the link with
+            // it; revert is for the link that still exists.
+            if let Err(e) = resolvectl(&split_dns::revert_command(&tun)) {
+                debug!(error = format!("{e:#}"), "resolvectl revert");
+            } else {
+                info!(tun, "systemd-resolved settings of the TUN reverted");
+            }
+        }
+        Some(_) => system::teardown(),
+        None => warn!(path = %path.display(), "not an ntmtun DNS state file; removing it"),
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        warn!(path = %path.display(), error = %e, "cannot remove the DNS state file");
+    }
+}

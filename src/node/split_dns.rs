@@ -1,0 +1,228 @@
+//! Split DNS planning (`[dns] mode`), pure: which way the node hooks into
+//! the host's name resolution, the stub resolver's address, the routing
+//! domains registered with systemd-resolved, and the state file that records
+//! what was changed so a later start can undo it after a crash.
+//!
+//! Stub mode answers on the first address of the virtual prefix: the DC
+//! never hands it to a node, and the prefix route already sends it into the
+//! TUN, so queries to it reach the node like captured ones.
+
+use crate::config::DnsMode;
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// The mode in force and, when it differs from the configured one, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    pub mode: DnsMode,
+    pub fallback: Option<&'static str>,
+}
+
+/// Stub mode needs systemd-resolved in the node's network namespace to send
+/// the domain's queries to the stub; without it the node captures instead.
+pub fn effective(configured: DnsMode, resolved_here: bool) -> Effective {
+    match configured {
+        DnsMode::Stub if !resolved_here => Effective {
+            mode: DnsMode::Capture,
+            fallback: Some(
+                "[dns] mode = \"stub\" needs systemd-resolved in this network namespace, and it \
+                 does not run here: using capture mode instead",
+            ),
+        },
+        mode => Effective {
+            mode,
+            fallback: None,
+        },
+    }
+}
+
+/// The stub resolver's address: the network address of the virtual prefix.
+pub fn stub_address(prefix: Ipv4Net) -> Ipv4Addr {
+    prefix.trunc().network()
+}
+
+/// Routing-only domains ("~name") for the TUN link: the NTMobile domain and
+/// the reverse zones covering the virtual prefix (rounded to whole octets,
+/// as in-addr.arpa delegates), so resolved sends only those queries to us.
+pub fn routing_domains(domain: &str, prefix: Ipv4Net) -> Vec<String> {
+    let prefix = prefix.trunc();
+    let zone_len = prefix.prefix_len().div_ceil(8) * 8;
+    let mut out = vec![format!("~{domain}")];
+    let Ok(zones) = prefix.subnets(zone_len) else {
+        return out;
+    };
+    for zone in zones {
+        let octets = zone.network().octets();
+        let labels: Vec<String> = octets[..usize::from(zone_len / 8)]
+            .iter()
+            .rev()
+            .map(u8::to_string)
+            .collect();
+        let name = if labels.is_empty() {
+            "in-addr.arpa".to_string()
+        } else {
+            format!("{}.in-addr.arpa", labels.join("."))
+        };
+        out.push(format!("~{name}"));
+    }
+    out
+}
+
+/// The `resolvectl` invocations that register the stub on `tun`: its DNS
+/// server, its routing domains, and no default route (other names keep
+/// going to the host's other links).
+pub fn register_commands(tun: &str, stub: Ipv4Addr, domains: &[String]) -> Vec<Vec<String>> {
+    let mut domain = vec!["domain".to_string(), tun.to_string()];
+    domain.extend(domains.iter().cloned());
+    vec![
+        vec!["dns".into(), tun.into(), stub.to_string()],
+        domain,
+        vec!["default-route".into(), tun.into(), "false".into()],
+    ]
+}
+
+/// `resolvectl revert TUN`: drops every setting we made on the link.
+pub fn revert_command(tun: &str) -> Vec<String> {
+    vec!["revert".into(), tun.into()]
+}
+
+/// What a run changed in the host's DNS set-up, written before the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub tun: String,
+    /// Capture (policy rules) or Stub (systemd-resolved link settings).
+    pub mode: DnsMode,
+}
+
+const STATE_HEADER: &str =
+    "# ntmtun: DNS changes of a running node; the next start undoes them if it crashed";
+
+impl State {
+    pub fn to_text(&self) -> String {
+        format!("{STATE_HEADER}\ntun={}\nmode={}\n", self.tun, self.mode)
+    }
+
+    /// `None` for anything that is not a state file we wrote.
+    pub fn parse(text: &str) -> Option<State> {
+        let (mut tun, mut mode) = (None, None);
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("tun", v)) if !v.is_empty() && !v.contains('/') => tun = Some(v.to_string()),
+                Some(("mode", v)) => mode = v.parse::<DnsMode>().ok(),
+                _ => {}
+            }
+        }
+        Some(State {
+            tun: tun?,
+            mode: mode?,
+        })
+    }
+}
+
+/// The state file: beside the control socket, in the run directory. The
+/// socket is bound first, so its path is unique to one running node even
+/// when several share a directory.
+pub fn state_path(control_socket: &Path) -> PathBuf {
+    control_socket.with_extension("dns-state")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn stub_without_resolved_falls_back_to_capture() {
+        let e = effective(DnsMode::Stub, false);
+        assert_eq!(e.mode, DnsMode::Capture);
+        assert!(e
+            .fallback
+            .is_some_and(|why| why.contains("systemd-resolved")));
+        assert_eq!(effective(DnsMode::Stub, true).mode, DnsMode::Stub);
+        for m in [DnsMode::Capture, DnsMode::Off] {
+            assert_eq!(
+                effective(m, false),
+                Effective {
+                    mode: m,
+                    fallback: None
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn stub_address_is_the_prefix_network_the_dc_never_assigns() {
+        assert_eq!(
+            stub_address(net("198.18.0.0/15")),
+            Ipv4Addr::new(198, 18, 0, 0)
+        );
+        assert_eq!(
+            stub_address(net("198.18.5.7/24")),
+            Ipv4Addr::new(198, 18, 5, 0)
+        );
+    }
+
+    #[test]
+    fn routing_domains_cover_the_reverse_zones_of_the_prefix() {
+        assert_eq!(
+            routing_domains("ntm.internal", net("198.18.0.0/15")),
+            vec![
+                "~ntm.internal",
+                "~18.198.in-addr.arpa",
+                "~19.198.in-addr.arpa"
+            ]
+        );
+        assert_eq!(
+            routing_domains("x.test", net("198.18.4.0/24")),
+            vec!["~x.test", "~4.18.198.in-addr.arpa"]
+        );
+        let d = routing_domains("x.test", net("198.18.0.0/22"));
+        assert_eq!(d.len(), 1 + 4);
+        assert_eq!(d[4], "~3.18.198.in-addr.arpa");
+        assert_eq!(
+            routing_domains("x.test", net("0.0.0.0/0")),
+            vec!["~x.test", "~in-addr.arpa"]
+        );
+    }
+
+    #[test]
+    fn register_sets_server_routing_domains_and_no_default_route() {
+        let cmds = register_commands(
+            "ntm0",
+            Ipv4Addr::new(198, 18, 0, 0),
+            &["~ntm.internal".into(), "~18.198.in-addr.arpa".into()],
+        );
+        let text: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            text,
+            vec![
+                "dns ntm0 198.18.0.0",
+                "domain ntm0 ~ntm.internal ~18.198.in-addr.arpa",
+                "default-route ntm0 false"
+            ]
+        );
+        assert_eq!(revert_command("ntm0").join(" "), "revert ntm0");
+    }
+
+    #[test]
+    fn state_round_trips_and_rejects_foreign_files() {
+        for mode in [DnsMode::Stub, DnsMode::Capture] {
+            let s = State {
+                tun: "ntm0".into(),
+                mode,
+            };
+            assert_eq!(State::parse(&s.to_text()), Some(s));
+        }
+        assert_eq!(State::parse(""), None);
+        assert_eq!(State::parse("tun=ntm0\nmode=bogus\n"), None);
+        assert_eq!(State::parse("tun=../x\nmode=stub\n"), None);
+        assert_eq!(
+            state_path(Path::new("/run/ntmtun/ntmtun.sock")),
+            PathBuf::from("/run/ntmtun/ntmtun.dns-state")
+        );
+    }
+}
