@@ -8,18 +8,21 @@ use super::dc_link::{DcEvent, DcIdentity, DcLink, DcState};
 use super::dns::{DnsInterceptor, Resolution as DnsResolution};
 use super::health::ACTIVE_TICK;
 use super::peer::{DnsWaiter, Peer};
-use super::table::{Endpoint, PeerTable, RxRoute, TxRoute};
+use super::table::{Endpoint, PeerTable, Routes, RxRoute, TxRoute};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::proto::handshake::Mac1Key;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
-use crate::proto::signal::{FromDc, Registered, Resolution, Target, ToDc};
+use crate::proto::signal::{
+    FromDc, GrantedRoute, RefusedRoute, Registered, Resolution, Target, ToDc,
+};
 use crate::proto::wire;
-use crate::status::{DcStatus, PeerStatus, StatusReport};
+use crate::status::{AdvertisedRoute, DcStatus, PeerStatus, StatusReport, SubnetRoute};
 use ipnet::Ipv4Net;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -61,6 +64,8 @@ pub enum Output {
     Upstream { to: SocketAddr, bytes: Vec<u8> },
     /// Registration accepted: give the TUN this address and routes.
     Configure(Registered),
+    /// Route exactly these LAN prefixes (other gateways') into the TUN.
+    SubnetRoutes(Vec<Ipv4Net>),
     /// A ping was answered (for `ntmtun ping`).
     Pong {
         id: u64,
@@ -117,6 +122,14 @@ pub struct NodeCore {
     pub(super) mac1: Mac1Key,
     /// Handshake initiations per source (a DH each).
     pub(super) handshake_limit: RateLimiter,
+    /// The domain's granted subnet routes as the DC last announced them,
+    /// and the lookup structure built from them for the workers.
+    domain_routes: Vec<GrantedRoute>,
+    pub(super) routes: Arc<Routes>,
+    /// node.toml `accept_routes`.
+    accept_routes: bool,
+    /// Refusals already logged (the DC repeats them on every refresh).
+    refused_routes: Vec<RefusedRoute>,
 }
 
 /// Handshake initiations a source may make per second, and in a burst.
@@ -161,7 +174,44 @@ impl NodeCore {
             pending_ping_names: Vec::new(),
             mac1,
             handshake_limit: RateLimiter::new(HANDSHAKES_PER_SEC, HANDSHAKE_BURST, 4096),
+            domain_routes: Vec::new(),
+            routes: Arc::new(Routes::default()),
+            accept_routes: true,
+            refused_routes: Vec::new(),
         }
+    }
+
+    /// Subnet routing (node.toml `advertise_routes`, `accept_routes`).
+    pub fn with_subnet_routes(mut self, advertise: Vec<Ipv4Net>, accept: bool) -> Self {
+        self.dc.advertise_routes = advertise;
+        self.accept_routes = accept;
+        self
+    }
+
+    /// Takes the DC's list of granted routes: a new table for the workers
+    /// and the prefixes to route into the TUN, if anything changed.
+    fn set_domain_routes(&mut self, routes: Vec<GrantedRoute>) {
+        let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
+        let built = Routes::new(&routes, local, self.accept_routes);
+        self.domain_routes = routes;
+        if *self.routes == built {
+            return;
+        }
+        info!(routes = ?self.domain_routes, "subnet routes");
+        self.out.push_back(Output::SubnetRoutes(built.installed()));
+        self.routes = Arc::new(built);
+        self.table_dirty = true;
+    }
+
+    /// Logs the DC's refusals of our advertised prefixes when they change.
+    fn note_refused_routes(&mut self, refused: &[RefusedRoute]) {
+        if self.refused_routes == refused {
+            return;
+        }
+        for r in refused {
+            warn!(prefix = %r.prefix, reason = %r.reason, "the DC refused an advertised route; it is not routed");
+        }
+        self.refused_routes = refused.to_vec();
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -185,6 +235,7 @@ impl NodeCore {
         let mut t = PeerTable {
             local_ip: self.dc.registered.as_ref().map(|r| r.virtual_ip),
             prefix: self.prefix,
+            routes: self.routes.clone(),
             resolvers: if self.dns.is_some() {
                 self.s.resolvers.clone()
             } else {
@@ -313,7 +364,7 @@ impl NodeCore {
             None => {}
             Some(b) if b >> 4 == 4 => {
                 let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
-                if super::table::admits(payload, vip, local) {
+                if super::table::admits(payload, vip, local, &self.routes) {
                     self.out.push_back(Output::Tun(payload.to_vec()));
                 }
             }
@@ -349,6 +400,8 @@ impl NodeCore {
                     self.out.push_back(Output::Configure(reg.clone()));
                     self.table_dirty = true;
                 }
+                self.set_domain_routes(reg.routes.clone());
+                self.note_refused_routes(&reg.refused_routes);
                 self.probe_nat(&reg);
                 // Questions asked while the channel was down go out now.
                 let ids: Vec<u64> = self.resolves.keys().copied().collect();
@@ -362,6 +415,7 @@ impl NodeCore {
 
     fn on_dc_message(&mut self, msg: FromDc, now: Instant) {
         match msg {
+            FromDc::Routes(routes) => self.set_domain_routes(routes),
             FromDc::Direction(info) => {
                 debug!(peer = %info.name, path = ?info.path, "DC directed a peer to us");
                 self.upsert_peer(&info, now);
@@ -636,6 +690,40 @@ impl NodeCore {
                 },
             },
             peers,
+            advertised_routes: self.advertised_status(),
+            routes: self
+                .domain_routes
+                .iter()
+                .filter(|r| reg.map(|g| g.virtual_ip) != Some(r.gateway))
+                .map(|r| SubnetRoute {
+                    prefix: r.prefix,
+                    gateway: r.gateway,
+                    installed: self.accept_routes,
+                })
+                .collect(),
         }
+    }
+
+    /// Each advertised prefix: granted, refused (and why) or pending.
+    fn advertised_status(&self) -> Vec<AdvertisedRoute> {
+        let reg = self.dc.registered.as_ref().filter(|_| self.dc.is_up());
+        self.dc
+            .advertise_routes
+            .iter()
+            .map(|&prefix| {
+                let refused =
+                    reg.and_then(|g| g.refused_routes.iter().find(|r| r.prefix == prefix));
+                let (state, reason) = match (reg, refused) {
+                    (None, _) => ("pending", None),
+                    (Some(_), Some(r)) => ("refused", Some(r.reason.to_string())),
+                    (Some(_), None) => ("granted", None),
+                };
+                AdvertisedRoute {
+                    prefix,
+                    state: state.into(),
+                    reason,
+                }
+            })
+            .collect()
     }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod peer;
 mod resolve;
 pub mod run;
+pub mod subnet;
 pub mod system;
 pub mod table;
 pub mod tun;

@@ -78,6 +78,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
     let listener = control_socket::bind(&cfg.control_socket)?;
     let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
     system::teardown();
+    super::subnet::teardown();
     // Offloads (TUN TSO/USO, UDP GSO/GRO) unless NTMTUN_OFFLOAD=0.
     let (queues, _) = tun::create(&cfg.tun, workers, crate::dataplane::offload_from_env())?;
     let (sockets, v6) = bind_data_sockets(cfg.listen_port, workers)?;
@@ -101,7 +102,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let mut core = NodeCore::new(
+    let core = NodeCore::new(
         NodeSettings {
             name: cfg.name.clone(),
             key: cfg.private_key.clone(),
@@ -116,7 +117,14 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         },
         now,
     );
+    let mut core = core.with_subnet_routes(cfg.advertise_routes.clone(), cfg.accept_routes);
     core.set_local_endpoints(local_endpoints.clone());
+    let gateway = if cfg.advertise_routes.is_empty() {
+        None
+    } else {
+        info!(advertise_routes = ?cfg.advertise_routes, snat = cfg.snat, "acting as a gateway for these LAN prefixes, once the DC grants them");
+        Some(super::subnet::start_gateway(&cfg.tun, cfg.snat)?)
+    };
 
     let table = Arc::new(ArcSwap::from_pointee(PeerTable::default()));
     let counters = Arc::new(DataplaneCounters::default());
@@ -241,6 +249,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         capture,
         v6,
         pings: Vec::new(),
+        subnet_routes: Vec::new(),
     }
     .run();
 
@@ -249,6 +258,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         let _ = h.join();
     }
     system::teardown();
+    drop(gateway); // removes its nftables table, restores ip_forward
     info!(
         auth_failed = counters.rx_auth_failed.load(Ordering::Relaxed),
         spoofed = counters.rx_spoofed.load(Ordering::Relaxed),
