@@ -181,11 +181,11 @@ impl NodeCore {
         }
     }
 
-    /// Subnet routing (node.toml `advertise_routes`, `accept_routes`).
-    pub fn with_subnet_routes(mut self, advertise: Vec<Ipv4Net>, accept: bool) -> Self {
+    /// Subnet routing (node.toml `advertise_routes`, `accept_routes`);
+    /// before the first registration.
+    pub fn set_subnet_routes(&mut self, advertise: Vec<Ipv4Net>, accept: bool) {
         self.dc.advertise_routes = advertise;
         self.accept_routes = accept;
-        self
     }
 
     /// Takes the DC's list of granted routes: a new table for the workers

@@ -102,7 +102,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let core = NodeCore::new(
+    let mut core = NodeCore::new(
         NodeSettings {
             name: cfg.name.clone(),
             key: cfg.private_key.clone(),
@@ -117,7 +117,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         },
         now,
     );
-    let mut core = core.with_subnet_routes(cfg.advertise_routes.clone(), cfg.accept_routes);
+    core.set_subnet_routes(cfg.advertise_routes.clone(), cfg.accept_routes);
     core.set_local_endpoints(local_endpoints.clone());
     let gateway = if cfg.advertise_routes.is_empty() {
         None
