@@ -143,14 +143,8 @@ fn plain_hosts_behind_two_gateways_reach_each_other() {
     assert!(table.contains("masquerade"), "{table}");
 
     // Plain tools on plain hosts. The first packet builds the tunnel (no DNS involved).
-    lab.exec_ok(
-        "hostb",
-        &["ping", "-c", "5", "-i", "0.3", "-W", "3", HOSTA],
-    );
-    lab.exec_ok(
-        "hosta",
-        &["ping", "-c", "3", "-i", "0.2", "-W", "2", HOSTB],
-    );
+    lab.exec_ok("hostb", &["ping", "-c", "5", "-i", "0.3", "-W", "3", HOSTA]);
+    lab.exec_ok("hosta", &["ping", "-c", "3", "-i", "0.2", "-W", "2", HOSTB]);
     let path = lab.status_json("gwb")["peers"][0]["path"]
         .as_str()
         .unwrap_or("?")
@@ -193,7 +187,10 @@ fn plain_hosts_behind_two_gateways_reach_each_other() {
     let (mut via_gw, mut direct) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         let (mbps, seen) = iperf(&lab, "hosta", "hostb", HOSTA, 4);
-        assert_eq!(seen, GWA_LAN, "hosta should see gwa's address (snat = true)");
+        assert_eq!(
+            seen, GWA_LAN,
+            "hosta should see gwa's address (snat = true)"
+        );
         via_gw.push(mbps);
         let (mbps, seen) = iperf(&lab, "gwa", "gwb", &gwa_vip.to_string(), 4);
         assert_eq!(seen.parse::<Ipv4Addr>().ok(), Some(gwb_vip));
@@ -246,7 +243,10 @@ fn plain_hosts_behind_two_gateways_reach_each_other() {
         ],
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the DC started with overlapping grants");
+    assert!(
+        !out.status.success(),
+        "the DC started with overlapping grants"
+    );
     assert!(
         err.contains("route_grants[1].prefixes")
             && err.contains("192.0.2.128/26 overlaps 192.0.2.128/27")
@@ -257,7 +257,10 @@ fn plain_hosts_behind_two_gateways_reach_each_other() {
     // Shutdown: gwa removes its table and turns forwarding back off.
     lab.stop("gwa");
     let gone = lab.exec("gwa", &["nft", "list", "table", "ip", "ntmtun"]);
-    assert!(!gone.status.success(), "the ntmtun nftables table outlived gwa");
+    assert!(
+        !gone.status.success(),
+        "the ntmtun nftables table outlived gwa"
+    );
     assert_eq!(
         lab.exec_ok("gwa", &["sysctl", "-n", "net.ipv4.ip_forward"])
             .trim(),
