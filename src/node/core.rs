@@ -190,8 +190,28 @@ impl NodeCore {
 
     /// Takes the DC's list of granted routes: a new table for the workers
     /// and the prefixes to route into the TUN, if anything changed.
-    fn set_domain_routes(&mut self, routes: Vec<GrantedRoute>) {
+    fn set_domain_routes(&mut self, mut routes: Vec<GrantedRoute>) {
         let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
+        // A LAN prefix holding the DC or a relay would pull our own
+        // signaling into the tunnel (a loop): never route those.
+        let relays = self.dc.registered.as_ref().map(|r| r.relays.clone());
+        let infra: Vec<Ipv4Addr> = self
+            .s
+            .dc
+            .iter()
+            .chain(relays.iter().flatten())
+            .filter_map(|a| match a.ip() {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        routes.retain(|r| {
+            let hit = infra.iter().find(|ip| r.prefix.contains(*ip));
+            if let Some(ip) = hit {
+                warn!(prefix = %r.prefix, gateway = %r.gateway, address = %ip, "subnet route not used: it holds the DC's or a relay's address");
+            }
+            hit.is_none()
+        });
         let built = Routes::new(&routes, local, self.accept_routes);
         self.domain_routes = routes;
         if *self.routes == built {

@@ -938,7 +938,10 @@ fn gateways_route_granted_lans_and_refuse_the_rest() {
         },
         RouteGrant {
             node: "gwb".into(),
-            prefixes: vec!["192.0.2.160/27".parse().unwrap()],
+            prefixes: vec![
+                "192.0.2.160/27".parse().unwrap(),
+                "198.51.100.0/28".parse().unwrap(),
+            ],
         },
     ]);
     let (na, nb) = (
@@ -956,9 +959,14 @@ fn gateways_route_granted_lans_and_refuse_the_rest() {
     net.advance(Duration::from_millis(300));
     // gwb registers later: gwa learns its route from a push.
     let b = net.add_natted("gwb", "192.0.2.76:2000", nb);
-    net.nodes[b]
-        .core
-        .set_subnet_routes(vec!["192.0.2.160/27".parse().unwrap()], true);
+    net.nodes[b].core.set_subnet_routes(
+        // The second holds the DC (198.51.100.10): granted, never routed.
+        vec![
+            "192.0.2.160/27".parse().unwrap(),
+            "198.51.100.0/28".parse().unwrap(),
+        ],
+        true,
+    );
     net.advance(Duration::from_millis(300));
     let (vip_a, vip_b) = (net.vip(a).unwrap(), net.vip(b).unwrap());
 
