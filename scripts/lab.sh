@@ -10,7 +10,7 @@
 #
 # Usage:
 #   lab.sh up TOPOLOGY PREFIX       build a topology: lan nat-nat same-nat public-nat symmetric
-#                                   v4-v6 roam relay-failover hostile (sketched at the top of
+#                                   v4-v6 roam relay-failover hostile gateways (sketched at the top of
 #                                   lab.sh);
 #                                   checks that every node reaches the DC and resolves names
 #   lab.sh start PREFIX             keys, configs, start the DC, the relays (if the topology has
@@ -110,6 +110,24 @@
 #     ============================+=====================eth1 203.0.113.1, 2001:db8:203::1
 #                                 |
 #                   bob eth1 203.0.113.12, 2001:db8:203::12
+# gateways: subnet routing. As nat-nat, but the nodes are the gateways gwa and gwb, each with
+# a second interface (eth1) into a LAN of plain hosts that run no ntmtun: hosta behind gwa,
+# hostb behind gwb, default routes via their gateway. The gateways do not forward until ntmtun
+# turns ip_forward on. `start` grants gwa 192.0.2.128/27 and gwb 192.0.2.160/27 in dc.toml;
+# gwa advertises its LAN plus 192.0.2.192/27 (not granted: refused) with snat = true, gwb
+# advertises its LAN without snat.
+#     dc .10   relay1 .20   dns .53          nata .101              natb .102
+#     ==+==========+==========+=================+=====================+==  br0 (Internet)
+#                                          eth1 | 192.0.2.1/26    eth1 | 192.0.2.65/26
+#                                     lana =====+======      lanb =====+======
+#                                               |                      |
+#                                  gwa eth0 192.0.2.11/26    gwb eth0 192.0.2.76/26
+#                                      eth1 192.0.2.129/27       eth1 192.0.2.161/27
+#                                     lanc =====+======      land =====+======
+#                                               |                      |
+#                                  hosta 192.0.2.130/27      hostb 192.0.2.162/27
+#                                  (default via .129)        (default via .161)
+#
 # `lab.sh move PREFIX bob` runs one `ip -batch` in bob's namespace: flush the addresses of the
 # current uplink and set it down (its routes go with it), set the other uplink up, add
 # 198.51.100.12/24 + 2001:db8:100::12/64 (nodad; or 203.0.113.12 + 2001:db8:203::12) and the
@@ -124,7 +142,8 @@
 # lists those started. NODE.toml: `dc` lists the DC's addresses in the node's families (both for
 # dual-stack nodes), `[dns] mode = "capture"` with `resolvers` = its resolv.conf nameserver.
 # lan keeps the node config it always had (dc = "198.51.100.10:7446", resolvers from
-# resolv.conf), which tests/lab_lan.rs was written against.
+# resolv.conf), which tests/lab_lan.rs was written against. gateways adds `advertise_routes`
+# (and `snat`) to the gateways' configs and `[[route_grants]]` to dc.toml (see its sketch).
 #
 # hostile: everyone public on one segment (nodes dual-stack, as in lan), with relay1, plus the
 # attacker `hostile` .66 / ::66. No ntmtun runs there: tests send forged, replayed and malformed
@@ -147,7 +166,7 @@ RELAY_PORT=7447
 ENROLL_TOKEN=lab-enrollment-token
 METRICS_PORT=9100 # every daemon, on its namespace's loopback
 
-TOPOLOGIES="lan nat-nat same-nat public-nat symmetric v4-v6 roam relay-failover hostile"
+TOPOLOGIES="lan nat-nat same-nat public-nat symmetric v4-v6 roam relay-failover hostile gateways"
 # Host numbers on the Internet segments (segment 1: 198.51.100.N + 2001:db8:100::N, segment 2:
 # 203.0.113.N + 2001:db8:203::N).
 declare -A HOSTNUM=([core]=1 [dc]=10 [alice]=11 [bob]=12 [relay1]=20 [relay2]=21 [dns]=53
@@ -161,8 +180,12 @@ DNS_V6=2001:db8:100::53
 # The LANs behind the NAT routers.
 LANA_GW=192.0.2.1
 LANB_GW=192.0.2.65
-declare -A LANA_ADDR=([alice]=192.0.2.11 [bob]=192.0.2.12)
-declare -A LANB_ADDR=([bob]=192.0.2.76)
+declare -A LANA_ADDR=([alice]=192.0.2.11 [bob]=192.0.2.12 [gwa]=192.0.2.11)
+declare -A LANB_ADDR=([bob]=192.0.2.76 [gwb]=192.0.2.76)
+# gateways: the LANs behind the gateways (gateway .129/.161, plain host .130/.162)
+GWA_LAN=192.0.2.128/27
+GWB_LAN=192.0.2.160/27
+GWA_REFUSED=192.0.2.192/27
 
 die() {
     echo "$ME: error: $*" >&2
@@ -221,7 +244,15 @@ topo_hosts() { # TOPO -> the host namespaces (besides PREFIX-sw)
     v4-v6) echo dc relay1 dns alice bob ;;
     roam) echo dc relay1 dns core alice bob ;;
     hostile) echo dc relay1 dns alice bob hostile ;;
+    gateways) echo dc relay1 dns nata natb gwa gwb hosta hostb ;;
     *) return 1 ;;
+    esac
+}
+
+topo_nodes() { # TOPO -> the ntmtun nodes it runs
+    case $1 in
+    gateways) echo gwa gwb ;;
+    *) echo alice bob ;;
     esac
 }
 
@@ -608,6 +639,26 @@ lan_host() { # PREFIX RUN NODE LANBRIDGE ADDR GW ROUTER
     note_host "$run" "$h" node "$5" - "$SEG1_V4.${HOSTNUM[$7]}"
 }
 
+# gateways: a node that is also the router of a LAN of plain hosts: eth0 into its NAT's LAN
+# (default route), eth1 = LANADDR/27. Forwarding stays off: ntmtun turns it on.
+gateway_host() { # PREFIX RUN NODE UPBRIDGE UPADDR UPGW LANBRIDGE LANADDR ROUTER
+    local prefix=$1 run=$2 h=$3
+    lan_host "$prefix" "$run" "$h" "$4" "$5" "$6" "$9"
+    plug "$prefix" "$h" eth1 "$7"
+    if_up "$prefix" "$h" eth1 "$8/27"
+    ip netns exec "$prefix-$h" sysctl -q -w net.ipv4.ip_forward=0
+}
+
+# gateways: a plain host (no ntmtun) in a gateway's LAN.
+plain_host() { # PREFIX RUN HOST LANBRIDGE ADDR GW
+    local prefix=$1 run=$2 h=$3
+    new_ns "$prefix" "$h"
+    plug "$prefix" "$h" eth0 "$4"
+    if_up "$prefix" "$h" eth0 "$5/27"
+    default_via "$prefix" "$h" "$6" -
+    note_host "$run" "$h" host "$5" - -
+}
+
 # roam: the router between the two Internet segments.
 core_router() { # PREFIX RUN
     local prefix=$1 run=$2
@@ -668,13 +719,18 @@ BATCH
 
 up_wan() { # PREFIX RUN TOPO: every topology but lan
     local prefix=$1 run=$2 topo=$3 h mode=eim
+    read -r -a NODES <<<"$(topo_nodes "$topo")"
     echo "$topo" >"$run/topology"
     : >"$run/hosts"
     new_ns "$prefix" sw
     add_bridge "$prefix" br0
     if [[ $topo == roam ]]; then add_bridge "$prefix" br1; fi
-    case $topo in nat-nat | symmetric | relay-failover | same-nat) add_bridge "$prefix" lana ;; esac
-    case $topo in nat-nat | symmetric | relay-failover | public-nat) add_bridge "$prefix" lanb ;; esac
+    case $topo in nat-nat | symmetric | relay-failover | same-nat | gateways) add_bridge "$prefix" lana ;; esac
+    case $topo in nat-nat | symmetric | relay-failover | public-nat | gateways) add_bridge "$prefix" lanb ;; esac
+    if [[ $topo == gateways ]]; then
+        add_bridge "$prefix" lanc
+        add_bridge "$prefix" land
+    fi
     # the servers, dual-stack, on Internet segment 1
     public_host "$prefix" "$run" dc dc 46
     for h in $(topo_relays "$topo"); do
@@ -707,6 +763,14 @@ up_wan() { # PREFIX RUN TOPO: every topology but lan
         public_host "$prefix" "$run" alice node 46
         public_host "$prefix" "$run" bob node 46
         public_host "$prefix" "$run" hostile hostile 46
+        ;;
+    gateways)
+        nat_router "$prefix" "$run" nata lana "$LANA_GW" eim
+        nat_router "$prefix" "$run" natb lanb "$LANB_GW" eim
+        gateway_host "$prefix" "$run" gwa lana "${LANA_ADDR[gwa]}" "$LANA_GW" lanc 192.0.2.129 nata
+        gateway_host "$prefix" "$run" gwb lanb "${LANB_ADDR[gwb]}" "$LANB_GW" land 192.0.2.161 natb
+        plain_host "$prefix" "$run" hosta lanc 192.0.2.130 192.0.2.129
+        plain_host "$prefix" "$run" hostb land 192.0.2.162 192.0.2.161
         ;;
     roam)
         core_router "$prefix" "$run"
@@ -758,6 +822,7 @@ need_lab() { # PREFIX -> checks the lab is up (all the namespaces of its topolog
     for h in sw $(topo_hosts "$topo"); do
         ns_exists "$1-$h" || die "namespace $1-$h is missing; run: $ME down $1 && $ME up $topo $1"
     done
+    read -r -a NODES <<<"$(topo_nodes "$topo")"
 }
 
 need_bin() {
@@ -876,7 +941,9 @@ wait_registered() { # PREFIX RUN SECONDS
     for n in "${NODES[@]}"; do
         log "node $n: dc.state = ${state[$n]:-unknown}"
     done
-    log_tail "$run/dc.log" "$run/alice.log" "$run/bob.log"
+    local -a logs=()
+    for n in "${NODES[@]}"; do logs+=("$run/$n.log"); done
+    log_tail "$run/dc.log" "${logs[@]}"
     die "nodes not registered after $secs s"
 }
 
@@ -893,6 +960,13 @@ node_dc_value() { # TOPO NODE
     4) echo "[\"$SEG1_V4.10:$DC_PORT\"]" ;;
     6) echo "[\"[$SEG1_V6:10]:$DC_PORT\"]" ;;
     *) echo "[\"$SEG1_V4.10:$DC_PORT\", \"[$SEG1_V6:10]:$DC_PORT\"]" ;;
+    esac
+}
+
+node_gateway_keys() { # TOPO NODE -> subnet-routing keys of its node.toml (gateways only)
+    case $1:$2 in
+    gateways:gwa) printf 'advertise_routes = ["%s", "%s"]\nsnat = true\n' "$GWA_LAN" "$GWA_REFUSED" ;;
+    gateways:gwb) printf 'advertise_routes = ["%s"]\n' "$GWB_LAN" ;;
     esac
 }
 
@@ -945,6 +1019,18 @@ state_dir = "$run/dc-state"
 auth_keys = ["$ENROLL_TOKEN"]
 metrics_listen = "127.0.0.1:$METRICS_PORT"
 EOT
+        if [[ $topo == gateways ]]; then
+            cat <<EOT
+
+[[route_grants]]
+node = "gwa"
+prefixes = ["$GWA_LAN"]
+
+[[route_grants]]
+node = "gwb"
+prefixes = ["$GWB_LAN"]
+EOT
+        fi
         # one entry per relay and address family, the same key in both
         for n in "${relays[@]}"; do
             cat <<EOT
@@ -981,6 +1067,7 @@ tun = "ntm0"
 listen_port = 0
 control_socket = "$run/$n.sock"
 metrics_listen = "127.0.0.1:$METRICS_PORT"
+$(node_gateway_keys "$topo" "$n")
 
 [dns]
 mode = "capture"
@@ -1184,7 +1271,7 @@ cmd_list() {
         [[ -d $d ]] && echo "  $d"
     done
     echo "namespaces:"
-    ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^[a-z][a-z0-9]{0,7}-(sw|dc|alice|bob|dns|relay1|relay2|nata|natb|core|hostile)$' |
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^[a-z][a-z0-9]{0,7}-(sw|dc|alice|bob|dns|relay1|relay2|nata|natb|core|hostile|gwa|gwb|hosta|hostb)$' |
         sed 's/^/  /' || true
 }
 

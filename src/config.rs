@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use toml::Value;
 
+mod routes;
+pub use routes::{RouteGrant, MAX_ADVERTISED_ROUTES, MAX_ROUTE_GRANTS};
+
 /// UDP port of the DC when an address does not give one.
 pub const DEFAULT_DC_PORT: u16 = 7446;
 /// The block NTMobile virtual IPs come from (RFC 2544 benchmarking space,
@@ -68,6 +71,9 @@ pub struct DcConfig {
     pub relays: Vec<RelayEntry>,
     /// Where to serve Prometheus metrics (`/metrics`), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Which node may route for which LAN prefixes (`[[route_grants]]`);
+    /// no two nodes' prefixes overlap.
+    pub route_grants: Vec<RouteGrant>,
 }
 
 /// One `[[relays]]` entry of the DC config.
@@ -125,6 +131,14 @@ pub struct NodeConfig {
     pub dns: DnsConfig,
     /// Where to serve Prometheus metrics (`/metrics`), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// LAN prefixes behind this node that it offers to route for (a
+    /// gateway); the DC grants or refuses each.
+    pub advertise_routes: Vec<Ipv4Net>,
+    /// Route the prefixes other gateways were granted into the tunnel.
+    pub accept_routes: bool,
+    /// Masquerade tunnel traffic that leaves to the LAN (gateways whose LAN
+    /// hosts have no route back to the other sites).
+    pub snat: bool,
 }
 
 /// How a node handles the host's DNS queries.
@@ -382,6 +396,7 @@ pub fn parse_dc(text: &str, origin: &str) -> Result<DcConfig, ConfigError> {
         node_expiry_secs,
         relays,
         metrics_listen: cx.metrics_listen(raw.metrics_listen)?,
+        route_grants: cx.route_grants(raw.route_grants.unwrap_or_default(), virtual_prefix)?,
     })
 }
 
@@ -517,6 +532,8 @@ pub fn parse_node_with(
     };
 
     let dns = cx.dns(raw.dns.unwrap_or_default(), default_resolvers)?;
+    let (advertise_routes, accept_routes, snat) =
+        cx.gateway(raw.advertise_routes, raw.accept_routes, raw.snat)?;
 
     Ok(NodeConfig {
         name,
@@ -532,6 +549,9 @@ pub fn parse_node_with(
         rekey_secs,
         dns,
         metrics_listen: cx.metrics_listen(raw.metrics_listen)?,
+        advertise_routes,
+        accept_routes,
+        snat,
     })
 }
 
@@ -551,6 +571,7 @@ struct RawDc {
     node_expiry_secs: Option<Value>,
     relays: Option<Vec<RawRelayEntry>>,
     metrics_listen: Option<Value>,
+    route_grants: Option<Vec<routes::RawRouteGrant>>,
 }
 
 #[derive(Deserialize)]
@@ -586,6 +607,9 @@ struct RawNode {
     rekey_secs: Option<Value>,
     dns: Option<RawDns>,
     metrics_listen: Option<Value>,
+    advertise_routes: Option<Value>,
+    accept_routes: Option<Value>,
+    snat: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]

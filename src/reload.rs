@@ -7,7 +7,7 @@
 //! Each `plan_*` destructures the new config exhaustively, so a key added to
 //! a config struct does not compile until it is classified here.
 
-use crate::config::{ConfigError, DcConfig, NodeConfig, RelayConfig, RelayEntry};
+use crate::config::{ConfigError, DcConfig, NodeConfig, RelayConfig, RelayEntry, RouteGrant};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,6 +45,8 @@ impl<C, Cfg> Plan<C, Cfg> {
 pub enum DcChange {
     AuthKeys(Vec<String>),
     Relays(Vec<RelayEntry>),
+    /// `[[route_grants]]`: online gateways' routes are authorised again.
+    RouteGrants(Vec<RouteGrant>),
 }
 
 /// A relay key applied live.
@@ -74,8 +76,13 @@ pub fn plan_dc(old: &DcConfig, new: DcConfig) -> Plan<DcChange, DcConfig> {
         node_expiry_secs,
         relays,
         metrics_listen,
+        route_grants,
     } = new;
     let mut p = Plan::new(old.clone());
+    if route_grants != old.route_grants {
+        p.running.route_grants = route_grants.clone();
+        p.changes.push(DcChange::RouteGrants(route_grants));
+    }
     if auth_keys != old.auth_keys {
         p.running.auth_keys = auth_keys.clone();
         p.changes.push(DcChange::AuthKeys(auth_keys));
@@ -130,6 +137,9 @@ pub fn plan_node(old: &NodeConfig, new: NodeConfig) -> Plan<NodeChange, NodeConf
         rekey_secs,
         dns,
         metrics_listen,
+        advertise_routes,
+        accept_routes,
+        snat,
     } = new;
     let mut p = Plan::new(old.clone());
     if dns.resolvers != old.dns.resolvers {
@@ -157,6 +167,9 @@ pub fn plan_node(old: &NodeConfig, new: NodeConfig) -> Plan<NodeChange, NodeConf
     p.fixed("control_socket", &old.control_socket, &control_socket);
     p.fixed("workers", &old.workers, &workers);
     p.fixed("[dns] mode", &old.dns.mode, &dns.mode);
+    p.fixed("advertise_routes", &old.advertise_routes, &advertise_routes);
+    p.fixed("accept_routes", &old.accept_routes, &accept_routes);
+    p.fixed("snat", &old.snat, &snat);
     p.fixed("metrics_listen", &old.metrics_listen, &metrics_listen);
     p
 }
@@ -220,6 +233,7 @@ mod tests {
             node_expiry_secs: 90,
             relays: Vec::new(),
             metrics_listen: None,
+            route_grants: Vec::new(),
         }
     }
 
@@ -241,6 +255,9 @@ mod tests {
                 resolvers: vec!["198.51.100.53".parse().unwrap()],
             },
             metrics_listen: None,
+            advertise_routes: Vec::new(),
+            accept_routes: true,
+            snat: false,
         }
     }
 
@@ -276,6 +293,29 @@ mod tests {
         assert_eq!(p.running.auth_keys, new.auth_keys);
         assert_eq!(p.running.domain, old.domain);
         assert_eq!(p.running.listen, old.listen);
+    }
+
+    #[test]
+    fn route_grants_apply_live_and_gateway_keys_wait() {
+        let old = dc();
+        let mut new = old.clone();
+        new.route_grants = vec![RouteGrant {
+            node: "gwa".into(),
+            prefixes: vec!["192.0.2.128/27".parse().unwrap()],
+        }];
+        let p = plan_dc(&old, new.clone());
+        assert_eq!(
+            p.changes,
+            vec![DcChange::RouteGrants(new.route_grants.clone())]
+        );
+        assert_eq!(p.running, new);
+        let old = node();
+        let mut new = old.clone();
+        new.advertise_routes = vec!["192.0.2.128/27".parse().unwrap()];
+        new.snat = true;
+        let p = plan_node(&old, new);
+        assert!(p.changes.is_empty());
+        assert_eq!(p.restart, vec!["advertise_routes", "snat"]);
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub struct StatusReport {
     /// How the node handles DNS (absent from nodes older than stub mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsStatus>,
+    /// This node's `advertise_routes` and what the DC made of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advertised_routes: Vec<AdvertisedRoute>,
+    /// Other gateways' LAN prefixes the DC announced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<SubnetRoute>,
 }
 
 /// Why handshake initiations were dropped, counted since the node started.
@@ -42,6 +48,25 @@ pub struct RefusedHandshakes {
 pub struct DnsStatus {
     pub mode: String,
     pub stub_address: Option<Ipv4Addr>,
+}
+
+/// One advertised prefix: `state` is "granted", "refused" (with `reason`)
+/// or "pending" (not registered yet).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AdvertisedRoute {
+    pub prefix: ipnet::Ipv4Net,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// A LAN prefix behind another gateway; `installed` when it is routed into
+/// the TUN here (`accept_routes`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubnetRoute {
+    pub prefix: ipnet::Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub installed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -169,6 +194,21 @@ pub fn render(r: &StatusReport) -> String {
             None => s += &format!("dns:      {}\n", d.mode),
         }
     }
+    for a in &r.advertised_routes {
+        s += &format!("route:    {} advertised, {}", a.prefix, a.state);
+        if let Some(why) = &a.reason {
+            s += &format!(": {why}");
+        }
+        s += "\n";
+    }
+    for rt in &r.routes {
+        let how = if rt.installed {
+            ""
+        } else {
+            " (not installed: accept_routes = false)"
+        };
+        s += &format!("route:    {} via gateway {}{how}\n", rt.prefix, rt.gateway);
+    }
     if r.peers.is_empty() {
         s += "peers:    none yet (resolve a name in the domain to reach one)\n";
         return s;
@@ -262,6 +302,16 @@ mod tests {
                 mode: "stub".into(),
                 stub_address: Some(Ipv4Addr::new(198, 18, 0, 0)),
             }),
+            advertised_routes: vec![AdvertisedRoute {
+                prefix: "192.0.2.192/27".parse().unwrap(),
+                state: "refused".into(),
+                reason: Some("not granted".into()),
+            }],
+            routes: vec![SubnetRoute {
+                prefix: "192.0.2.128/27".parse().unwrap(),
+                gateway: Ipv4Addr::new(198, 18, 0, 1),
+                installed: true,
+            }],
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(v["dns"]["mode"], "stub");
@@ -284,9 +334,17 @@ mod tests {
         ] {
             assert!(p.get(k).is_some(), "peer missing {k}");
         }
+        assert_eq!(v["advertised_routes"][0]["prefix"], "192.0.2.192/27");
+        assert_eq!(v["advertised_routes"][0]["state"], "refused");
+        assert_eq!(v["routes"][0]["gateway"], "198.18.0.1");
         let table = render(&r);
         assert!(
             table.contains("alice.ntm.internal") && table.contains("2.0 KiB"),
+            "{table}"
+        );
+        assert!(
+            table.contains("192.0.2.192/27 advertised, refused: not granted")
+                && table.contains("192.0.2.128/27 via gateway 198.18.0.1"),
             "{table}"
         );
     }

@@ -231,7 +231,9 @@ impl Worker {
             }
             _ => return,
         };
-        if let Some(route) = table.by_vip.get(&dst) {
+        // A virtual IP, or a LAN behind a gateway (subnet routes).
+        let hop = table.next_hop(dst);
+        if let Some(route) = hop.and_then(|h| table.by_vip.get(&h)) {
             let mut answer = [0u8; FRAG_NEEDED_MAX];
             let pkt = &mut slot[PAYLOAD_AT..PAYLOAD_AT + n];
             if let Fit::TooBig(len) = mtu::fit(pkt, route.mtu, &mut answer) {
@@ -265,15 +267,17 @@ impl Worker {
                 start,
                 len: RELAYED_HEADER_LEN + len - start,
                 to,
-                meta: Sent { vip: dst, bytes: n },
+                meta: Sent {
+                    vip: route.virtual_ip,
+                    bytes: n,
+                },
             });
             if !queued {
                 self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
-        let in_prefix = table.prefix.is_some_and(|p| p.contains(&dst));
-        if in_prefix || table.resolvers.contains(&IpAddr::V4(dst)) {
+        if hop.is_some() || table.resolvers.contains(&IpAddr::V4(dst)) {
             self.to_control(ToControl::Tun(pkt.to_vec()));
         } else {
             self.counters.tx_no_route.fetch_add(1, Ordering::Relaxed);
@@ -371,7 +375,7 @@ impl Worker {
         match payload.first() {
             None => {} // keepalive
             Some(b) if b >> 4 == 4 => {
-                if !admits(payload, route.virtual_ip, table.local_ip) {
+                if !admits(payload, route.virtual_ip, table.local_ip, &table.routes) {
                     self.counters.rx_spoofed.fetch_add(1, Ordering::Relaxed);
                     return;
                 }

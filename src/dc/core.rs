@@ -1,8 +1,10 @@
 //! Sans-IO DC logic: datagrams and times in, datagrams out.
 
 use super::direction::{self, View};
+use super::routes;
 use super::store::{EnrollError, NodeRecord, Store};
 use crate::config::RelayEntry;
+use crate::config::RouteGrant;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
 use crate::proto::handshake::{Mac1Key, Responder};
@@ -10,8 +12,8 @@ use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::session::Session;
 use crate::proto::signal::{
-    self, FromDc, Path, PeerInfo, Register, RegisterReply, Registered, RelayGrant, Resolution,
-    Target, ToDc,
+    self, FromDc, GrantedRoute, Path, PeerInfo, RefusedRoute, Register, RegisterReply, Registered,
+    RelayGrant, Resolution, Target, ToDc,
 };
 use crate::proto::ticket::{Ticket, TicketKey};
 use crate::proto::wire::{self, TransportHeader};
@@ -117,6 +119,9 @@ struct Online {
     /// How a relay saw the node's data socket (second NAT observer).
     relay_saw: Option<SocketAddr>,
     last_seen: Instant,
+    /// Advertised prefixes its grants cover, and the refused rest.
+    routes: Vec<Ipv4Net>,
+    refused_routes: Vec<RefusedRoute>,
 }
 
 impl Online {
@@ -138,6 +143,8 @@ pub struct DcStats {
     pub directions: u64,
     pub relayed_pairs: u64,
     pub dropped: u64,
+    /// Advertised prefixes refused (counted when a node's refusals change).
+    pub routes_refused: u64,
 }
 
 pub struct DcCore {
@@ -156,6 +163,8 @@ pub struct DcCore {
     /// Registrations per source address: each costs a DH and a store
     /// lookup. Generous, since many nodes can share one NAT address.
     register_limit: RateLimiter,
+    /// dc.toml `[[route_grants]]`: who may route for which LAN prefixes.
+    route_grants: Vec<RouteGrant>,
     pub stats: DcStats,
 }
 
@@ -194,8 +203,45 @@ impl DcCore {
             by_index: HashMap::new(),
             last_timestamp: HashMap::new(),
             next_index: index_seed,
+            route_grants: Vec::new(),
             stats: DcStats::default(),
         }
+    }
+
+    /// Sets the subnet route grants (dc.toml `[[route_grants]]`, already
+    /// validated: no two overlap).
+    pub fn with_route_grants(mut self, grants: Vec<RouteGrant>) -> Self {
+        self.route_grants = grants;
+        self
+    }
+
+    /// Every granted route of the online nodes, `except` one of them, in a
+    /// stable order.
+    fn domain_routes(&self, except: Option<&PublicKey>) -> Vec<GrantedRoute> {
+        let mut routes: Vec<GrantedRoute> = self
+            .online
+            .iter()
+            .filter(|(k, _)| Some(*k) != except)
+            .flat_map(|(_, n)| {
+                n.routes.iter().map(|&prefix| GrantedRoute {
+                    prefix,
+                    gateway: n.record.virtual_ip,
+                })
+            })
+            .collect();
+        routes.sort_by_key(|r| (r.prefix, r.gateway));
+        routes
+    }
+
+    /// Tells every online node but `except` the domain's routes (after a
+    /// gateway came, went or changed what it advertises).
+    fn push_routes(&self, except: Option<&PublicKey>) -> Vec<Transmit> {
+        let msg = FromDc::Routes(self.domain_routes(None));
+        self.online
+            .keys()
+            .filter(|k| Some(*k) != except)
+            .filter_map(|k| self.send(k, &msg))
+            .collect()
     }
 
     pub fn online_count(&self) -> usize {
@@ -245,6 +291,16 @@ impl DcCore {
                 "ntmtun_dc_rate_limited",
                 "Registrations refused by the per-source rate limit.",
                 self.register_limit.refused,
+            ),
+            Sample::counter(
+                "ntmtun_dc_routes_refused",
+                "Advertised subnet routes refused (not covered by the node's route_grants).",
+                s.routes_refused,
+            ),
+            Sample::gauge(
+                "ntmtun_dc_routes_granted",
+                "Subnet routes of online gateways currently granted.",
+                self.online.values().map(|n| n.routes.len() as u64).sum(),
             ),
             Sample::gauge(
                 "ntmtun_dc_relay_pairs",
@@ -347,6 +403,9 @@ impl DcCore {
         }
         self.last_timestamp.insert(key, reg.timestamp);
 
+        let (granted, refusals) =
+            routes::authorise(&self.route_grants, &reg.name, &reg.advertise_routes);
+        let refused_routes: Vec<RefusedRoute> = refusals.iter().map(|r| r.route.clone()).collect();
         let reply = match self.admit(&key, &reg, unix_now) {
             Ok(record) => RegisterReply::Accepted(Registered {
                 virtual_ip: record.virtual_ip,
@@ -355,6 +414,16 @@ impl DcCore {
                 reflexive: from,
                 refresh_secs: REFRESH_SECS,
                 relays: self.relay_addresses(),
+                routes: {
+                    let mut all = self.domain_routes(Some(&key));
+                    all.extend(granted.iter().map(|&prefix| GrantedRoute {
+                        prefix,
+                        gateway: record.virtual_ip,
+                    }));
+                    all.sort_by_key(|r| (r.prefix, r.gateway));
+                    all
+                },
+                refused_routes: refused_routes.clone(),
             }),
             Err(reason) => {
                 warn!(%from, node = %key.short(), name = %reg.name, %reason, "registration refused");
@@ -383,7 +452,29 @@ impl DcCore {
                 Ok(Some(r)) => r,
                 _ => return vec![Transmit { to: from, bytes }],
             };
-            let previous = match self.online.remove(&key) {
+            let old = self.online.remove(&key);
+            let routes_changed = old
+                .as_ref()
+                .map_or(!granted.is_empty(), |o| o.routes != granted);
+            if old
+                .as_ref()
+                .is_none_or(|o| o.refused_routes != refused_routes)
+            {
+                for r in &refusals {
+                    warn!(
+                        node = %record.name,
+                        prefix = %r.route.prefix,
+                        owner = r.owner.as_deref().unwrap_or("-"),
+                        reason = %r.route.reason,
+                        "advertised route refused"
+                    );
+                }
+                self.stats.routes_refused += refusals.len() as u64;
+            }
+            if routes_changed {
+                info!(node = %record.name, routes = ?granted, "granted routes");
+            }
+            let previous = match old {
                 Some(old) => {
                     if let Some(p) = &old.previous {
                         self.by_index.remove(&p.local_index);
@@ -409,8 +500,15 @@ impl DcCore {
                     local_endpoints: reg.local_endpoints.into_iter().take(8).collect(),
                     relay_saw: None,
                     last_seen: now,
+                    routes: granted,
+                    refused_routes,
                 },
             );
+            let mut out = vec![Transmit { to: from, bytes }];
+            if routes_changed {
+                out.extend(self.push_routes(Some(&key)));
+            }
+            return out;
         }
         vec![Transmit { to: from, bytes }]
     }
@@ -713,8 +811,11 @@ impl DcCore {
             .filter(|(_, n)| now.saturating_duration_since(n.last_seen) > expiry)
             .map(|(k, _)| *k)
             .collect();
+        let mut out = Vec::new();
+        let mut routes_changed = false;
         for key in expired {
             if let Some(node) = self.online.remove(&key) {
+                routes_changed |= !node.routes.is_empty();
                 info!(name = %node.record.name, vip = %node.record.virtual_ip, "node expired (no refresh)");
                 self.by_index.remove(&node.session.local_index);
                 if let Some(p) = node.previous {
@@ -723,8 +824,10 @@ impl DcCore {
             }
         }
         self.pairs.retain(|_, p| p.expires_unix > unix_now);
+        if routes_changed {
+            out.extend(self.push_routes(None));
+        }
 
-        let mut out = Vec::new();
         let mut died = Vec::new();
         for (i, r) in self.relays.iter_mut().enumerate() {
             if r.last_ping
@@ -783,6 +886,41 @@ impl DcCore {
             DcChange::Relays(entries) => {
                 self.replace_relays(RelaySpec::group(&entries), now, unix_now)
             }
+            DcChange::RouteGrants(grants) => self.replace_route_grants(grants),
+        }
+    }
+
+    /// Installs new route grants: every online gateway's advertised
+    /// prefixes are authorised again and, if anything changed, every node
+    /// hears the domain's routes (a gateway learns its own refusals at its
+    /// next refresh).
+    fn replace_route_grants(&mut self, grants: Vec<RouteGrant>) -> Vec<Transmit> {
+        info!(count = grants.len(), "route_grants reloaded");
+        self.route_grants = grants;
+        let mut changed = false;
+        for n in self.online.values_mut() {
+            let advertised: Vec<Ipv4Net> = n
+                .routes
+                .iter()
+                .copied()
+                .chain(n.refused_routes.iter().map(|r| r.prefix))
+                .collect();
+            let (granted, refusals) =
+                routes::authorise(&self.route_grants, &n.record.name, &advertised);
+            for r in &refusals {
+                warn!(node = %n.record.name, prefix = %r.route.prefix, owner = ?r.owner, "advertised route refused after reload");
+            }
+            let refused: Vec<RefusedRoute> = refusals.into_iter().map(|r| r.route).collect();
+            if granted != n.routes || refused != n.refused_routes {
+                n.routes = granted;
+                n.refused_routes = refused;
+                changed = true;
+            }
+        }
+        if changed {
+            self.push_routes(None)
+        } else {
+            Vec::new()
         }
     }
 

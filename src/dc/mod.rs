@@ -5,5 +5,6 @@
 
 pub mod core;
 pub mod direction;
+pub mod routes;
 pub mod server;
 pub mod store;

@@ -62,7 +62,11 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
         store,
         rand::random(),
         Instant::now(),
-    );
+    )
+    .with_route_grants(cfg.route_grants.clone());
+    for g in &cfg.route_grants {
+        info!(node = %g.node, prefixes = ?g.prefixes, "route grant");
+    }
     let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     let mut buf = vec![0u8; 65536];
     let metrics = crate::metrics::Published::default();

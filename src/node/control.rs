@@ -43,6 +43,8 @@ pub struct Control {
     /// The data socket is IPv6 (dual-stack).
     pub v6: bool,
     pub pings: Vec<PendingPing>,
+    /// Other gateways' LAN prefixes currently routed into the TUN.
+    pub subnet_routes: Vec<ipnet::Ipv4Net>,
 }
 
 impl Control {
@@ -277,6 +279,10 @@ impl Control {
                     {
                         warn!(resolver = %to, error = %e, "cannot forward DNS query");
                     }
+                }
+                Output::SubnetRoutes(wanted) => {
+                    self.subnet_routes =
+                        super::subnet::sync_routes(&self.tun_name, &self.subnet_routes, &wanted);
                 }
                 Output::Configure(reg) => {
                     let ipv6 = self.dns_mode == DnsMode::Capture

@@ -9,15 +9,19 @@ use super::dns::{DnsInterceptor, Resolution as DnsResolution};
 use super::health::ACTIVE_TICK;
 use super::metrics::NodeCounters;
 use super::peer::{DnsWaiter, Peer};
-use super::table::{Endpoint, PeerTable, RxRoute, TxRoute};
+use super::table::{Endpoint, PeerTable, Routes, RxRoute, TxRoute};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::proto::handshake::Mac1Key;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
-use crate::proto::signal::{FromDc, Registered, Resolution, Target, ToDc};
+use crate::proto::signal::{
+    FromDc, GrantedRoute, RefusedRoute, Registered, Resolution, Target, ToDc,
+};
 use crate::proto::wire;
 use crate::reload::NodeChange;
-use crate::status::{DcStatus, DnsStatus, PeerStatus, RefusedHandshakes, StatusReport};
+use crate::status::{
+    AdvertisedRoute, DcStatus, DnsStatus, PeerStatus, RefusedHandshakes, StatusReport, SubnetRoute,
+};
 use ipnet::Ipv4Net;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -64,6 +68,8 @@ pub enum Output {
     Upstream { to: SocketAddr, bytes: Vec<u8> },
     /// Registration accepted: give the TUN this address and routes.
     Configure(Registered),
+    /// Route exactly these LAN prefixes (other gateways') into the TUN.
+    SubnetRoutes(Vec<Ipv4Net>),
     /// A ping was answered (for `ntmtun ping`).
     Pong {
         id: u64,
@@ -127,6 +133,14 @@ pub struct NodeCore {
     pub(super) dns_stub: bool,
     /// Counters read by the metrics endpoint.
     pub(super) counters: Arc<NodeCounters>,
+    /// The domain's granted subnet routes as the DC last announced them,
+    /// and the lookup structure built from them for the workers.
+    domain_routes: Vec<GrantedRoute>,
+    pub(super) routes: Arc<Routes>,
+    /// node.toml `accept_routes`.
+    accept_routes: bool,
+    /// Refusals already logged (the DC repeats them on every refresh).
+    refused_routes: Vec<RefusedRoute>,
 }
 
 /// Handshake initiations a source may make per second, and in a burst.
@@ -174,6 +188,10 @@ impl NodeCore {
             undirected_handshakes: 0,
             dns_stub: false,
             counters: Arc::default(),
+            domain_routes: Vec::new(),
+            routes: Arc::new(Routes::default()),
+            accept_routes: true,
+            refused_routes: Vec::new(),
         }
     }
 
@@ -216,6 +234,59 @@ impl NodeCore {
         }
     }
 
+    /// Subnet routing (node.toml `advertise_routes`, `accept_routes`);
+    /// before the first registration.
+    pub fn set_subnet_routes(&mut self, advertise: Vec<Ipv4Net>, accept: bool) {
+        self.dc.advertise_routes = advertise;
+        self.accept_routes = accept;
+    }
+
+    /// Takes the DC's list of granted routes: a new table for the workers
+    /// and the prefixes to route into the TUN, if anything changed.
+    fn set_domain_routes(&mut self, mut routes: Vec<GrantedRoute>) {
+        let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
+        // A LAN prefix holding the DC or a relay would pull our own
+        // signaling into the tunnel (a loop): never route those.
+        let relays = self.dc.registered.as_ref().map(|r| r.relays.clone());
+        let infra: Vec<Ipv4Addr> = self
+            .s
+            .dc
+            .iter()
+            .chain(relays.iter().flatten())
+            .filter_map(|a| match a.ip() {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        routes.retain(|r| {
+            let hit = infra.iter().find(|ip| r.prefix.contains(*ip));
+            if let Some(ip) = hit {
+                warn!(prefix = %r.prefix, gateway = %r.gateway, address = %ip, "subnet route not used: it holds the DC's or a relay's address");
+            }
+            hit.is_none()
+        });
+        let built = Routes::new(&routes, local, self.accept_routes);
+        self.domain_routes = routes;
+        if *self.routes == built {
+            return;
+        }
+        info!(routes = ?self.domain_routes, "subnet routes");
+        self.out.push_back(Output::SubnetRoutes(built.installed()));
+        self.routes = Arc::new(built);
+        self.table_dirty = true;
+    }
+
+    /// Logs the DC's refusals of our advertised prefixes when they change.
+    fn note_refused_routes(&mut self, refused: &[RefusedRoute]) {
+        if self.refused_routes == refused {
+            return;
+        }
+        for r in refused {
+            warn!(prefix = %r.prefix, reason = %r.reason, "the DC refused an advertised route; it is not routed");
+        }
+        self.refused_routes = refused.to_vec();
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.s.key.public_key()
     }
@@ -237,6 +308,7 @@ impl NodeCore {
         let mut t = PeerTable {
             local_ip: self.dc.registered.as_ref().map(|r| r.virtual_ip),
             prefix: self.prefix,
+            routes: self.routes.clone(),
             resolvers: if self.dns.is_some() {
                 self.dns_addresses()
             } else {
@@ -367,7 +439,7 @@ impl NodeCore {
             None => {}
             Some(b) if b >> 4 == 4 => {
                 let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
-                if super::table::admits(payload, vip, local) {
+                if super::table::admits(payload, vip, local, &self.routes) {
                     self.out.push_back(Output::Tun(payload.to_vec()));
                 }
             }
@@ -403,6 +475,8 @@ impl NodeCore {
                     self.out.push_back(Output::Configure(reg.clone()));
                     self.table_dirty = true;
                 }
+                self.set_domain_routes(reg.routes.clone());
+                self.note_refused_routes(&reg.refused_routes);
                 self.probe_nat(&reg);
                 // Questions asked while the channel was down go out now.
                 let ids: Vec<u64> = self.resolves.keys().copied().collect();
@@ -416,6 +490,7 @@ impl NodeCore {
 
     fn on_dc_message(&mut self, msg: FromDc, now: Instant) {
         match msg {
+            FromDc::Routes(routes) => self.set_domain_routes(routes),
             FromDc::Direction(info) => {
                 debug!(peer = %info.name, path = ?info.path, "DC directed a peer to us");
                 self.upsert_peer(&info, now);
@@ -711,6 +786,40 @@ impl NodeCore {
                 .into(),
                 stub_address: self.stub_address(),
             }),
+            advertised_routes: self.advertised_status(),
+            routes: self
+                .domain_routes
+                .iter()
+                .filter(|r| reg.map(|g| g.virtual_ip) != Some(r.gateway))
+                .map(|r| SubnetRoute {
+                    prefix: r.prefix,
+                    gateway: r.gateway,
+                    installed: self.accept_routes,
+                })
+                .collect(),
         }
+    }
+
+    /// Each advertised prefix: granted, refused (and why) or pending.
+    fn advertised_status(&self) -> Vec<AdvertisedRoute> {
+        let reg = self.dc.registered.as_ref().filter(|_| self.dc.is_up());
+        self.dc
+            .advertise_routes
+            .iter()
+            .map(|&prefix| {
+                let refused =
+                    reg.and_then(|g| g.refused_routes.iter().find(|r| r.prefix == prefix));
+                let (state, reason) = match (reg, refused) {
+                    (None, _) => ("pending", None),
+                    (Some(_), Some(r)) => ("refused", Some(r.reason.to_string())),
+                    (Some(_), None) => ("granted", None),
+                };
+                AdvertisedRoute {
+                    prefix,
+                    state: state.into(),
+                    reason,
+                }
+            })
+            .collect()
     }
 }

@@ -1151,3 +1151,122 @@ fn reloaded_relay_list_keeps_unchanged_relays_and_moves_pairs_off_removed_ones()
     assert_eq!(relay_pairs(&net), Some(0));
     assert_eq!(sent.len(), 2, "both sides of the pair are directed again");
 }
+
+/// Two gateways behind NATs, each granted its LAN: a LAN host's packet for
+/// the other LAN builds the tunnel on its own (no DNS) and arrives; the
+/// reply comes back; a refused prefix is neither routed nor admitted.
+#[test]
+fn gateways_route_granted_lans_and_refuse_the_rest() {
+    use crate::config::RouteGrant;
+    let mut net = Net::new();
+    net.dc = dc_core(
+        &net.dc_key,
+        Store::in_memory().unwrap(),
+        Vec::new(),
+        net.now,
+    )
+    .with_route_grants(vec![
+        RouteGrant {
+            node: "gwa".into(),
+            prefixes: vec!["192.0.2.128/27".parse().unwrap()],
+        },
+        RouteGrant {
+            node: "gwb".into(),
+            prefixes: vec![
+                "192.0.2.160/27".parse().unwrap(),
+                "198.51.100.0/28".parse().unwrap(),
+            ],
+        },
+    ]);
+    let (na, nb) = (
+        net.add_nat("198.51.100.101", true),
+        net.add_nat("198.51.100.102", true),
+    );
+    let a = net.add_natted("gwa", "192.0.2.11:1000", na);
+    net.nodes[a].core.set_subnet_routes(
+        vec![
+            "192.0.2.128/27".parse().unwrap(),
+            "192.0.2.192/27".parse().unwrap(),
+        ],
+        true,
+    );
+    net.advance(Duration::from_millis(300));
+    // gwb registers later: gwa learns its route from a push.
+    let b = net.add_natted("gwb", "192.0.2.76:2000", nb);
+    net.nodes[b].core.set_subnet_routes(
+        // The second holds the DC (198.51.100.10): granted, never routed.
+        vec![
+            "192.0.2.160/27".parse().unwrap(),
+            "198.51.100.0/28".parse().unwrap(),
+        ],
+        true,
+    );
+    net.advance(Duration::from_millis(300));
+    let (vip_a, vip_b) = (net.vip(a).unwrap(), net.vip(b).unwrap());
+
+    let sa = net.nodes[a].core.status(net.now);
+    let states: Vec<(String, String)> = sa
+        .advertised_routes
+        .iter()
+        .map(|r| (r.prefix.to_string(), r.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("192.0.2.128/27".into(), "granted".into()),
+            ("192.0.2.192/27".into(), "refused".into())
+        ]
+    );
+    assert!(sa.advertised_routes[1]
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains("route_grants")));
+    assert_eq!(net.dc.stats.routes_refused, 1);
+    let routes_of = |net: &Net, i: usize| -> Vec<(String, Ipv4Addr)> {
+        net.nodes[i]
+            .core
+            .status(net.now)
+            .routes
+            .iter()
+            .map(|r| (r.prefix.to_string(), r.gateway))
+            .collect()
+    };
+    assert_eq!(routes_of(&net, a), vec![("192.0.2.160/27".into(), vip_b)]);
+    assert_eq!(routes_of(&net, b), vec![("192.0.2.128/27".into(), vip_a)]);
+
+    let udp = |src: &str, dst: &str| {
+        let mut p = Vec::new();
+        packet::build_ipv4_udp(
+            SocketAddrV4::new(src.parse().unwrap(), 5000),
+            SocketAddrV4::new(dst.parse().unwrap(), 5001),
+            b"lan",
+            &mut p,
+        );
+        p
+    };
+    // hostb -> hosta: no tunnel yet, and no DNS query asked for one.
+    let there = udp("192.0.2.162", "192.0.2.130");
+    net.nodes[b].core.handle_tun(there.clone(), net.now);
+    net.advance(Duration::from_millis(1500));
+    assert!(
+        net.nodes[a].tun.contains(&there),
+        "not delivered to gwa's LAN"
+    );
+    let back = udp("192.0.2.130", "192.0.2.162");
+    net.nodes[a].core.handle_tun(back.clone(), net.now);
+    net.advance(Duration::from_millis(300));
+    assert!(net.nodes[b].tun.contains(&back), "reply not delivered");
+
+    // The refused prefix: gwb has no route to it, and gwb drops packets
+    // gwa sends from it.
+    let refused = udp("192.0.2.162", "192.0.2.200");
+    net.nodes[b].core.handle_tun(refused, net.now);
+    let spoofed = udp("192.0.2.200", "192.0.2.162");
+    net.nodes[a].core.handle_tun(spoofed.clone(), net.now);
+    net.advance(Duration::from_millis(300));
+    assert!(!net.nodes[b].tun.contains(&spoofed));
+    assert!(net.nodes[a]
+        .tun
+        .iter()
+        .all(|p| packet::destination(p) != Some(IpAddr::V4("192.0.2.200".parse().unwrap()))));
+}

@@ -64,6 +64,8 @@ pub struct DcLink {
     registered_at: Option<Instant>,
     last_timestamp: u64,
     index_seed: u32,
+    /// node.toml `advertise_routes`, sent with every registration.
+    pub advertise_routes: Vec<ipnet::Ipv4Net>,
 }
 
 impl DcLink {
@@ -81,6 +83,7 @@ impl DcLink {
             registered_at: None,
             last_timestamp: 0,
             index_seed,
+            advertise_routes: Vec::new(),
         }
     }
 
@@ -171,6 +174,7 @@ impl DcLink {
             name: self.id.name.clone(),
             auth_key: self.id.auth_key.clone(),
             local_endpoints: local_endpoints.to_vec(),
+            advertise_routes: self.advertise_routes.clone(),
         };
         let payload = match signal::encode(&reg) {
             Ok(p) => p,

@@ -18,6 +18,7 @@ mod resolve;
 pub mod resolved;
 pub mod run;
 pub mod split_dns;
+pub mod subnet;
 pub mod system;
 pub mod table;
 pub mod tun;

@@ -18,7 +18,8 @@ use tracing::{debug, warn};
 
 impl NodeCore {
     /// A packet from the TUN that the workers handed over: a DNS query to a
-    /// captured resolver, or a packet for a virtual IP with no tunnel yet.
+    /// captured resolver, or a packet for a virtual IP (or a LAN behind a
+    /// gateway) with no tunnel yet.
     pub fn handle_tun(&mut self, pkt: Vec<u8>, now: Instant) {
         if let Some((src, dst, payload)) = packet::parse_udp(&pkt) {
             if dst.port() == 53 && self.dns.is_some() && self.is_resolver(&dst.ip()) {
@@ -30,9 +31,16 @@ impl NodeCore {
         let Some(IpAddr::V4(dst)) = packet::destination(&pkt) else {
             return;
         };
-        if !self.prefix.is_some_and(|p| p.contains(&dst)) {
-            return;
-        }
+        // A LAN address behind a gateway goes to that gateway's virtual IP:
+        // the same tunnel set-up as for a virtual IP without a tunnel.
+        let dst = if self.prefix.is_some_and(|p| p.contains(&dst)) {
+            dst
+        } else {
+            match self.routes.gateway(dst) {
+                Some(gateway) => gateway,
+                None => return,
+            }
+        };
         if let Some(key) = self.by_vip.get(&dst).copied() {
             if let Some(p) = self.peers.get_mut(&key) {
                 if let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) {

@@ -95,6 +95,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
         resolved::undo(&dns_state);
     }
     system::teardown();
+    super::subnet::teardown();
     let (sockets, v6) = bind_data_sockets(cfg.listen_port, workers)?;
     let port = sockets[0].local_addr()?.port();
     let local_endpoints = endpoints(
@@ -134,8 +135,15 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
         },
         now,
     );
+    core.set_subnet_routes(cfg.advertise_routes.clone(), cfg.accept_routes);
     core.set_local_endpoints(local_endpoints.clone());
     core.set_dns_stub(dns.mode == DnsMode::Stub);
+    let gateway = if cfg.advertise_routes.is_empty() {
+        None
+    } else {
+        info!(advertise_routes = ?cfg.advertise_routes, snat = cfg.snat, "acting as a gateway for these LAN prefixes, once the DC grants them");
+        Some(super::subnet::start_gateway(&cfg.tun, cfg.snat)?)
+    };
 
     let table = Arc::new(ArcSwap::from_pointee(PeerTable::default()));
     let counters = Arc::new(DataplaneCounters::default());
@@ -276,6 +284,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
         hooked: false,
         v6,
         pings: Vec::new(),
+        subnet_routes: Vec::new(),
     }
     .run();
 
@@ -285,6 +294,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     }
     resolved::undo(&dns_state);
     system::teardown();
+    drop(gateway); // removes its nftables table, restores ip_forward
     info!(
         auth_failed = counters.rx_auth_failed.load(Ordering::Relaxed),
         spoofed = counters.rx_spoofed.load(Ordering::Relaxed),

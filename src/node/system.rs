@@ -18,7 +18,7 @@ pub const PRIO_MARK: u32 = 20052;
 /// ...and only then is UDP port 53 to a resolver sent to `DNS_TABLE`.
 pub const PRIO_DNS: u32 = 20053;
 
-fn ip(args: &[&str]) -> Result<()> {
+pub(super) fn ip(args: &[&str]) -> Result<()> {
     debug!(cmd = %format!("ip {}", args.join(" ")), "host network change");
     let out = Command::new("ip")
         .args(args)

@@ -5,6 +5,8 @@
 //! (`PeerStats`, the session's counter and replay window).
 
 use crate::proto::session::Session;
+use crate::proto::signal::GrantedRoute;
+use ipnet::Ipv4Net;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,12 +103,89 @@ impl PeerStats {
 }
 
 /// Whether a decrypted packet may enter the TUN: the tunnel authenticated
-/// the peer, so its inner source must be that peer's virtual address (or a
-/// peer could spoof another), and it must be addressed to us.
-pub fn admits(payload: &[u8], peer_vip: Ipv4Addr, local_ip: Option<Ipv4Addr>) -> bool {
+/// the peer, so its inner source must be that peer's virtual address or
+/// inside a LAN prefix the DC granted to that peer (or a peer could spoof
+/// another), and it must be addressed to us or to a LAN granted to us.
+pub fn admits(
+    payload: &[u8],
+    peer_vip: Ipv4Addr,
+    local_ip: Option<Ipv4Addr>,
+    routes: &Routes,
+) -> bool {
     use crate::net::packet;
-    packet::source(payload) == Some(IpAddr::V4(peer_vip))
-        && local_ip.is_some_and(|ip| packet::destination(payload) == Some(IpAddr::V4(ip)))
+    let (Some(IpAddr::V4(src)), Some(IpAddr::V4(dst))) =
+        (packet::source(payload), packet::destination(payload))
+    else {
+        return false;
+    };
+    let from_peer = src == peer_vip || routes.owner(src) == Some(peer_vip);
+    let to_us = local_ip.is_some_and(|ip| dst == ip) || routes.is_own(dst);
+    from_peer && to_us
+}
+
+/// The subnet routes the DC granted in the domain (docs/architecture.md,
+/// "Gateways"), as the data path needs them. Lookups are longest-prefix
+/// matches over a short list sorted longest first: no allocation, and the
+/// DC caps the list at `config::MAX_ROUTE_GRANTS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    /// Other gateways' prefixes and their virtual IPs, longest first.
+    others: Vec<(Ipv4Net, Ipv4Addr)>,
+    /// Prefixes granted to us: packets for them leave the TUN to our LAN.
+    own: Vec<Ipv4Net>,
+    /// node.toml `accept_routes`: send to other gateways' prefixes.
+    accept: bool,
+}
+
+impl Routes {
+    pub fn new(granted: &[GrantedRoute], local_ip: Option<Ipv4Addr>, accept: bool) -> Self {
+        let mut others: Vec<(Ipv4Net, Ipv4Addr)> = granted
+            .iter()
+            .filter(|r| Some(r.gateway) != local_ip)
+            .map(|r| (r.prefix.trunc(), r.gateway))
+            .collect();
+        others.sort_by_key(|(p, _)| std::cmp::Reverse(p.prefix_len()));
+        let own = granted
+            .iter()
+            .filter(|r| Some(r.gateway) == local_ip)
+            .map(|r| r.prefix.trunc())
+            .collect();
+        Routes {
+            others,
+            own,
+            accept,
+        }
+    }
+
+    /// The gateway whose granted prefix holds `addr` (longest match).
+    pub fn owner(&self, addr: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.others
+            .iter()
+            .find(|(p, _)| p.contains(&addr))
+            .map(|&(_, gw)| gw)
+    }
+
+    /// The gateway to send a packet for `addr` to, if we accept routes.
+    pub fn gateway(&self, addr: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.accept.then(|| self.owner(addr)).flatten()
+    }
+
+    /// Whether `addr` is in a LAN the DC granted to us.
+    pub fn is_own(&self, addr: Ipv4Addr) -> bool {
+        self.own.iter().any(|p| p.contains(&addr))
+    }
+
+    /// The prefixes to route into the TUN on this host.
+    pub fn installed(&self) -> Vec<Ipv4Net> {
+        let mut v: Vec<Ipv4Net> = if self.accept {
+            self.others.iter().map(|&(p, _)| p).collect()
+        } else {
+            Vec::new()
+        };
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 /// Where a peer is reached: directly, or through a relay session.
@@ -181,9 +260,127 @@ pub struct PeerTable {
     /// Our own virtual address (None until registered).
     pub local_ip: Option<Ipv4Addr>,
     /// The virtual prefix: packets to it belong to the tunnel.
-    pub prefix: Option<ipnet::Ipv4Net>,
+    pub prefix: Option<Ipv4Net>,
     /// Resolvers whose UDP port 53 traffic is captured.
     pub resolvers: Vec<IpAddr>,
     pub by_vip: HashMap<Ipv4Addr, TxRoute>,
     pub by_index: HashMap<u32, RxRoute>,
+    /// Subnet routes (gateways' LAN prefixes).
+    pub routes: Arc<Routes>,
+}
+
+impl PeerTable {
+    /// The virtual IP a packet for `dst` is sent to: `dst` itself inside
+    /// the virtual prefix, else the gateway whose LAN holds it.
+    pub fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.prefix.is_some_and(|p| p.contains(&dst)) {
+            return Some(dst);
+        }
+        self.routes.gateway(dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::packet::build_ipv4_udp;
+    use std::net::SocketAddrV4;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn route(prefix: &str, gateway: &str) -> GrantedRoute {
+        GrantedRoute {
+            prefix: prefix.parse().unwrap(),
+            gateway: ip(gateway),
+        }
+    }
+
+    fn pkt(src: &str, dst: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        build_ipv4_udp(
+            SocketAddrV4::new(ip(src), 5000),
+            SocketAddrV4::new(ip(dst), 5001),
+            b"x",
+            &mut out,
+        );
+        out
+    }
+
+    const US: &str = "198.18.0.2";
+    const GWA: &str = "198.18.0.1";
+    const GWC: &str = "198.18.0.3";
+
+    fn routes(accept: bool) -> Routes {
+        Routes::new(
+            &[
+                route("192.0.2.128/27", GWA),
+                route("192.0.2.128/28", GWC),
+                route("192.0.2.160/27", US),
+            ],
+            Some(ip(US)),
+            accept,
+        )
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_own_prefixes_are_not_routed() {
+        let r = routes(true);
+        assert_eq!(r.gateway(ip("192.0.2.130")), Some(ip(GWC)));
+        assert_eq!(r.gateway(ip("192.0.2.150")), Some(ip(GWA)));
+        assert_eq!(r.gateway(ip("192.0.2.161")), None, "our own LAN");
+        assert_eq!(r.gateway(ip("203.0.113.1")), None);
+        assert!(r.is_own(ip("192.0.2.161")) && !r.is_own(ip("192.0.2.130")));
+        assert_eq!(
+            r.installed(),
+            vec![
+                "192.0.2.128/27".parse().unwrap(),
+                "192.0.2.128/28".parse().unwrap()
+            ]
+        );
+        // accept_routes = false: nothing is sent or installed, but what
+        // peers' LANs send is still recognised as theirs.
+        let off = routes(false);
+        assert_eq!(off.gateway(ip("192.0.2.150")), None);
+        assert!(off.installed().is_empty());
+        assert_eq!(off.owner(ip("192.0.2.150")), Some(ip(GWA)));
+    }
+
+    #[test]
+    fn next_hop_is_the_virtual_ip_or_the_lans_gateway() {
+        let t = PeerTable {
+            prefix: Some("198.18.0.0/15".parse().unwrap()),
+            routes: Arc::new(routes(true)),
+            ..Default::default()
+        };
+        assert_eq!(t.next_hop(ip("198.18.0.9")), Some(ip("198.18.0.9")));
+        assert_eq!(t.next_hop(ip("192.0.2.150")), Some(ip(GWA)));
+        assert_eq!(t.next_hop(ip("192.0.2.1")), None);
+    }
+
+    #[test]
+    fn admits_sources_in_the_peers_granted_lan_only() {
+        let r = routes(true);
+        let us = Some(ip(US));
+        // The peer itself, to us or to our LAN.
+        assert!(admits(&pkt(GWA, US), ip(GWA), us, &r));
+        assert!(admits(&pkt(GWA, "192.0.2.170"), ip(GWA), us, &r));
+        // A host of the peer's LAN (longest match decides the owner).
+        assert!(admits(&pkt("192.0.2.150", "192.0.2.170"), ip(GWA), us, &r));
+        assert!(admits(&pkt("192.0.2.130", US), ip(GWC), us, &r));
+        assert!(
+            !admits(&pkt("192.0.2.130", US), ip(GWA), us, &r),
+            "that /28 belongs to another gateway"
+        );
+        // Spoofed sources, and destinations that are not ours.
+        assert!(!admits(&pkt("203.0.113.5", US), ip(GWA), us, &r));
+        assert!(
+            !admits(&pkt("192.0.2.165", US), ip(GWA), us, &r),
+            "our own LAN"
+        );
+        assert!(!admits(&pkt(GWA, "192.0.2.150"), ip(GWA), us, &r));
+        assert!(!admits(&pkt(GWA, "198.18.0.9"), ip(GWA), us, &r));
+        assert!(!admits(&pkt(GWA, US), ip(GWA), None, &Routes::default()));
+    }
 }

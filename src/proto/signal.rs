@@ -2,6 +2,7 @@
 //! handshake payloads. Encoded with postcard (compact, serde-derived, and
 //! robust against arbitrary input: decoding returns an error, never panics).
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -21,6 +22,9 @@ pub struct Register {
     /// Addresses the node's data socket is bound on (for peers on the same
     /// network or behind the same NAT).
     pub local_endpoints: Vec<SocketAddr>,
+    /// LAN prefixes the node offers to route for (node.toml
+    /// `advertise_routes`); the DC grants or refuses each.
+    pub advertise_routes: Vec<Ipv4Net>,
 }
 
 /// Payload of the DC's handshake response.
@@ -42,6 +46,49 @@ pub struct Registered {
     /// Relay addresses to probe: the address a relay sees, compared with
     /// `reflexive`, tells the DC whether our NAT maps per destination.
     pub relays: Vec<SocketAddr>,
+    /// Every subnet route granted in the domain right now (ours included),
+    /// so a gateway can route a packet for a LAN behind another gateway
+    /// without asking first. Pushed again as `FromDc::Routes` on change.
+    pub routes: Vec<GrantedRoute>,
+    /// Our advertised prefixes the DC refused, and why.
+    pub refused_routes: Vec<RefusedRoute>,
+}
+
+/// A LAN prefix and the virtual IP of the gateway node it was granted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GrantedRoute {
+    pub prefix: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+/// An advertised prefix the DC did not grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedRoute {
+    pub prefix: Ipv4Net,
+    pub reason: RouteRefusal,
+}
+
+/// Why a prefix was refused (an enum, not text: `Registered` must stay
+/// within `MAX_SIGNAL`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteRefusal {
+    /// No `[[route_grants]]` entry of this node covers it.
+    NotGranted,
+    /// It overlaps a prefix granted to another node (the DC's log names it).
+    GrantedToAnother,
+}
+
+impl std::fmt::Display for RouteRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteRefusal::NotGranted => {
+                f.write_str("no [[route_grants]] entry for this node in the DC's dc.toml covers it")
+            }
+            RouteRefusal::GrantedToAnother => {
+                f.write_str("it overlaps a prefix the DC granted to another node")
+            }
+        }
+    }
 }
 
 /// What a node asks about.
@@ -77,6 +124,9 @@ pub enum FromDc {
     },
     /// Sent to the other node of a pair: accept handshakes from this peer.
     Direction(PeerInfo),
+    /// The domain's granted subnet routes changed (a gateway came, went or
+    /// changed its advertisement): the complete new list.
+    Routes(Vec<GrantedRoute>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +223,7 @@ mod tests {
             name: "alice".into(),
             auth_key: "tok".into(),
             local_endpoints: vec!["198.51.100.11:4000".parse().unwrap()],
+            advertise_routes: vec!["192.0.2.128/27".parse().unwrap()],
         };
         assert_eq!(decode::<Register>(&encode(&r).unwrap()).unwrap(), r);
         let m = FromDc::Resolved {
@@ -195,6 +246,41 @@ mod tests {
             }),
         };
         assert_eq!(decode::<FromDc>(&encode(&m).unwrap()).unwrap(), m);
+        let routes = FromDc::Routes(vec![GrantedRoute {
+            prefix: "192.0.2.160/27".parse().unwrap(),
+            gateway: Ipv4Addr::new(198, 18, 0, 7),
+        }]);
+        assert_eq!(decode::<FromDc>(&encode(&routes).unwrap()).unwrap(), routes);
+    }
+
+    /// The DC caps grants at `MAX_ROUTE_GRANTS` and nodes advertise at most
+    /// `MAX_ADVERTISED_ROUTES`: a registration reply at both limits, with
+    /// long refusals and many relays, must still encode.
+    #[test]
+    fn registered_at_the_route_limits_fits() {
+        use crate::config::{MAX_ADVERTISED_ROUTES, MAX_ROUTE_GRANTS};
+        let reply = RegisterReply::Accepted(Registered {
+            virtual_ip: Ipv4Addr::new(198, 19, 255, 254),
+            prefix_len: 15,
+            domain: "a".repeat(60),
+            reflexive: "[2001:db8:ffff::ffff]:65535".parse().unwrap(),
+            refresh_secs: 20,
+            relays: vec!["[2001:db8:ffff::ffff]:65535".parse().unwrap(); 8],
+            routes: (0..MAX_ROUTE_GRANTS as u32)
+                .map(|i| GrantedRoute {
+                    prefix: Ipv4Net::new(Ipv4Addr::from(0xc000_0200 + (i << 24)), 32).unwrap(),
+                    gateway: Ipv4Addr::new(198, 19, 255, 254),
+                })
+                .collect(),
+            refused_routes: (0..MAX_ADVERTISED_ROUTES)
+                .map(|_| RefusedRoute {
+                    prefix: "203.0.113.0/24".parse().unwrap(),
+                    reason: RouteRefusal::GrantedToAnother,
+                })
+                .collect(),
+        });
+        let len = encode(&reply).expect("fits in MAX_SIGNAL").len();
+        assert!(len <= MAX_SIGNAL, "{len}");
     }
 
     proptest! {

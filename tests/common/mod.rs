@@ -32,7 +32,7 @@ pub const CMD_TIMEOUT_SECS: u64 = 60;
 /// The nodes of every topology.
 pub const NODES: [&str; 2] = ["alice", "bob"];
 /// The topologies `scripts/lab.sh up` builds.
-pub const TOPOLOGIES: [&str; 9] = [
+pub const TOPOLOGIES: [&str; 10] = [
     "lan",
     "nat-nat",
     "same-nat",
@@ -42,6 +42,7 @@ pub const TOPOLOGIES: [&str; 9] = [
     "roam",
     "relay-failover",
     "hostile",
+    "gateways",
 ];
 
 /// Fixed addresses of the lab (see the sketches at the top of scripts/lab.sh).
@@ -464,8 +465,15 @@ impl Lab {
     pub fn logs_tail(&self) -> String {
         let mut s = String::new();
         let relays: Vec<String> = self.relays().iter().map(|r| format!("{r}.log")).collect();
+        // The gateways topology's nodes are gwa and gwb.
+        let gateways: &[&str] = if self.topology == "gateways" {
+            &["gwa.log", "gwb.log"]
+        } else {
+            &[]
+        };
         let names = ["dc.log", "alice.log", "bob.log", "dnsmasq.stderr.log"]
             .into_iter()
+            .chain(gateways.iter().copied())
             .chain(relays.iter().map(String::as_str));
         for name in names {
             s.push_str(&format!(
