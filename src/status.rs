@@ -19,6 +19,23 @@ pub struct StatusReport {
     pub virtual_ip: Option<Ipv4Addr>,
     pub dc: DcStatus,
     pub peers: Vec<PeerStatus>,
+    /// The data plane: fields `io`, `workers`, `offload` (absent where the
+    /// report does not come from a running node).
+    #[serde(flatten)]
+    pub dataplane: DataplaneStatus,
+}
+
+/// How the node's data plane runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DataplaneStatus {
+    /// The IO shell: "uring" or "epoll".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// The TUN reads super-packets (TSO/USO) and the socket uses UDP GSO/GRO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -137,6 +154,14 @@ pub fn render(r: &StatusReport) -> String {
     if let Some(e) = &r.dc.error {
         s += &format!("dc error: {e}\n");
     }
+    let d = &r.dataplane;
+    if let Some(io) = &d.io {
+        s += &format!(
+            "dataplane: io {io}, {} workers, offload {}\n",
+            opt(&d.workers),
+            d.offload.map_or("-", |o| if o { "on" } else { "off" })
+        );
+    }
     if r.peers.is_empty() {
         s += "peers:    none yet (resolve a name in the domain to reach one)\n";
         return s;
@@ -222,8 +247,19 @@ mod tests {
                 rx_packets: 2,
                 tx_packets: 1,
             }],
+            dataplane: DataplaneStatus {
+                io: Some("uring".into()),
+                workers: Some(2),
+                offload: Some(true),
+            },
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            (&v["io"], &v["workers"], &v["offload"]),
+            (&"uring".into(), &2.into(), &true.into())
+        );
+        let back: StatusReport = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, r);
         for k in ["name", "fqdn", "virtual_ip", "dc", "peers"] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
@@ -246,5 +282,16 @@ mod tests {
             table.contains("alice.ntm.internal") && table.contains("2.0 KiB"),
             "{table}"
         );
+        assert!(
+            table.contains("dataplane: io uring, 2 workers, offload on"),
+            "{table}"
+        );
+        // A report without the data plane (older node) still parses.
+        let mut old = v;
+        for k in ["io", "workers", "offload"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let old: StatusReport = serde_json::from_value(old).unwrap();
+        assert_eq!(old.dataplane, DataplaneStatus::default());
     }
 }

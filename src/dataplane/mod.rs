@@ -2,13 +2,19 @@
 //! SO_REUSEPORT UDP socket and move packets run-to-completion. Anything that
 //! is not a data record of a known session goes to the control thread.
 //!
-//! Today's shell is poll(2) + recvmmsg/sendmmsg with the offloads of
-//! `gso` (TUN TSO/USO super-packets, UDP GSO sends, UDP GRO receives, GRO
-//! coalesced TUN writes; `NTMTUN_OFFLOAD=0` turns them off); an io_uring
-//! shell plugs in behind the same `ToControl` channel and `PeerTable`
+//! Two IO shells move the packets (`io` picks one): `uring` (multishot
+//! io_uring reads and receives into provided-buffer rings, batched SENDMSG)
+//! and `epoll` (poll(2) + recvmmsg/sendmmsg). Both run the per-packet code
+//! of `path` and the offloads of `gso` (TUN TSO/USO super-packets, UDP GSO
+//! sends, UDP GRO receives, GRO coalesced TUN writes; `NTMTUN_OFFLOAD=0`
+//! turns them off), behind the same `ToControl` channel and `PeerTable`
 //! snapshot.
 
+pub mod epoll;
 pub mod gso;
+pub mod io;
+pub mod path;
+pub mod uring;
 pub mod worker;
 
 pub use gso::{offload_from_env, tun_write};

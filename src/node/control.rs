@@ -33,6 +33,8 @@ pub struct Control {
     /// The data socket is IPv6 (dual-stack).
     pub v6: bool,
     pub pings: Vec<PendingPing>,
+    /// The data plane's shell, workers and offloads, for `status`.
+    pub dataplane: crate::status::DataplaneStatus,
 }
 
 /// An `ntmtun ping` waiting for its pong.
@@ -108,7 +110,9 @@ impl Control {
             },
             ToControl::Upstream { from, bytes } => self.core.handle_upstream(from, &bytes),
             ToControl::Status(reply) => {
-                let _ = reply.try_send(self.core.status(now));
+                let mut report = self.core.status(now);
+                report.dataplane = self.dataplane.clone();
+                let _ = reply.try_send(report);
             }
             ToControl::Shutdown => {}
         }

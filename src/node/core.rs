@@ -636,6 +636,7 @@ impl NodeCore {
                 },
             },
             peers,
+            dataplane: Default::default(),
         }
     }
 }

@@ -79,7 +79,9 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
     let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
     system::teardown();
     // Offloads (TUN TSO/USO, UDP GSO/GRO) unless NTMTUN_OFFLOAD=0.
+    let shell = crate::dataplane::io::choose(cfg.io)?;
     let (queues, _) = tun::create(&cfg.tun, workers, crate::dataplane::offload_from_env())?;
+    let offload = queues[0].tcp_gso();
     let (sockets, v6) = bind_data_sockets(cfg.listen_port, workers)?;
     let port = sockets[0].local_addr()?.port();
     let local_endpoints = endpoints(
@@ -157,6 +159,8 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         tun = %cfg.tun,
         port,
         workers,
+        io = shell.as_str(),
+        offload,
         dns = cfg.dns.mode.as_str(),
         ?local_endpoints,
         public_key = %cfg.private_key.public_key(),
@@ -176,6 +180,7 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
             stop: stop.clone(),
             counters: counters.clone(),
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            shell,
         };
         handles.push(
             std::thread::Builder::new()
@@ -241,6 +246,11 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         capture,
         v6,
         pings: Vec::new(),
+        dataplane: crate::status::DataplaneStatus {
+            io: Some(shell.as_str().into()),
+            workers: Some(workers),
+            offload: Some(offload),
+        },
     }
     .run();
 
