@@ -253,7 +253,7 @@ fn serve(
     let args = SubmitArgs::new().timespec(&timeout);
     while !w.stop.load(Ordering::Relaxed) {
         if !tun_read.armed {
-            let e = opcode::ReadMulti::new(Fd(tun_fd), TUN_BUF as u32, TUN_GROUP)
+            let e = opcode::ReadMulti::new(Fd(tun_fd), 0, TUN_GROUP)
                 .build()
                 .user_data(TUN_READ);
             push(&mut r.main, &e)?;

@@ -70,8 +70,6 @@ pub struct Buffers {
     pub reader: TunReader,
     pub tx: UdpTx<Sent>,
     pub writer: TunWriter,
-    /// The socket has UDP GRO on (receives may be trains).
-    pub gro: bool,
 }
 
 impl Worker {
@@ -80,6 +78,22 @@ impl Worker {
             let pinned = core_affinity::set_for_current(core);
             debug!(worker = self.id, core = core.id, pinned, "worker started");
         }
+        let mut bufs = self.buffers();
+        if self.shell == Shell::Uring {
+            match uring::run(&self, &mut bufs) {
+                Ok(()) => return,
+                // The start probe passed, so this is rare (a memory limit on
+                // locked pages, say): keep the worker alive on epoll.
+                Err(e) => warn!(worker = self.id, error = %e,
+                    "io_uring shell failed; this worker continues on epoll"),
+            }
+        }
+        epoll::run(&self, &mut bufs);
+    }
+
+    /// Turns on the socket's offloads to match the TUN's and allocates
+    /// everything the batches need, once.
+    pub fn buffers(&self) -> Buffers {
         let fd = self.udp.as_raw_fd();
         // The TUN has offload (IFF_VNET_HDR) when it was asked for and the
         // kernel agreed; the UDP offloads follow the same switch.
@@ -108,22 +122,10 @@ impl Worker {
                 "data plane offloads"
             );
         }
-        // Everything the batches need, allocated once.
-        let mut bufs = Buffers {
+        Buffers {
             reader: TunReader::new(offload, PAYLOAD_AT, TAG_LEN, TX_SLOTS),
             tx: UdpTx::new(self.v6, gso, TX_SLOTS),
             writer: TunWriter::new(TUN_WRITES),
-            gro,
-        };
-        if self.shell == Shell::Uring {
-            match uring::run(&self, &mut bufs) {
-                Ok(()) => return,
-                // The start probe passed, so this is rare (a memory limit on
-                // locked pages, say): keep the worker alive on epoll.
-                Err(e) => warn!(worker = self.id, error = %e,
-                    "io_uring shell failed; this worker continues on epoll"),
-            }
         }
-        epoll::run(&self, &mut bufs);
     }
 }
