@@ -62,19 +62,17 @@ fn tun_batch(w: &Worker, path: &Path, bufs: &mut Buffers) {
             }
         };
         if used + need > bufs.reader.capacity() {
-            flush_tx(w, path, bufs);
+            flush_tx(w, path, bufs, used);
             used = 0;
         }
-        let got = bufs.reader.place(used);
-        for i in used..used + got {
-            path.outbound(&mut bufs.reader, &mut bufs.tx, i);
-        }
-        used += got;
+        used += bufs.reader.place(used);
     }
-    flush_tx(w, path, bufs);
+    flush_tx(w, path, bufs, used);
 }
 
-fn flush_tx(w: &Worker, path: &Path, bufs: &mut Buffers) {
+/// Seals the `used` slots and sends the records.
+fn flush_tx(w: &Worker, path: &Path, bufs: &mut Buffers, used: usize) {
+    path.outbound(&mut bufs.reader, &mut bufs.tx, 0..used);
     if bufs.tx.is_empty() {
         return;
     }
@@ -102,12 +100,10 @@ fn udp_batch(w: &Worker, path: &Path, bufs: &mut Buffers, rx: &mut UdpRx) {
         for i in 0..n {
             let (from, seg, data) = rx.get(i);
             let Some(from) = from else { continue };
-            for range in gso::segments(data.len(), seg) {
-                if bufs.writer.is_full() {
-                    flush_tun(w, bufs);
-                }
-                path.inbound(&mut data[range], from, &mut bufs.writer);
+            if bufs.writer.room() < gso::segments(data.len(), seg).count() {
+                flush_tun(w, bufs);
             }
+            path.inbound(data, seg, from, &mut bufs.writer);
         }
         if n < rx.capacity() {
             break;

@@ -284,6 +284,11 @@ impl TunReader {
         }
     }
 
+    /// The packet in slot `i`.
+    pub fn packet(&self, i: usize) -> &[u8] {
+        &self.slots[i][self.headroom..self.headroom + self.sizes[i]]
+    }
+
     /// Slot `i` and the length of the packet at `headroom` in it.
     pub fn slot_mut(&mut self, i: usize) -> (&mut [u8], usize) {
         (&mut self.slots[i], self.sizes[i])
@@ -370,6 +375,11 @@ impl TunWriter {
 
     pub fn is_empty(&self) -> bool {
         self.n == 0
+    }
+
+    /// Packets that can still be queued before a flush.
+    pub fn room(&self) -> usize {
+        self.bufs.len() - self.n
     }
 
     /// Queues a copy of `pkt`; false if the batch is full or `pkt` too big.

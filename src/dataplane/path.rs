@@ -5,15 +5,17 @@
 //! (only packets bound for the control thread are copied); the shells do
 //! the reading, sending and writing.
 
-use super::gso::{TunReader, TunWriter, TxRec, UdpTx};
+use super::gso::{self, TunReader, TunWriter, TxRec, UdpTx};
 use super::worker::DataplaneCounters;
 use super::ToControl;
 use crate::net::packet;
-use crate::node::table::{admits, Endpoint, PeerTable, TxRoute};
+use crate::node::table::{admits, Endpoint, PeerTable, RxRoute, TxRoute};
 use crate::proto::relay::{parse_relayed, put_relayed_header, RELAYED_HEADER_LEN};
+use crate::proto::session::{SessionError, OPEN_BATCH};
 use crate::proto::wire::{self, TransportHeader, TRANSPORT_HEADER_LEN};
 use crossbeam_channel::Sender;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tracing::debug;
@@ -46,28 +48,73 @@ impl Path<'_> {
         }
     }
 
-    /// The TUN packet in slot `i` at `PAYLOAD_AT`: sealed in place and
-    /// queued if it has a route; handed to the control thread if it is for
-    /// the tunnel (or a captured DNS query) without one. `tx` must have
-    /// room (its capacity is the reader's slot count).
-    pub fn outbound(&self, reader: &mut TunReader, tx: &mut UdpTx<Sent>, i: usize) {
+    /// The TUN packets in `slots` (each at `PAYLOAD_AT`): sealed in place
+    /// and queued where they have a route, counters reserved once per run
+    /// of packets to one peer; handed to the control thread if for the
+    /// tunnel (or a captured DNS query) without one. `tx` must have room
+    /// (its capacity is the reader's slot count).
+    pub fn outbound(&self, reader: &mut TunReader, tx: &mut UdpTx<Sent>, slots: Range<usize>) {
         let table = self.table;
-        let (slot, n) = reader.slot_mut(i);
-        let pkt = &slot[PAYLOAD_AT..PAYLOAD_AT + n];
-        let dst = match packet::destination(pkt) {
-            Some(IpAddr::V4(dst)) => dst,
-            // IPv6 only ever goes to the control thread as a captured DNS
-            // query; the rest (router solicitations) is dropped.
-            Some(v6 @ IpAddr::V6(_)) if table.resolvers.contains(&v6) => {
-                self.to_control(ToControl::Tun(pkt.to_vec()));
-                return;
-            }
-            _ => return,
+        let dest = |reader: &mut TunReader, i: usize| {
+            let (slot, n) = reader.slot_mut(i);
+            packet::destination(&slot[PAYLOAD_AT..PAYLOAD_AT + n])
         };
-        if let Some(route) = table.by_vip.get(&dst) {
-            let len = match route
+        let mut i = slots.start;
+        while i < slots.end {
+            let dst = match dest(reader, i) {
+                Some(IpAddr::V4(dst)) => dst,
+                // IPv6 only ever goes to the control thread as a captured
+                // DNS query; the rest (router solicitations) is dropped.
+                Some(v6 @ IpAddr::V6(_)) if table.resolvers.contains(&v6) => {
+                    self.to_control(ToControl::Tun(reader.packet(i).to_vec()));
+                    i += 1;
+                    continue;
+                }
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let Some(route) = table.by_vip.get(&dst) else {
+                let in_prefix = table.prefix.is_some_and(|p| p.contains(&dst));
+                if in_prefix || table.resolvers.contains(&IpAddr::V4(dst)) {
+                    self.to_control(ToControl::Tun(reader.packet(i).to_vec()));
+                } else {
+                    self.counters.tx_no_route.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+                continue;
+            };
+            let mut end = i + 1;
+            while end < slots.end && dest(reader, end) == Some(IpAddr::V4(dst)) {
+                end += 1;
+            }
+            match route.session.reserve(end - i) {
+                Ok(first) => {
+                    for (j, slot) in (i..end).enumerate() {
+                        self.seal(reader, tx, slot, route, first + j as u64);
+                    }
+                }
+                Err(e) => debug!(error = %e, "seal failed"),
+            }
+            i = end;
+        }
+    }
+
+    /// Seals slot `i` for `route` with a reserved `counter` and queues it.
+    fn seal(
+        &self,
+        reader: &mut TunReader,
+        tx: &mut UdpTx<Sent>,
+        i: usize,
+        route: &TxRoute,
+        counter: u64,
+    ) {
+        let (slot, n) = reader.slot_mut(i);
+        let len =
+            match route
                 .session
-                .seal(wire::DATA, &mut slot[RELAYED_HEADER_LEN..], n)
+                .seal_at(counter, wire::DATA, &mut slot[RELAYED_HEADER_LEN..], n)
             {
                 Ok(len) => len,
                 Err(e) => {
@@ -75,32 +122,27 @@ impl Path<'_> {
                     return;
                 }
             };
-            // Relayed records carry the relay's 8-byte header in front;
-            // the slot keeps room for it so nothing is copied.
-            let (start, to) = match route.endpoint {
-                Endpoint::Direct(a) => (RELAYED_HEADER_LEN, a),
-                Endpoint::Relay { relay, sid } => {
-                    put_relayed_header(slot, sid);
-                    (0, relay)
-                }
-            };
-            let queued = tx.push(TxRec {
-                slot: i,
-                start,
-                len: RELAYED_HEADER_LEN + len - start,
-                to,
-                meta: Sent { vip: dst, bytes: n },
-            });
-            if !queued {
-                self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+        // Relayed records carry the relay's 8-byte header in front; the
+        // slot keeps room for it so nothing is copied.
+        let (start, to) = match route.endpoint {
+            Endpoint::Direct(a) => (RELAYED_HEADER_LEN, a),
+            Endpoint::Relay { relay, sid } => {
+                put_relayed_header(slot, sid);
+                (0, relay)
             }
-            return;
-        }
-        let in_prefix = table.prefix.is_some_and(|p| p.contains(&dst));
-        if in_prefix || table.resolvers.contains(&IpAddr::V4(dst)) {
-            self.to_control(ToControl::Tun(pkt.to_vec()));
-        } else {
-            self.counters.tx_no_route.fetch_add(1, Ordering::Relaxed);
+        };
+        let queued = tx.push(TxRec {
+            slot: i,
+            start,
+            len: RELAYED_HEADER_LEN + len - start,
+            to,
+            meta: Sent {
+                vip: route.virtual_ip,
+                bytes: n,
+            },
+        });
+        if !queued {
+            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -124,41 +166,61 @@ impl Path<'_> {
         }
     }
 
-    /// A datagram from the network (one segment of a GRO train). IPv4
-    /// payloads of known sessions are queued on `writer`, which the caller
-    /// keeps from being full (flushing it to the TUN first).
-    pub fn inbound(&self, dgram: &mut [u8], from: SocketAddr, writer: &mut TunWriter) {
-        let table = self.table;
-        // Records through a relay arrive wrapped; the endpoint they prove is
-        // the relay session, and the record itself starts after the header.
-        let (seen, record) = match parse_relayed(dgram) {
-            Some((sid, _)) => (
-                Endpoint::Relay { relay: from, sid },
-                &mut dgram[RELAYED_HEADER_LEN..],
-            ),
-            None => (Endpoint::Direct(from), &mut dgram[..]),
-        };
-        let route = match TransportHeader::decode(record) {
-            Ok(h) if h.kind == wire::DATA => table.by_index.get(&h.receiver),
-            _ => None,
-        };
-        let Some(route) = route else {
-            self.to_control(ToControl::Udp {
-                from,
-                bytes: dgram.to_vec(),
-            });
-            return;
-        };
-        let range = match route.session.open(record) {
-            Ok(r) => r,
-            Err(e) => {
-                self.counters.rx_auth_failed.fetch_add(1, Ordering::Relaxed);
-                debug!(%from, error = %e, "record dropped");
-                return;
+    /// A datagram from the network, or a UDP GRO train of `seg`-byte
+    /// datagrams (`seg` 0: one datagram). Runs of records for one session
+    /// are opened as a batch (`Session::open_batch`); IPv4 payloads are
+    /// queued on `writer`, which the caller keeps from filling up (at least
+    /// `gso::segments(..).count()` free, see `TunWriter::room`).
+    pub fn inbound(&self, train: &mut [u8], seg: usize, from: SocketAddr, writer: &mut TunWriter) {
+        let mut recs: [Range<usize>; OPEN_BATCH] = std::array::from_fn(|_| 0..0);
+        let mut out: [Result<Range<usize>, SessionError>; OPEN_BATCH] =
+            std::array::from_fn(|_| Err(SessionError::Malformed));
+        let mut segs = gso::segments(train.len(), seg).peekable();
+        while let Some(first) = segs.next() {
+            let key = record_key(&train[first.clone()]);
+            let route = key.and_then(|(_, index)| self.table.by_index.get(&index));
+            let (Some((sid, _)), Some(route)) = (key, route) else {
+                self.to_control(ToControl::Udp {
+                    from,
+                    bytes: train[first].to_vec(),
+                });
+                continue;
+            };
+            let skip = if sid.is_some() { RELAYED_HEADER_LEN } else { 0 };
+            recs[0] = first.start + skip..first.end;
+            let mut n = 1;
+            while n < OPEN_BATCH {
+                match segs.peek() {
+                    Some(r) if record_key(&train[r.clone()]) == key => {
+                        recs[n] = r.start + skip..r.end;
+                        n += 1;
+                        segs.next();
+                    }
+                    _ => break,
+                }
             }
-        };
+            route.session.open_batch(train, &recs[..n], &mut out[..n]);
+            let seen = match sid {
+                Some(sid) => Endpoint::Relay { relay: from, sid },
+                None => Endpoint::Direct(from),
+            };
+            for r in &out[..n] {
+                match r {
+                    Ok(payload) => self.admit(route, &train[payload.clone()], seen, writer),
+                    Err(e) => {
+                        self.counters.rx_auth_failed.fetch_add(1, Ordering::Relaxed);
+                        debug!(%from, error = %e, "record dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    /// An opened record's payload from `seen`: counted, then queued for
+    /// the TUN if it is an IPv4 packet from the peer to us, or handed to the
+    /// control thread if it is a control message.
+    fn admit(&self, route: &RxRoute, payload: &[u8], seen: Endpoint, writer: &mut TunWriter) {
         let index = route.session.local_index;
-        let payload = &record[range];
         route
             .stats
             .record_rx(payload.len(), !seen.is_relay(), self.now);
@@ -170,12 +232,12 @@ impl Path<'_> {
         match payload.first() {
             None => {} // keepalive
             Some(b) if b >> 4 == 4 => {
-                if !admits(payload, route.virtual_ip, table.local_ip) {
+                if !admits(payload, route.virtual_ip, self.table.local_ip) {
                     self.counters.rx_spoofed.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 if !writer.push(payload) {
-                    debug!(len = payload.len(), "packet too big for the TUN batch");
+                    debug!(len = payload.len(), "packet dropped: the TUN batch is full");
                 }
             }
             Some(_) => self.to_control(ToControl::PeerControl {
@@ -184,6 +246,20 @@ impl Path<'_> {
                 payload: payload.to_vec(),
             }),
         }
+    }
+}
+
+/// What decides whether datagrams can be opened in one batch: the relay
+/// session they came through (None: direct) and our session index; None
+/// for anything that is not a data record.
+fn record_key(dgram: &[u8]) -> Option<(Option<u32>, u32)> {
+    let (sid, record) = match parse_relayed(dgram) {
+        Some((sid, _)) => (Some(sid), &dgram[RELAYED_HEADER_LEN..]),
+        None => (None, dgram),
+    };
+    match TransportHeader::decode(record) {
+        Ok(h) if h.kind == wire::DATA => Some((sid, h.receiver)),
+        _ => None,
     }
 }
 

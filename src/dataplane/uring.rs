@@ -320,7 +320,7 @@ fn serve(
                 _ => {}
             }
         }
-        flush_tx(w, &path, bufs, &mut r.send, &mut retry);
+        flush_tx(w, &path, bufs, &mut r.send, &mut retry, used);
         if !bufs.writer.is_empty() {
             flush_tun(w, bufs);
         }
@@ -352,14 +352,10 @@ fn tun_packet(
         return used;
     }
     if used + need > bufs.reader.capacity() {
-        flush_tx(w, path, bufs, &mut r.send, retry);
+        flush_tx(w, path, bufs, &mut r.send, retry, used);
         used = 0;
     }
-    let got = bufs.reader.place_from(read, used);
-    for i in used..used + got {
-        path.outbound(&mut bufs.reader, &mut bufs.tx, i);
-    }
-    used + got
+    used + bufs.reader.place_from(read, used)
 }
 
 /// One multishot receive in buffer `bid`: the sender, the GRO segment
@@ -407,24 +403,25 @@ fn datagram(
     };
     let Some(from) = from else { return };
     let data = &mut buf[RECV_HEAD..RECV_HEAD + payload_len];
-    for range in gso::segments(data.len(), seg) {
-        if bufs.writer.is_full() {
-            flush_tun(w, bufs);
-        }
-        path.inbound(&mut data[range], from, &mut bufs.writer);
+    if bufs.writer.room() < gso::segments(data.len(), seg).count() {
+        flush_tun(w, bufs);
     }
+    path.inbound(data, seg, from, &mut bufs.writer);
 }
 
-/// Sends the queued records: one SENDMSG per run, all submitted at once,
-/// then waits for their completions (the messages point into the slots).
-/// Runs the socket had no room for are retried once after it drains.
+/// Seals the `used` slots and sends the records: one SENDMSG per run, all
+/// submitted at once, then waits for their completions (the messages point
+/// into the slots). Runs the socket had no room for are retried once after
+/// it drains.
 fn flush_tx(
     w: &Worker,
     path: &Path,
     bufs: &mut Buffers,
     send: &mut IoUring,
     retry: &mut Vec<usize>,
+    used: usize,
 ) {
+    path.outbound(&mut bufs.reader, &mut bufs.tx, 0..used);
     if bufs.tx.is_empty() {
         return;
     }
