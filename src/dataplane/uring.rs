@@ -436,23 +436,32 @@ fn flush_tx(
         if attempt == 1 && !(retry.is_empty() || wait_writable(fd, 10)) {
             break;
         }
-        let todo = retry.len();
+        // The queue has room for every message of a batch (2 x TX_SLOTS
+        // entries, at most TX_SLOTS messages), so every push succeeds.
+        let mut todo = 0;
         for &k in retry.iter() {
             let e = opcode::SendMsg::new(Fd(fd), bufs.tx.message(k))
                 .build()
                 .user_data(k as u64);
             if push(send, &e).is_err() {
-                break;
+                dropped += bufs.tx.finish(fd, k, Err(libc::ENOBUFS), &mut sent);
+            } else {
+                todo += 1;
             }
         }
         retry.clear();
-        if let Err(e) = send.submit_and_wait(todo) {
-            // The messages may still be in flight: wait for them below.
-            debug!(worker = w.id, error = %e, "io_uring send submit failed");
-        }
+        // Every pushed message must complete before its slot is reused, so
+        // wait for all of them (bounded: a UDP send completes or fails at
+        // once; EINTR is retried).
         let mut done = 0;
-        // Bounded: each pass waits for at least one of `todo` completions.
-        for _ in 0..todo {
+        for _ in 0..1000 {
+            if done < todo {
+                match send.submit_and_wait(todo - done) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(e) => debug!(worker = w.id, error = %e, "io_uring send wait failed"),
+                }
+            }
             for c in send.completion() {
                 let k = c.user_data() as usize;
                 done += 1;
@@ -462,7 +471,7 @@ fn flush_tx(
                     r => dropped += bufs.tx.finish(fd, k, Err(-r), &mut sent),
                 }
             }
-            if done >= todo || send.submit_and_wait(1).is_err() {
+            if done >= todo {
                 break;
             }
         }
