@@ -37,7 +37,8 @@
 #   lab.sh list                     labs that exist on this machine (run dirs and namespaces)
 #
 # Environment: NTMTUN_BIN (the ntmtun binary, for start/wait/restart-dc), RUST_LOG (passed to
-# the daemons, default info), NTMTUN_LAB_WAIT (seconds `start` waits for registration, default 15).
+# the daemons, default info), NTMTUN_LAB_WAIT (seconds `start` waits for registration, default 15),
+# NTMTUN_LAB_IO (written as `io = "..."` into every node.toml: auto, uring or epoll).
 # Run dir: /tmp/ntmtun-lab/PREFIX/ (pids, logs, configs, keys; `topology`, `hosts`, `relays`).
 #
 # ---------------------------------------------------------------------------------------------
@@ -1053,7 +1054,9 @@ dc_public_key = "$(cat "$run/dc.pub")"
 metrics_listen = "127.0.0.1:$METRICS_PORT"
 EOT
     done
-    local resolvers=""
+    local resolvers="" io_line=""
+    # NTMTUN_LAB_IO picks the nodes' IO shell (node key `io`), e.g. uring or epoll
+    [[ -z ${NTMTUN_LAB_IO:-} ]] || io_line="io = \"$NTMTUN_LAB_IO\""
     for n in "${NODES[@]}"; do
         # lan keeps the resolver default (its resolv.conf); the others name it explicitly
         [[ $topo == lan ]] || resolvers="resolvers = [\"$(node_resolver "$topo" "$n")\"]"
@@ -1068,6 +1071,7 @@ listen_port = 0
 control_socket = "$run/$n.sock"
 metrics_listen = "127.0.0.1:$METRICS_PORT"
 $(node_gateway_keys "$topo" "$n")
+$io_line
 
 [dns]
 mode = "capture"

@@ -123,6 +123,8 @@ pub struct NodeConfig {
     pub control_socket: PathBuf,
     /// Dataplane worker threads; 0 means one per available core.
     pub workers: usize,
+    /// Which IO shell the workers use (key `io`).
+    pub io: IoMode,
     /// Keepalive interval in seconds; 0 disables keepalives.
     pub keepalive_secs: u64,
     /// Session rekey interval in seconds.
@@ -139,6 +141,50 @@ pub struct NodeConfig {
     /// Masquerade tunnel traffic that leaves to the LAN (gateways whose LAN
     /// hosts have no route back to the other sites).
     pub snat: bool,
+}
+
+/// The data plane's IO shell (node key `io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IoMode {
+    /// io_uring where a probe at start shows it works, else epoll.
+    #[default]
+    Auto,
+    /// io_uring, or a start error if the kernel lacks it.
+    Uring,
+    /// poll(2) + recvmmsg/sendmmsg: works everywhere.
+    Epoll,
+}
+
+impl IoMode {
+    /// The spelling used in node.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoMode::Auto => "auto",
+            IoMode::Uring => "uring",
+            IoMode::Epoll => "epoll",
+        }
+    }
+}
+
+impl fmt::Display for IoMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for IoMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(IoMode::Auto),
+            "uring" => Ok(IoMode::Uring),
+            "epoll" => Ok(IoMode::Epoll),
+            _ => Err(format!(
+                "{s:?} is not an IO shell; expected one of \"auto\", \"uring\" or \"epoll\""
+            )),
+        }
+    }
 }
 
 /// How a node handles the host's DNS queries.
@@ -515,6 +561,14 @@ pub fn parse_node_with(
         )? as usize,
     };
 
+    let io = match raw.io {
+        None => IoMode::default(),
+        Some(v) => {
+            let s = cx.string("io", v, "one of \"auto\", \"uring\" or \"epoll\"")?;
+            s.parse::<IoMode>().map_err(|why| cx.invalid("io", why))?
+        }
+    };
+
     let keepalive_secs = match raw.keepalive_secs {
         None => DEFAULT_KEEPALIVE_SECS,
         Some(v) => cx.integer(
@@ -545,6 +599,7 @@ pub fn parse_node_with(
         listen_port,
         control_socket,
         workers,
+        io,
         keepalive_secs,
         rekey_secs,
         dns,
@@ -603,6 +658,7 @@ struct RawNode {
     listen_port: Option<Value>,
     control_socket: Option<Value>,
     workers: Option<Value>,
+    io: Option<Value>,
     keepalive_secs: Option<Value>,
     rekey_secs: Option<Value>,
     dns: Option<RawDns>,
@@ -1639,6 +1695,19 @@ node_expiry_secs = 300
     }
 
     #[test]
+    fn io_key_selects_the_shell() {
+        let k = keys();
+        let io = |v: &str| parse_test_node(&node_text(&k, &[("io", v)])).unwrap().io;
+        assert_eq!(io(""), IoMode::Auto);
+        assert_eq!(io(r#""auto""#), IoMode::Auto);
+        assert_eq!(io(r#""uring""#), IoMode::Uring);
+        assert_eq!(io(r#""epoll""#), IoMode::Epoll);
+        for m in [IoMode::Auto, IoMode::Uring, IoMode::Epoll] {
+            assert_eq!(m.as_str().parse::<IoMode>(), Ok(m));
+        }
+    }
+
+    #[test]
     fn node_full_example_parses() {
         let k = keys();
         let text = format!(
@@ -1844,6 +1913,12 @@ resolvers = ["198.51.100.53", "2001:db8::53"]
             ),
             ("workers", "65", &["65 is out of range", "0-64"]),
             ("workers", "true", &["true is a boolean"]),
+            (
+                "io",
+                r#""iouring""#,
+                &["`io`", "\"iouring\" is not an IO shell", "\"uring\""],
+            ),
+            ("io", "1", &["1 is an integer", "\"auto\""]),
             (
                 "keepalive_secs",
                 "3601",

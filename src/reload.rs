@@ -140,6 +140,7 @@ pub fn plan_node(old: &NodeConfig, new: NodeConfig) -> Plan<NodeChange, NodeConf
         advertise_routes,
         accept_routes,
         snat,
+        io,
     } = new;
     let mut p = Plan::new(old.clone());
     if dns.resolvers != old.dns.resolvers {
@@ -170,6 +171,7 @@ pub fn plan_node(old: &NodeConfig, new: NodeConfig) -> Plan<NodeChange, NodeConf
     p.fixed("advertise_routes", &old.advertise_routes, &advertise_routes);
     p.fixed("accept_routes", &old.accept_routes, &accept_routes);
     p.fixed("snat", &old.snat, &snat);
+    p.fixed("io", &old.io, &io);
     p.fixed("metrics_listen", &old.metrics_listen, &metrics_listen);
     p
 }
@@ -258,6 +260,7 @@ mod tests {
             advertise_routes: Vec::new(),
             accept_routes: true,
             snat: false,
+            io: Default::default(),
         }
     }
 

@@ -31,6 +31,10 @@ pub struct StatusReport {
     /// Other gateways' LAN prefixes the DC announced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<SubnetRoute>,
+    /// The data plane: fields `io`, `workers`, `offload` (absent where the
+    /// report does not come from a running node).
+    #[serde(flatten)]
+    pub dataplane: DataplaneStatus,
 }
 
 /// Why handshake initiations were dropped, counted since the node started.
@@ -67,6 +71,19 @@ pub struct SubnetRoute {
     pub prefix: ipnet::Ipv4Net,
     pub gateway: Ipv4Addr,
     pub installed: bool,
+}
+
+/// How the node's data plane runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DataplaneStatus {
+    /// The IO shell: "uring" or "epoll".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// The TUN reads super-packets (TSO/USO) and the socket uses UDP GSO/GRO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -209,6 +226,14 @@ pub fn render(r: &StatusReport) -> String {
         };
         s += &format!("route:    {} via gateway {}{how}\n", rt.prefix, rt.gateway);
     }
+    let d = &r.dataplane;
+    if let Some(io) = &d.io {
+        s += &format!(
+            "dataplane: io {io}, {} workers, offload {}\n",
+            opt(&d.workers),
+            d.offload.map_or("-", |o| if o { "on" } else { "off" })
+        );
+    }
     if r.peers.is_empty() {
         s += "peers:    none yet (resolve a name in the domain to reach one)\n";
         return s;
@@ -312,11 +337,22 @@ mod tests {
                 gateway: Ipv4Addr::new(198, 18, 0, 1),
                 installed: true,
             }],
+            dataplane: DataplaneStatus {
+                io: Some("uring".into()),
+                workers: Some(2),
+                offload: Some(true),
+            },
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(v["dns"]["mode"], "stub");
         assert_eq!(v["dns"]["stub_address"], "198.18.0.0");
         assert!(render(&r).contains("dns:      stub (resolver 198.18.0.0)"));
+        assert_eq!(
+            (&v["io"], &v["workers"], &v["offload"]),
+            (&"uring".into(), &2.into(), &true.into())
+        );
+        let back: StatusReport = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, r);
         for k in ["name", "fqdn", "virtual_ip", "dc", "peers"] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
@@ -347,5 +383,16 @@ mod tests {
                 && table.contains("192.0.2.128/27 via gateway 198.18.0.1"),
             "{table}"
         );
+        assert!(
+            table.contains("dataplane: io uring, 2 workers, offload on"),
+            "{table}"
+        );
+        // A report without the data plane (older node) still parses.
+        let mut old = v;
+        for k in ["io", "workers", "offload"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let old: StatusReport = serde_json::from_value(old).unwrap();
+        assert_eq!(old.dataplane, DataplaneStatus::default());
     }
 }

@@ -254,6 +254,21 @@ fn status_lists_direct_peer(lab: &Lab, alice_vip: Ipv4Addr) {
         alice["last_handshake_secs"].is_u64(),
         "bob: peer alice has no numeric last_handshake_secs: {alice}"
     );
+    // The IO shell: what NTMTUN_LAB_IO asked for (scripts/lab.sh writes it as `io`), or
+    // whichever `auto` chose.
+    let io = st["io"].as_str().unwrap_or("");
+    match std::env::var("NTMTUN_LAB_IO").ok().as_deref() {
+        Some(want @ ("uring" | "epoll")) => assert_eq!(io, want, "bob: status io: {st}"),
+        _ => assert!(
+            io == "uring" || io == "epoll",
+            "bob: status io {io:?} is neither uring nor epoll: {st}"
+        ),
+    }
+    assert!(
+        st["workers"].as_u64().is_some_and(|w| w >= 1),
+        "bob: status workers: {st}"
+    );
+    assert!(st["offload"].is_boolean(), "bob: status offload: {st}");
 }
 
 /// 7. A restarted DC (same state dir) keeps the virtual IPs; names still resolve.

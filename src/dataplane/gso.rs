@@ -147,26 +147,51 @@ impl TunReader {
         self.slots.len()
     }
 
+    /// Length of the virtio header in front of every read.
+    fn vnet_len(&self) -> usize {
+        if self.offload {
+            VNET_HDR_LEN
+        } else {
+            0
+        }
+    }
+
     /// Reads one packet (or super-packet). Returns how many slots `place`
     /// needs for it; `Ok(0)` means it was malformed and dropped.
     pub fn read(&mut self, tun: &SyncDevice) -> io::Result<usize> {
         self.pending = Pending::None;
-        let h = self.headroom;
+        let from = self.headroom - self.vnet_len();
+        let n = tun.recv(&mut self.raw[from..self.headroom + MAX_PACKET])?;
+        let mut raw = std::mem::take(&mut self.raw);
+        let need = self.plan(&mut raw[from..from + n]);
+        self.raw = raw;
+        Ok(need)
+    }
+
+    /// Takes a read done elsewhere (an io_uring completion): `read` holds
+    /// what the TUN returned, virtio header included on an offload TUN.
+    /// Returns how many slots `place_from` needs for it (0: malformed and
+    /// dropped). A checksum left partial by the kernel is completed in
+    /// `read`.
+    pub fn plan(&mut self, read: &mut [u8]) -> usize {
+        self.pending = Pending::None;
+        self.raw_len = 0;
+        if read.len() > self.vnet_len() + MAX_PACKET {
+            return 0;
+        }
         if !self.offload {
-            let n = tun.recv(&mut self.raw[h..h + MAX_PACKET])?;
-            self.raw_len = n;
+            self.raw_len = read.len();
             self.pending = Pending::One;
-            return Ok(1);
+            return 1;
         }
-        let n = tun.recv(&mut self.raw[h - VNET_HDR_LEN..h + MAX_PACKET])?;
-        if n <= VNET_HDR_LEN {
-            return Ok(0);
+        if read.len() <= VNET_HDR_LEN {
+            return 0;
         }
-        self.raw_len = n - VNET_HDR_LEN;
-        let Ok(hdr) = VirtioNetHdr::decode(&self.raw[h - VNET_HDR_LEN..h]) else {
-            return Ok(0);
+        self.raw_len = read.len() - VNET_HDR_LEN;
+        let Ok(hdr) = VirtioNetHdr::decode(&read[..VNET_HDR_LEN]) else {
+            return 0;
         };
-        let pkt = &mut self.raw[h..h + self.raw_len];
+        let pkt = &mut read[VNET_HDR_LEN..];
         match plan_split(pkt, hdr) {
             Some((_, 0)) | None => {
                 debug!(
@@ -174,28 +199,29 @@ impl TunReader {
                     len = self.raw_len,
                     "malformed TUN super-packet dropped"
                 );
-                Ok(0)
+                0
             }
             Some((None, _)) => {
                 if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
                     && !finish_checksum(pkt, hdr.csum_start, hdr.csum_offset)
                 {
-                    return Ok(0);
+                    return 0;
                 }
                 self.pending = Pending::One;
-                Ok(1)
+                1
             }
             Some((Some((hdr, is_v6)), segments)) => {
                 self.pending = Pending::Super { hdr, is_v6 };
-                Ok(segments)
+                segments
             }
         }
     }
 
     /// Puts what `read` got into the slots from `at` on; returns how many
-    /// slots it filled (0: it did not fit or could not be split).
+    /// slots it filled (0: it did not fit or could not be split). A plain
+    /// packet trades places with the slot: no copy.
     pub fn place(&mut self, at: usize) -> usize {
-        let h = self.headroom;
+        let (h, len) = (self.headroom, self.raw_len);
         match std::mem::replace(&mut self.pending, Pending::None) {
             Pending::None => 0,
             Pending::One => {
@@ -203,29 +229,64 @@ impl TunReader {
                     return 0;
                 }
                 std::mem::swap(&mut self.raw, &mut self.slots[at]);
-                self.sizes[at] = self.raw_len;
+                self.sizes[at] = len;
                 1
             }
             Pending::Super { hdr, is_v6 } => {
+                let mut raw = std::mem::take(&mut self.raw);
+                let n = self.split(&mut raw[h..h + len], hdr, is_v6, at);
+                self.raw = raw;
+                n
+            }
+        }
+    }
+
+    /// Like `place`, for the read `plan` looked at (the same bytes): a
+    /// plain packet is copied into its slot.
+    pub fn place_from(&mut self, read: &mut [u8], at: usize) -> usize {
+        let (h, len) = (self.headroom, self.raw_len);
+        let from = self.vnet_len();
+        let Some(pkt) = read.get_mut(from..from + len) else {
+            return 0;
+        };
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::None => 0,
+            Pending::One => {
                 if at >= self.slots.len() {
                     return 0;
                 }
-                match tun_rs::gso_split(
-                    &mut self.raw[h..h + self.raw_len],
-                    hdr,
-                    &mut self.slots[at..],
-                    &mut self.sizes[at..],
-                    h,
-                    is_v6,
-                ) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        debug!(error = %e, "TUN super-packet not split; dropped");
-                        0
-                    }
-                }
+                self.slots[at][h..h + len].copy_from_slice(pkt);
+                self.sizes[at] = len;
+                1
+            }
+            Pending::Super { hdr, is_v6 } => self.split(pkt, hdr, is_v6, at),
+        }
+    }
+
+    /// Splits a super-packet into the slots from `at` on.
+    fn split(&mut self, pkt: &mut [u8], hdr: VirtioNetHdr, is_v6: bool, at: usize) -> usize {
+        if at >= self.slots.len() {
+            return 0;
+        }
+        match tun_rs::gso_split(
+            pkt,
+            hdr,
+            &mut self.slots[at..],
+            &mut self.sizes[at..],
+            self.headroom,
+            is_v6,
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "TUN super-packet not split; dropped");
+                0
             }
         }
+    }
+
+    /// The packet in slot `i`.
+    pub fn packet(&self, i: usize) -> &[u8] {
+        &self.slots[i][self.headroom..self.headroom + self.sizes[i]]
     }
 
     /// Slot `i` and the length of the packet at `headroom` in it.
@@ -314,6 +375,11 @@ impl TunWriter {
 
     pub fn is_empty(&self) -> bool {
         self.n == 0
+    }
+
+    /// Packets that can still be queued before a flush.
+    pub fn room(&self) -> usize {
+        self.bufs.len() - self.n
     }
 
     /// Queues a copy of `pkt`; false if the batch is full or `pkt` too big.
@@ -442,6 +508,17 @@ impl UdpRx {
         let from = from_sockaddr(&self.names[i]).map(udp::canonical);
         (from, seg, &mut self.bufs[i * RX_SLOT..i * RX_SLOT + len])
     }
+}
+
+/// The UDP_GRO segment size in control data a receive returned (an
+/// io_uring multishot receive hands back the bytes, not a msghdr).
+pub fn gro_segment_size_in(control: &[u8]) -> usize {
+    // SAFETY: an all-zero msghdr is valid; only the control fields are set,
+    // to the caller's bytes, which the CMSG_* macros stay within.
+    let mut msg: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+    msg.msg_control = control.as_ptr() as *mut libc::c_void;
+    msg.msg_controllen = control.len() as _;
+    gro_segment_size(&msg)
 }
 
 /// The UDP_GRO segment size in a received message's control data.
@@ -583,14 +660,10 @@ impl<M: Copy> UdpTx<M> {
         }
     }
 
-    /// Sends everything queued; `sent` is called with the `meta` of every
-    /// record handed to the kernel. Returns how many records were dropped
-    /// (refused, or the socket buffer stayed full). `slots` must be the
-    /// buffers the records' `slot` indexes refer to.
-    pub fn flush(&mut self, fd: RawFd, slots: &[Vec<u8>], mut sent: impl FnMut(M)) -> usize {
-        if self.recs.is_empty() {
-            return 0;
-        }
+    /// Plans the queued records into runs and builds one message per run
+    /// (`message`); returns how many. `slots` must be the buffers the
+    /// records' `slot` indexes refer to, unchanged until `clear`.
+    pub fn prepare(&mut self, slots: &[Vec<u8>]) -> usize {
         plan_runs(&self.recs, self.limits(), &mut self.runs);
         self.iovs.clear();
         for r in &self.recs {
@@ -602,8 +675,7 @@ impl<M: Copy> UdpTx<M> {
         self.hdrs.clear();
         for (k, run) in self.runs.iter().enumerate() {
             // SAFETY: an all-zero mmsghdr is valid; the pointers set below
-            // point into our own vectors, which do not move until the sends
-            // are done.
+            // point into our own vectors, which do not move until `clear`.
             let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
             h.msg_hdr.msg_namelen =
                 to_sockaddr(self.recs[run.first].to, self.v6_socket, &mut self.addrs[k]);
@@ -615,11 +687,73 @@ impl<M: Copy> UdpTx<M> {
             }
             self.hdrs.push(h);
         }
+        self.hdrs.len()
+    }
 
+    /// Message `k` of the prepared batch, valid until `clear`.
+    pub fn message(&self, k: usize) -> *const libc::msghdr {
+        &self.hdrs[k].msg_hdr
+    }
+
+    /// Records the outcome of message `k`: `Ok` calls `sent` for each of
+    /// its records; a GSO train the kernel refused goes again one datagram
+    /// each (and GSO is adjusted, see `refused`); any other error drops
+    /// it. Returns how many records were dropped.
+    pub fn finish(
+        &mut self,
+        fd: RawFd,
+        k: usize,
+        result: Result<(), i32>,
+        sent: &mut impl FnMut(M),
+    ) -> usize {
+        let run = self.runs[k];
+        match result {
+            Ok(()) => {
+                for rec in &self.recs[run.first..run.first + run.count] {
+                    sent(rec.meta);
+                }
+                0
+            }
+            Err(
+                e @ (libc::EIO
+                | libc::EINVAL
+                | libc::EMSGSIZE
+                | libc::ENOPROTOOPT
+                | libc::EOPNOTSUPP),
+            ) if run.count > 1 => {
+                self.refused(e, run.seg, self.recs[run.first].to.is_ipv6());
+                self.send_each(fd, k, sent)
+            }
+            Err(e) => {
+                debug!(error = %io::Error::from_raw_os_error(e), to = %self.recs[run.first].to, "send failed");
+                run.count
+            }
+        }
+    }
+
+    /// Records in message `k` and later (what is dropped when they cannot
+    /// be sent at all).
+    pub fn records_from(&self, k: usize) -> usize {
+        self.runs[k..].iter().map(|r| r.count).sum()
+    }
+
+    /// Forgets the batch once every message is finished.
+    pub fn clear(&mut self) {
+        self.recs.clear();
+    }
+
+    /// Sends everything queued; `sent` is called with the `meta` of every
+    /// record handed to the kernel. Returns how many records were dropped
+    /// (refused, or the socket buffer stayed full). `slots` must be the
+    /// buffers the records' `slot` indexes refer to.
+    pub fn flush(&mut self, fd: RawFd, slots: &[Vec<u8>], mut sent: impl FnMut(M)) -> usize {
+        if self.recs.is_empty() {
+            return 0;
+        }
+        let total = self.prepare(slots);
         let mut dropped = 0;
         let mut waited = false;
         let mut k = 0;
-        let total = self.runs.len();
         while k < total {
             // SAFETY: hdrs[k..] are valid and point into live buffers.
             let r = unsafe {
@@ -631,47 +765,34 @@ impl<M: Copy> UdpTx<M> {
                 )
             };
             if r > 0 {
-                for run in &self.runs[k..k + r as usize] {
-                    for rec in &self.recs[run.first..run.first + run.count] {
-                        sent(rec.meta);
-                    }
+                for j in k..k + r as usize {
+                    dropped += self.finish(fd, j, Ok(()), &mut sent);
                 }
                 k += r as usize;
                 continue;
             }
-            let err = io::Error::last_os_error();
-            let run = self.runs[k];
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => {
+            let errno = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            match errno {
+                libc::EINTR => continue,
+                libc::EAGAIN => {
                     // The socket buffer is full: give the NIC a moment once
                     // per flush, then drop what is left (UDP may).
                     if !waited && wait_writable(fd, 10) {
                         waited = true;
                         continue;
                     }
-                    dropped += self.runs[k..].iter().map(|r| r.count).sum::<usize>();
+                    dropped += self.records_from(k);
                     break;
                 }
-                Some(
-                    e @ (libc::EIO
-                    | libc::EINVAL
-                    | libc::EMSGSIZE
-                    | libc::ENOPROTOOPT
-                    | libc::EOPNOTSUPP),
-                ) if run.count > 1 => {
-                    self.refused(e, run.seg, self.recs[run.first].to.is_ipv6());
-                    dropped += self.send_each(fd, k, &mut sent);
-                    k += 1;
-                }
-                _ => {
-                    debug!(error = %err, to = %self.recs[run.first].to, "send failed");
-                    dropped += run.count;
+                e => {
+                    dropped += self.finish(fd, k, Err(e), &mut sent);
                     k += 1;
                 }
             }
         }
-        self.recs.clear();
+        self.clear();
         dropped
     }
 
@@ -737,7 +858,7 @@ fn put_segment_cmsg(msg: &mut libc::msghdr, ctrl: &mut Cmsg, seg: u16) {
 }
 
 /// Waits up to `ms` for the socket to take more data.
-fn wait_writable(fd: RawFd, ms: i32) -> bool {
+pub fn wait_writable(fd: RawFd, ms: i32) -> bool {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLOUT,

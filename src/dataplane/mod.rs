@@ -2,14 +2,20 @@
 //! SO_REUSEPORT UDP socket and move packets run-to-completion. Anything that
 //! is not a data record of a known session goes to the control thread.
 //!
-//! Today's shell is poll(2) + recvmmsg/sendmmsg with the offloads of
-//! `gso` (TUN TSO/USO super-packets, UDP GSO sends, UDP GRO receives, GRO
-//! coalesced TUN writes; `NTMTUN_OFFLOAD=0` turns them off); an io_uring
-//! shell plugs in behind the same `ToControl` channel and `PeerTable`
+//! Two IO shells move the packets (`io` picks one): `uring` (multishot
+//! io_uring reads and receives into provided-buffer rings, batched SENDMSG)
+//! and `epoll` (poll(2) + recvmmsg/sendmmsg). Both run the per-packet code
+//! of `path` and the offloads of `gso` (TUN TSO/USO super-packets, UDP GSO
+//! sends, UDP GRO receives, GRO coalesced TUN writes; `NTMTUN_OFFLOAD=0`
+//! turns them off), behind the same `ToControl` channel and `PeerTable`
 //! snapshot.
 
+pub mod epoll;
 pub mod gso;
+pub mod io;
 pub mod mtu;
+pub mod path;
+pub mod uring;
 pub mod worker;
 
 pub use gso::{offload_from_env, tun_write};
@@ -26,6 +32,9 @@ pub enum ToControl {
     },
     /// A TUN packet with no tunnel yet, or a captured DNS query.
     Tun(Vec<u8>),
+    /// An ICMP fragmentation-needed answer to a packet too big for its
+    /// peer's path (`dataplane::mtu`), to be written into the TUN.
+    TooBig(Vec<u8>),
     /// An authenticated record for our session `index` came from `from`,
     /// which is not the endpoint the table had.
     EndpointSeen {

@@ -45,6 +45,8 @@ pub struct Control {
     pub pings: Vec<PendingPing>,
     /// Other gateways' LAN prefixes currently routed into the TUN.
     pub subnet_routes: Vec<ipnet::Ipv4Net>,
+    /// The data plane's shell, workers and offloads, for `status`.
+    pub dataplane: crate::status::DataplaneStatus,
 }
 
 impl Control {
@@ -117,6 +119,15 @@ impl Control {
         }
     }
 
+    /// Writes one packet into the TUN. An offload TUN (IFF_VNET_HDR, which
+    /// tun-rs reports as tcp_gso) takes a virtio header in front of each write.
+    fn write_tun(&self, pkt: &[u8]) {
+        let offload = self.tun.tcp_gso();
+        if let Err(e) = crate::dataplane::tun_write(&self.tun, offload, pkt) {
+            debug!(error = %e, "TUN write failed");
+        }
+    }
+
     fn record(&self, mode: DnsMode) -> anyhow::Result<()> {
         resolved::record(
             &self.dns_state,
@@ -172,6 +183,7 @@ impl Control {
         match msg {
             ToControl::Udp { from, mut bytes } => self.core.handle_udp(from, &mut bytes, now),
             ToControl::Tun(pkt) => self.core.handle_tun(pkt, now),
+            ToControl::TooBig(answer) => self.write_tun(&answer),
             ToControl::EndpointSeen { index, from } => {
                 self.core.handle_endpoint_seen(index, from, now)
             }
@@ -213,7 +225,9 @@ impl Control {
                 }
             }
             ToControl::Status(reply) => {
-                let _ = reply.try_send(self.core.status(now));
+                let mut report = self.core.status(now);
+                report.dataplane = self.dataplane.clone();
+                let _ = reply.try_send(report);
             }
             ToControl::Shutdown => {}
         }
@@ -264,14 +278,7 @@ impl Control {
                         debug!(%to, error = %e, "control send failed");
                     }
                 }
-                Output::Tun(pkt) => {
-                    // An offload TUN (IFF_VNET_HDR, which tun-rs reports as
-                    // tcp_gso) takes a virtio header in front of each write.
-                    let offload = self.tun.tcp_gso();
-                    if let Err(e) = crate::dataplane::tun_write(&self.tun, offload, &pkt) {
-                        debug!(error = %e, "TUN write failed");
-                    }
-                }
+                Output::Tun(pkt) => self.write_tun(&pkt),
                 Output::Upstream { to, bytes } => {
                     if let Err(e) = self
                         .upstream

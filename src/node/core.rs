@@ -797,6 +797,7 @@ impl NodeCore {
                     installed: self.accept_routes,
                 })
                 .collect(),
+            dataplane: Default::default(),
         }
     }
 

@@ -84,6 +84,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     let listener = control_socket::bind(&cfg.control_socket)?;
     let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
     // Offloads (TUN TSO/USO, UDP GSO/GRO) unless NTMTUN_OFFLOAD=0.
+    let shell = crate::dataplane::io::choose(cfg.io)?;
     let (queues, _) = tun::create(&cfg.tun, workers, crate::dataplane::offload_from_env())?;
     // The control socket and a TUN name nobody held prove no other node
     // runs here, so clearing the rules and DNS settings a crashed
@@ -96,6 +97,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     }
     system::teardown();
     super::subnet::teardown();
+    let offload = queues[0].tcp_gso();
     let (sockets, v6) = bind_data_sockets(cfg.listen_port, workers)?;
     let port = sockets[0].local_addr()?.port();
     let local_endpoints = endpoints(
@@ -184,6 +186,8 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
         tun = %cfg.tun,
         port,
         workers,
+        io = shell.as_str(),
+        offload,
         dns = dns.mode.as_str(),
         ?local_endpoints,
         public_key = %cfg.private_key.public_key(),
@@ -203,6 +207,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
             stop: stop.clone(),
             counters: counters.clone(),
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            shell,
         };
         handles.push(
             std::thread::Builder::new()
@@ -285,6 +290,11 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
         v6,
         pings: Vec::new(),
         subnet_routes: Vec::new(),
+        dataplane: crate::status::DataplaneStatus {
+            io: Some(shell.as_str().into()),
+            workers: Some(workers),
+            offload: Some(offload),
+        },
     }
     .run();
 
