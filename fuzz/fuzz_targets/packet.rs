@@ -1,10 +1,11 @@
 //! IP/UDP headers: `parse_ipv4`, `parse_ipv4_udp`, `parse_ipv6_udp`,
 //! `parse_udp`, `destination` and `source` on arbitrary packets, with
-//! consistency checks between them, and build/parse round trips.
+//! consistency checks between them, and build/parse round trips; TCP
+//! headers through MSS clamping and ICMP fragmentation-needed answers.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ntmtun::net::packet;
+use ntmtun::net::{icmp, mss, packet};
 use ntmtun_fuzz::Reader;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -33,6 +34,25 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = packet::parse_udp(data);
     let _ = packet::internet_checksum(data);
+
+    // MSS clamping changes at most the MSS and the checksum, and keeps a
+    // valid TCP checksum valid (the sum over the segment is unchanged).
+    let mut clamped = data.to_vec();
+    let max = data.first().map_or(536, |b| 536 + u16::from(*b) * 4);
+    if mss::clamp_mss_v4(&mut clamped, max) {
+        let h = v4.as_ref().expect("clamping implies IPv4");
+        assert_eq!(clamped.len(), data.len());
+        assert_eq!(clamped[..h.header_len + 16], data[..h.header_len + 16]);
+        let changed = clamped.iter().zip(data).filter(|(a, b)| a != b).count();
+        assert!(changed <= 4, "clamping changed {changed} bytes");
+    }
+    let mut answer = [0u8; icmp::FRAG_NEEDED_MAX];
+    if let Some(n) = icmp::frag_needed_v4(data, max, &mut answer) {
+        let a = &answer[..n];
+        let h = packet::parse_ipv4(a).expect("the answer is IPv4");
+        assert_eq!(packet::internet_checksum(&a[..h.header_len]), 0);
+        assert_eq!(packet::internet_checksum(&a[h.header_len..]), 0);
+    }
 
     // Build from the input, parse back.
     let mut r = Reader::new(data);
