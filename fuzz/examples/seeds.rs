@@ -92,6 +92,7 @@ fn main() {
                 name: "alice".into(),
                 auth_key: "token".into(),
                 local_endpoints: vec![sa("192.0.2.2:41641"), sa("[2001:db8::2]:41641")],
+                advertise_routes: vec!["192.0.2.128/27".parse().expect("prefix")],
             })
             .expect("encode")),
             e(signal::encode(&RegisterReply::Accepted(registered())).expect("encode")),

@@ -67,6 +67,7 @@ pub fn register(k: usize, timestamp: u64) -> Vec<u8> {
         name: NODES[k].0.into(),
         auth_key: crate::AUTH.into(),
         local_endpoints: vec![sa(NODES[k].2), sa("10.1.0.2:41641")],
+        advertise_routes: Vec::new(),
     })
     .expect("encode")
 }
@@ -211,7 +212,7 @@ impl Harness {
                 result: Resolution::Found(i),
                 ..
             } => i,
-            FromDc::Resolved { .. } => return,
+            FromDc::Resolved { .. } | FromDc::Routes(_) => return,
         };
         if let Some(g) = &info.relay {
             let t = self
@@ -354,6 +355,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 name: name.into(),
                 auth_key: auth.into(),
                 local_endpoints: Vec::new(),
+                advertise_routes: Vec::new(),
             })
             .expect("encode"),
         );

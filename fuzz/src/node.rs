@@ -75,6 +75,8 @@ pub fn registered() -> Registered {
         reflexive: sa("203.0.113.1:40001"),
         refresh_secs: 20,
         relays: vec![sa(crate::RELAY_ADDR), sa(crate::RELAY6_ADDR)],
+        routes: Vec::new(),
+        refused_routes: Vec::new(),
     }
 }
 
@@ -219,7 +221,10 @@ impl Harness {
                         "the node wrote an unparsable packet into the TUN: {pkt:02x?}"
                     );
                 }
-                Output::Upstream { .. } | Output::Configure(_) | Output::Pong { .. } => {}
+                Output::Upstream { .. }
+                | Output::Configure(_)
+                | Output::Pong { .. }
+                | Output::SubnetRoutes(_) => {}
             }
         }
     }
