@@ -252,7 +252,8 @@ impl Worker {
             }
             return;
         }
-        let in_prefix = table.prefix.is_some_and(|p| p.contains(&dst));
+        let in_prefix = table.prefix.is_some_and(|p| p.contains(&dst))
+            || table.federated.iter().any(|p| p.contains(&dst));
         if in_prefix || table.resolvers.contains(&IpAddr::V4(dst)) {
             self.to_control(ToControl::Tun(pkt.to_vec()));
         } else {

@@ -4,6 +4,8 @@
 //! UDP shell around both.
 
 pub mod core;
+mod cross_domain;
 pub mod direction;
+pub mod federation;
 pub mod server;
 pub mod store;

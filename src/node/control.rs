@@ -175,6 +175,14 @@ impl Control {
                         warn!(resolver = %to, error = %e, "cannot forward DNS query");
                     }
                 }
+                Output::FederatedRoutes(prefixes) => {
+                    if let Err(e) = system::route_federated(&self.tun_name, &prefixes) {
+                        warn!(
+                            error = format!("{e:#}"),
+                            "cannot route federated prefixes; names in other domains will not be reachable"
+                        );
+                    }
+                }
                 Output::Configure(reg) => {
                     let capture: Vec<IpAddr> = self
                         .capture

@@ -178,6 +178,8 @@ pub struct PeerTable {
     pub local_ip: Option<Ipv4Addr>,
     /// The virtual prefix: packets to it belong to the tunnel.
     pub prefix: Option<ipnet::Ipv4Net>,
+    /// Virtual prefixes of federated domains: theirs belong to the tunnel too.
+    pub federated: Vec<ipnet::Ipv4Net>,
     /// Resolvers whose UDP port 53 traffic is captured.
     pub resolvers: Vec<IpAddr>,
     pub by_vip: HashMap<Ipv4Addr, TxRoute>,
