@@ -606,8 +606,10 @@ impl NodeCore {
 
     pub fn status(&self, now: Instant) -> StatusReport {
         let reg = self.dc.registered.as_ref();
+        // Peers of federated domains are already named `label.domain`.
         let fqdn = |name: &str| {
-            reg.map(|r| format!("{name}.{}", r.domain))
+            reg.filter(|_| !name.contains('.'))
+                .map(|r| format!("{name}.{}", r.domain))
                 .unwrap_or_else(|| name.to_string())
         };
         let secs = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
