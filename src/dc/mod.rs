@@ -8,4 +8,5 @@ mod cross_domain;
 pub mod direction;
 pub mod federation;
 pub mod server;
+pub mod srv;
 pub mod store;
