@@ -211,7 +211,7 @@ impl Harness {
                 result: Resolution::Found(i),
                 ..
             } => i,
-            FromDc::Resolved { .. } => return,
+            FromDc::Resolved { .. } | FromDc::Federation(_) => return,
         };
         if let Some(g) = &info.relay {
             let t = self

@@ -219,7 +219,10 @@ impl Harness {
                         "the node wrote an unparsable packet into the TUN: {pkt:02x?}"
                     );
                 }
-                Output::Upstream { .. } | Output::Configure(_) | Output::Pong { .. } => {}
+                Output::Upstream { .. }
+                | Output::Configure(_)
+                | Output::Pong { .. }
+                | Output::FederatedRoutes(_) => {}
             }
         }
     }

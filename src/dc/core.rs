@@ -274,6 +274,7 @@ impl DcCore {
                 self.pairs.len() as u64,
             ),
         ];
+        m.extend(self.fed.metrics());
         for r in &self.relays {
             let name = r
                 .spec

@@ -6,6 +6,7 @@
 
 use super::core::Transmit;
 use crate::keys::{PrivateKey, PublicKey};
+use crate::metrics::Sample;
 use crate::proto::handshake::{Initiator, Mac1Key, Responder};
 use crate::proto::session::Session;
 use crate::proto::signal::{self, DcToDc, FedHello, FedReply, FederatedDomain};
@@ -536,6 +537,21 @@ impl Federation {
         }
     }
 
+    /// One gauge per federated domain: 1 while its session is up.
+    pub fn metrics(&self) -> Vec<Sample> {
+        self.peers
+            .iter()
+            .map(|p| {
+                Sample::gauge(
+                    "ntmtun_dc_federation_up",
+                    "1 while the session with the federated domain's DC is up.",
+                    u64::from(p.up()),
+                )
+                .label("domain", p.spec.domain.clone())
+            })
+            .collect()
+    }
+
     /// When `handle_timeout` next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.peers
@@ -653,6 +669,8 @@ mod tests {
         );
         assert_eq!(x.peer_for_address(Ipv4Addr::new(198, 19, 0, 5)), Some(0));
         assert_eq!(x.peer_for_address(Ipv4Addr::new(198, 18, 0, 5)), None);
+        assert_eq!(x.metrics().len(), 1);
+        assert_eq!(x.metrics()[0].value, 1, "ntmtun_dc_federation_up");
         let id = 42;
         let msg = DcToDc::Keepalive;
         let t = x.send(0, &msg, now).unwrap();
