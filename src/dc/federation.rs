@@ -671,7 +671,6 @@ mod tests {
         assert_eq!(x.peer_for_address(Ipv4Addr::new(198, 18, 0, 5)), None);
         assert_eq!(x.metrics().len(), 1);
         assert_eq!(x.metrics()[0].value, 1, "ntmtun_dc_federation_up");
-        let id = 42;
         let msg = DcToDc::Keepalive;
         let t = x.send(0, &msg, now).unwrap();
         let ev = exchange(&mut x, &mut y, vec![(true, t)], now);
@@ -683,8 +682,7 @@ mod tests {
         let ev = exchange(&mut x, &mut y, vec![(false, t)], now);
         assert_eq!(
             ev,
-            vec![(true, FedEvent::Message(0, Box::new(DcToDc::Keepalive)))],
-            "{id}"
+            vec![(true, FedEvent::Message(0, Box::new(DcToDc::Keepalive)))]
         );
     }
 

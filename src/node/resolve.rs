@@ -229,20 +229,20 @@ impl NodeCore {
     /// The DC told us the domains it federates with: intercept their names
     /// and route their prefixes into the TUN.
     pub(super) fn set_federation(&mut self, domains: Vec<FederatedDomain>) {
-        if domains == self.federated {
-            return;
-        }
         let own = self.prefix;
         let domains: Vec<FederatedDomain> = domains
             .into_iter()
             .filter(|f| {
-                let clash = own.is_some_and(|p| p.contains(&f.prefix.network()) || f.prefix.contains(&p.network()));
+                let clash = own.is_some_and(|p| crate::dc::federation::overlaps(p, f.prefix));
                 if clash {
                     warn!(domain = %f.domain, prefix = %f.prefix, "federated prefix overlaps ours: ignored");
                 }
                 !clash
             })
             .collect();
+        if domains == self.federated {
+            return;
+        }
         self.fed_dns = if self.s.resolvers.is_empty() {
             Vec::new()
         } else {
