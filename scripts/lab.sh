@@ -10,7 +10,7 @@
 #
 # Usage:
 #   lab.sh up TOPOLOGY PREFIX       build a topology: lan nat-nat same-nat public-nat symmetric
-#                                   v4-v6 roam relay-failover hostile gateways (sketched at the top of
+#                                   v4-v6 roam relay-failover hostile gateways fed (sketched at the top of
 #                                   lab.sh);
 #                                   checks that every node reaches the DC and resolves names
 #   lab.sh start PREFIX             keys, configs, start the DC, the relays (if the topology has
@@ -136,6 +136,14 @@
 # the old interface disappears, sockets bound to the old address break, the new one works at
 # once (no DAD). The switch itself takes a few milliseconds.
 #
+# fed: DC federation. Two DCs of two domains on one segment, no NAT, no relay: dc .10 serves
+# x.ntm.internal (virtual_prefix 198.18.0.0/16) and finds dc2 with the DNS SRV record
+# _ntmtun._udp.y.ntm.internal -> dc2.example.test:7446 (served by dnsmasq, A/AAAA .13);
+# dc2 .13 serves y.ntm.internal (198.19.0.0/16) and has dc's address in its [[federation]]
+# entry. alice registers with dc, bob with dc2; alice.x.ntm.internal <-> bob.y.ntm.internal.
+#     dc .10   alice .11   bob .12   dc2 .13   dns .53
+#     ==+=========+==========+==========+=========+==  br0 (dual-stack)
+#
 # What `start` writes (RUN/*.toml): dc.toml listens on 198.51.100.10 and 2001:db8:100::10 port
 # 7446 and, when relays run, has one [[relays]] entry per relay and address family (same key).
 # RELAY.toml listens on the relay's two addresses, port 7447, with the DC's public key. Relays
@@ -167,11 +175,11 @@ RELAY_PORT=7447
 ENROLL_TOKEN=lab-enrollment-token
 METRICS_PORT=9100 # every daemon, on its namespace's loopback
 
-TOPOLOGIES="lan nat-nat same-nat public-nat symmetric v4-v6 roam relay-failover hostile gateways"
+TOPOLOGIES="lan nat-nat same-nat public-nat symmetric v4-v6 roam relay-failover hostile gateways fed"
 # Host numbers on the Internet segments (segment 1: 198.51.100.N + 2001:db8:100::N, segment 2:
 # 203.0.113.N + 2001:db8:203::N).
 declare -A HOSTNUM=([core]=1 [dc]=10 [alice]=11 [bob]=12 [relay1]=20 [relay2]=21 [dns]=53
-    [nata]=101 [natb]=102 [hostile]=66)
+    [nata]=101 [natb]=102 [hostile]=66 [dc2]=13)
 SEG1_V4=198.51.100
 SEG1_V6=2001:db8:100:
 SEG2_V4=203.0.113
@@ -246,6 +254,7 @@ topo_hosts() { # TOPO -> the host namespaces (besides PREFIX-sw)
     roam) echo dc relay1 dns core alice bob ;;
     hostile) echo dc relay1 dns alice bob hostile ;;
     gateways) echo dc relay1 dns nata natb gwa gwb hosta hostb ;;
+    fed) echo dc dc2 dns alice bob ;;
     *) return 1 ;;
     esac
 }
@@ -259,7 +268,7 @@ topo_nodes() { # TOPO -> the ntmtun nodes it runs
 
 topo_relays() { # TOPO -> the relays it has
     case $1 in
-    lan) ;;
+    lan | fed) ;;
     relay-failover) echo relay1 relay2 ;;
     *) echo relay1 ;;
     esac
@@ -267,7 +276,7 @@ topo_relays() { # TOPO -> the relays it has
 
 node_family() { # TOPO NODE -> 4 (IPv4-only), 6 (IPv6-only) or 46 (dual-stack)
     case $1:$2 in
-    lan:* | roam:* | hostile:* | public-nat:alice) echo 46 ;;
+    lan:* | roam:* | hostile:* | public-nat:alice | fed:*) echo 46 ;;
     v4-v6:alice) echo 4 ;;
     v4-v6:bob) echo 6 ;;
     *) echo 4 ;; # behind a NAT: IPv4-only LANs
@@ -464,6 +473,8 @@ start_dnsmasq() { # PREFIX RUN
         --local=/example.test/ \
         --host-record=www.example.test,198.51.100.80 \
         --host-record=dns.example.test,"$DNS_V4","$DNS_V6" \
+        --host-record=dc2.example.test,"$SEG1_V4.${HOSTNUM[dc2]}","$SEG1_V6:${HOSTNUM[dc2]}" \
+        --srv-host=_ntmtun._udp.y.ntm.internal,dc2.example.test,"$DC_PORT" \
         --log-queries --log-facility="$run/dnsmasq.log" >/dev/null
     # bounded readiness check: dnsmasq answers
     local i ok=0 rec
@@ -773,6 +784,11 @@ up_wan() { # PREFIX RUN TOPO: every topology but lan
         plain_host "$prefix" "$run" hosta lanc 192.0.2.130 192.0.2.129
         plain_host "$prefix" "$run" hostb land 192.0.2.162 192.0.2.161
         ;;
+    fed)
+        public_host "$prefix" "$run" dc2 dc 46
+        public_host "$prefix" "$run" alice node 46
+        public_host "$prefix" "$run" bob node 46
+        ;;
     roam)
         core_router "$prefix" "$run"
         public_host "$prefix" "$run" alice node 46
@@ -986,6 +1002,10 @@ cmd_start() {
     local run topo
     run=$(run_dir "$prefix")
     topo=$(lab_topology "$prefix")
+    if [[ $topo == fed ]]; then
+        start_fed "$prefix" "$run"
+        return
+    fi
     local n rec
     local -a relays=() wanted
     read -r -a wanted <<<"$(topo_relays "$topo")"
@@ -1091,6 +1111,78 @@ EOT
     log "DC${relays[*]:+, relays (${relays[*]})} and nodes (${NODES[*]}) running and registered in lab '$prefix' ($topo)"
 }
 
+# fed: dc serves x.ntm.internal and finds dc2 by DNS SRV; dc2 serves y.ntm.internal and has
+# dc's address; alice registers with dc, bob with dc2.
+start_fed() { # PREFIX RUN
+    local prefix=$1 run=$2 n rec
+    for n in dc dc2 "${NODES[@]}"; do
+        rec=$(recorded "$run" "$n")
+        # shellcheck disable=SC2086
+        if [[ -n $rec ]] && proc_alive $rec; then
+            die "'$n' is already running in lab '$prefix'"
+        fi
+        gen_key "$run" "$n"
+    done
+    : >"$run/relays"
+    mkdir -p "$run/dc-state" "$run/dc2-state"
+    chmod 0700 "$run/dc-state" "$run/dc2-state"
+    write_private "$run/dc.toml" <<EOT
+listen = ["$SEG1_V4.10:$DC_PORT", "[$SEG1_V6:10]:$DC_PORT"]
+domain = "x.ntm.internal"
+private_key = "$(cat "$run/dc.key")"
+virtual_prefix = "198.18.0.0/16"
+state_dir = "$run/dc-state"
+auth_keys = ["$ENROLL_TOKEN"]
+metrics_listen = "127.0.0.1:$METRICS_PORT"
+
+[[federation]]
+domain = "y.ntm.internal"
+public_key = "$(cat "$run/dc2.pub")"
+EOT
+    write_private "$run/dc2.toml" <<EOT
+listen = ["$SEG1_V4.${HOSTNUM[dc2]}:$DC_PORT", "[$SEG1_V6:${HOSTNUM[dc2]}]:$DC_PORT"]
+domain = "y.ntm.internal"
+private_key = "$(cat "$run/dc2.key")"
+virtual_prefix = "198.19.0.0/16"
+state_dir = "$run/dc2-state"
+auth_keys = ["$ENROLL_TOKEN"]
+metrics_listen = "127.0.0.1:$METRICS_PORT"
+
+[[federation]]
+domain = "x.ntm.internal"
+address = "$SEG1_V4.10:$DC_PORT"
+public_key = "$(cat "$run/dc.pub")"
+EOT
+    local dc_of
+    for n in "${NODES[@]}"; do
+        if [[ $n == alice ]]; then dc_of=dc; else dc_of=dc2; fi
+        write_private "$run/$n.toml" <<EOT
+name = "$n"
+private_key = "$(cat "$run/$n.key")"
+dc = "$SEG1_V4.${HOSTNUM[$dc_of]}:$DC_PORT"
+dc_public_key = "$(cat "$run/$dc_of.pub")"
+auth_key = "$ENROLL_TOKEN"
+tun = "ntm0"
+listen_port = 0
+control_socket = "$run/$n.sock"
+metrics_listen = "127.0.0.1:$METRICS_PORT"
+
+[dns]
+mode = "capture"
+resolvers = ["$DNS_V4"]
+EOT
+    done
+    start_dc "$prefix" "$run"
+    start_bg "$run" dc2 "$prefix-dc2" "$run/dc2.out" "$run/dc2.log" \
+        env RUST_LOG="${RUST_LOG:-info}" "$NTMTUN_BIN" dc --config "$run/dc2.toml" >/dev/null
+    wait_listening "$prefix" "$run" dc2 "$prefix-dc2" "$DC_PORT" "the DC dc2"
+    for n in "${NODES[@]}"; do
+        start_node "$prefix" "$run" "$n"
+    done
+    wait_registered "$prefix" "$run" "${NTMTUN_LAB_WAIT:-15}"
+    log "DCs (dc: x.ntm.internal, dc2: y.ntm.internal) and nodes running and registered in lab '$prefix' (fed)"
+}
+
 cmd_restart_dc() {
     [[ $# -eq 1 ]] || usage
     local prefix=$1
@@ -1187,7 +1279,7 @@ cmd_spawn() {
     validate_prefix "$prefix"
     validate_host "$host"
     [[ $name =~ ^[a-z][a-z0-9_-]{0,31}$ ]] || die "invalid NAME '$name'"
-    case $name in dc | alice | bob | dnsmasq | relay1 | relay2) die "NAME '$name' is reserved" ;; esac
+    case $name in dc | dc2 | alice | bob | dnsmasq | relay1 | relay2) die "NAME '$name' is reserved" ;; esac
     need_root
     local run
     run=$(run_dir "$prefix")

@@ -74,6 +74,18 @@ pub struct DcConfig {
     /// Which node may route for which LAN prefixes (`[[route_grants]]`);
     /// no two nodes' prefixes overlap.
     pub route_grants: Vec<RouteGrant>,
+    /// DCs of other domains this DC federates with (`[[federation]]`).
+    pub federation: Vec<FederationEntry>,
+}
+
+/// One `[[federation]]` entry of the DC config: another domain's DC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationEntry {
+    /// Lowercase, no trailing dot.
+    pub domain: String,
+    pub public_key: PublicKey,
+    /// `None`: found with a DNS SRV lookup of `_ntmtun._udp.<domain>`.
+    pub address: Option<SocketAddr>,
 }
 
 /// One `[[relays]]` entry of the DC config.
@@ -432,6 +444,13 @@ pub fn parse_dc(text: &str, origin: &str) -> Result<DcConfig, ConfigError> {
         });
     }
 
+    let federation = federation_entries(
+        &cx,
+        raw.federation.unwrap_or_default(),
+        &domain,
+        &private_key,
+    )?;
+
     Ok(DcConfig {
         listen,
         domain,
@@ -443,7 +462,73 @@ pub fn parse_dc(text: &str, origin: &str) -> Result<DcConfig, ConfigError> {
         relays,
         metrics_listen: cx.metrics_listen(raw.metrics_listen)?,
         route_grants: cx.route_grants(raw.route_grants.unwrap_or_default(), virtual_prefix)?,
+        federation,
     })
+}
+
+/// Validates `[[federation]]`: a domain (not ours, each once), the other
+/// DC's public key (not ours), and an optional address.
+fn federation_entries(
+    cx: &Cx,
+    raw: Vec<RawFederationEntry>,
+    own_domain: &str,
+    own_key: &PrivateKey,
+) -> Result<Vec<FederationEntry>, ConfigError> {
+    const DOMAIN: &str = "the other DC's domain, a DNS name such as \"y.ntm.internal\"";
+    const ADDR: &str = "the other DC's address as \"ip:port\" or \"[ipv6]:port\" (port 7446 if a bare IP), or no `address` to look it up with DNS SRV _ntmtun._udp.<domain>";
+    let mut out: Vec<FederationEntry> = Vec::new();
+    for (i, f) in raw.into_iter().enumerate() {
+        let key = format!("federation[{i}].domain");
+        let text = cx.string(&key, cx.required(&key, f.domain, DOMAIN)?, DOMAIN)?;
+        let domain = check_domain(&text).map_err(|why| {
+            cx.invalid(
+                &key,
+                format!("{text:?} is not a valid DNS name: {why}; expected {DOMAIN}"),
+            )
+        })?;
+        if domain == own_domain {
+            return Err(cx.invalid(
+                &key,
+                format!("{domain:?} is this DC's own `domain`; expected another domain's name"),
+            ));
+        }
+        if out.iter().any(|e| e.domain == domain) {
+            return Err(cx.invalid(
+                &key,
+                format!("{domain:?} is listed twice; expected each federated domain once"),
+            ));
+        }
+        let pk_key = format!("federation[{i}].public_key");
+        let public_key = cx.public_key(&pk_key, f.public_key, "the other DC's public key")?;
+        if public_key == own_key.public_key() {
+            return Err(cx.invalid(
+                &pk_key,
+                "is this DC's own public key; expected the public key of the other domain's DC"
+                    .to_string(),
+            ));
+        }
+        let address = match f.address {
+            None => None,
+            Some(v) => {
+                let key = format!("federation[{i}].address");
+                let text = cx.string(&key, v, ADDR)?;
+                Some(
+                    parse_endpoint(&text, false, DEFAULT_DC_PORT).map_err(|why| {
+                        cx.invalid(
+                            &key,
+                            format!("{text:?} is not a valid address: {why}; expected {ADDR}"),
+                        )
+                    })?,
+                )
+            }
+        };
+        out.push(FederationEntry {
+            domain,
+            public_key,
+            address,
+        });
+    }
+    Ok(out)
 }
 
 /// Validates the text of a node config; `origin` names the file in
@@ -627,6 +712,15 @@ struct RawDc {
     relays: Option<Vec<RawRelayEntry>>,
     metrics_listen: Option<Value>,
     route_grants: Option<Vec<routes::RawRouteGrant>>,
+    federation: Option<Vec<RawFederationEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFederationEntry {
+    domain: Option<Value>,
+    address: Option<Value>,
+    public_key: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -1275,6 +1369,51 @@ mod tests {
             Ok(cfg) => panic!("accepted {replace:?}: {cfg:?}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn dc_federation_entries_parse_and_are_checked() {
+        let k = keys();
+        let other = PrivateKey::generate().public_key().to_base64();
+        let with = |fed: &str| format!("{}{fed}", dc_text(&k, &[]));
+        let cfg = parse_dc(
+            &with(&format!(
+                "[[federation]]\ndomain = \"Y.ntm.internal.\"\npublic_key = \"{other}\"\n\n\
+                 [[federation]]\ndomain = \"z.ntm.internal\"\naddress = \"198.51.100.14\"\npublic_key = \"{other}\"\n"
+            )),
+            "dc.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.federation.len(), 2);
+        assert_eq!(cfg.federation[0].domain, "y.ntm.internal");
+        assert_eq!(cfg.federation[0].address, None, "no address: DNS SRV");
+        assert_eq!(cfg.federation[1].address, Some(sa("198.51.100.14:7446")));
+        assert!(parse_dc(&dc_text(&k, &[]), "dc.toml")
+            .unwrap()
+            .federation
+            .is_empty());
+
+        let err = |fed: String| match parse_dc(&with(&fed), "dc.toml") {
+            Ok(c) => panic!("accepted {fed}: {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        let own = err(format!(
+            "[[federation]]\ndomain = \"ntm.internal\"\npublic_key = \"{other}\"\n"
+        ));
+        assert_mentions(&own, &["federation[0].domain", "own `domain`"]);
+        let own_key = err(format!(
+            "[[federation]]\ndomain = \"y.ntm.internal\"\npublic_key = \"{}\"\n",
+            k.dc_public
+        ));
+        assert_mentions(&own_key, &["federation[0].public_key", "own public key"]);
+        let twice = err(format!(
+            "[[federation]]\ndomain = \"y.ntm.internal\"\npublic_key = \"{other}\"\n[[federation]]\ndomain = \"y.ntm.internal\"\npublic_key = \"{other}\"\n"
+        ));
+        assert_mentions(&twice, &["federation[1].domain", "listed twice"]);
+        let addr = err(format!("[[federation]]\ndomain = \"y.ntm.internal\"\naddress = \"nowhere\"\npublic_key = \"{other}\"\n"));
+        assert_mentions(&addr, &["federation[0].address", "\"nowhere\"", "DNS SRV"]);
+        let no_key = err("[[federation]]\ndomain = \"y.ntm.internal\"\n".to_string());
+        assert_mentions(&no_key, &["federation[0].public_key"]);
     }
 
     #[test]

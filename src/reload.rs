@@ -77,6 +77,7 @@ pub fn plan_dc(old: &DcConfig, new: DcConfig) -> Plan<DcChange, DcConfig> {
         relays,
         metrics_listen,
         route_grants,
+        federation,
     } = new;
     let mut p = Plan::new(old.clone());
     if route_grants != old.route_grants {
@@ -98,6 +99,7 @@ pub fn plan_dc(old: &DcConfig, new: DcConfig) -> Plan<DcChange, DcConfig> {
     p.fixed("state_dir", &old.state_dir, &state_dir);
     p.fixed("node_expiry_secs", &old.node_expiry_secs, &node_expiry_secs);
     p.fixed("metrics_listen", &old.metrics_listen, &metrics_listen);
+    p.fixed("[[federation]]", &old.federation, &federation);
     p
 }
 
@@ -236,6 +238,7 @@ mod tests {
             relays: Vec::new(),
             metrics_listen: None,
             route_grants: Vec::new(),
+            federation: Vec::new(),
         }
     }
 

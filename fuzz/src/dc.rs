@@ -212,7 +212,7 @@ impl Harness {
                 result: Resolution::Found(i),
                 ..
             } => i,
-            FromDc::Resolved { .. } | FromDc::Routes(_) => return,
+            FromDc::Resolved { .. } | FromDc::Routes(_) | FromDc::Federation(_) => return,
         };
         if let Some(g) = &info.relay {
             let t = self

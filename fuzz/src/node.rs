@@ -224,7 +224,8 @@ impl Harness {
                 Output::Upstream { .. }
                 | Output::Configure(_)
                 | Output::Pong { .. }
-                | Output::SubnetRoutes(_) => {}
+                | Output::SubnetRoutes(_)
+                | Output::FederatedRoutes(_) => {}
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Sans-IO DC logic: datagrams and times in, datagrams out.
 
-use super::direction::{self, View};
+use super::cross_domain::FedPending;
+use super::direction::{self, Decision, View};
+use super::federation::{FedEvent, Federation, FederationSpec};
 use super::routes;
 use super::store::{EnrollError, NodeRecord, Store};
 use crate::config::RelayEntry;
@@ -108,16 +110,16 @@ struct PairRelay {
 }
 
 /// A node that is currently registered.
-struct Online {
-    record: NodeRecord,
+pub(super) struct Online {
+    pub(super) record: NodeRecord,
     session: Session,
     /// The session replaced by the latest refresh, kept so records the node
     /// sealed before it saw our response still open.
     previous: Option<Session>,
-    reflexive: SocketAddr,
-    local_endpoints: Vec<SocketAddr>,
+    pub(super) reflexive: SocketAddr,
+    pub(super) local_endpoints: Vec<SocketAddr>,
     /// How a relay saw the node's data socket (second NAT observer).
-    relay_saw: Option<SocketAddr>,
+    pub(super) relay_saw: Option<SocketAddr>,
     last_seen: Instant,
     /// Advertised prefixes its grants cover, and the refused rest.
     routes: Vec<Ipv4Net>,
@@ -125,7 +127,7 @@ struct Online {
 }
 
 impl Online {
-    fn view(&self) -> View {
+    pub(super) fn view(&self) -> View {
         View {
             reflexive: self.reflexive,
             locals: self.local_endpoints.clone(),
@@ -148,9 +150,9 @@ pub struct DcStats {
 }
 
 pub struct DcCore {
-    settings: DcSettings,
-    store: Store,
-    online: HashMap<PublicKey, Online>,
+    pub(super) settings: DcSettings,
+    pub(super) store: Store,
+    pub(super) online: HashMap<PublicKey, Online>,
     /// Our session index -> node key, for current and previous sessions.
     by_index: HashMap<u32, PublicKey>,
     /// Highest registration timestamp seen per key (replay guard).
@@ -166,6 +168,11 @@ pub struct DcCore {
     /// dc.toml `[[route_grants]]`: who may route for which LAN prefixes.
     route_grants: Vec<RouteGrant>,
     pub stats: DcStats,
+    /// Sessions with the DCs of other domains.
+    pub(super) fed: Federation,
+    /// Lookups sent to other DCs, by the id we gave them.
+    pub(super) fed_pending: HashMap<u64, FedPending>,
+    pub(super) next_fed_id: u64,
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -192,7 +199,18 @@ impl DcCore {
             .map(|spec| RelayState::new(&settings.key, spec.clone(), now))
             .collect();
         let mac1 = Mac1Key::for_responder(&settings.key.public_key());
+        let fed = Federation::new(
+            settings.key.clone(),
+            settings.domain.clone(),
+            settings.prefix,
+            Vec::new(),
+            index_seed ^ 0x5bd1_e995,
+            now,
+        );
         DcCore {
+            fed,
+            fed_pending: HashMap::new(),
+            next_fed_id: 1,
             mac1,
             register_limit: RateLimiter::new(100, 200, 65536),
             relays,
@@ -242,6 +260,35 @@ impl DcCore {
             .filter(|k| Some(*k) != except)
             .filter_map(|k| self.send(k, &msg))
             .collect()
+    }
+
+    /// Federates with the DCs of `specs` (`[[federation]]`): sessions come
+    /// up from `handle_timeout` on.
+    pub fn federate(&mut self, specs: Vec<FederationSpec>, now: Instant) {
+        self.fed = Federation::new(
+            self.settings.key.clone(),
+            self.settings.domain.clone(),
+            self.settings.prefix,
+            specs,
+            self.next_index ^ 0x5bd1_e995,
+            now,
+        );
+    }
+
+    /// Domains whose DC address must be looked up (DNS SRV) by the shell.
+    pub fn wanted_lookups(&mut self, now: Instant) -> Vec<String> {
+        self.fed.wanted_lookups(now)
+    }
+
+    /// The shell's answer to a lookup from [`DcCore::wanted_lookups`].
+    pub fn set_federation_addresses(
+        &mut self,
+        domain: &str,
+        addrs: Vec<SocketAddr>,
+        ttl: Duration,
+        now: Instant,
+    ) {
+        self.fed.set_addresses(domain, addrs, ttl, now);
     }
 
     pub fn online_count(&self) -> usize {
@@ -308,6 +355,7 @@ impl DcCore {
                 self.pairs.len() as u64,
             ),
         ];
+        m.extend(self.fed.metrics());
         for r in &self.relays {
             let name = r
                 .spec
@@ -350,6 +398,26 @@ impl DcCore {
         match wire::kind(datagram) {
             Ok(wire::DC_HANDSHAKE_INIT) => self.handle_register(from, datagram, now, unix_now),
             Ok(wire::DC_DATA) => self.handle_data(from, datagram, now, unix_now),
+            Ok(wire::FED_HANDSHAKE_INIT) if !self.fed.is_empty() => {
+                if !self.register_limit.allow(from.ip(), now) {
+                    self.stats.dropped += 1;
+                    return Vec::new();
+                }
+                let (mut out, events) = self.fed.handle_init(from, datagram, now);
+                out.extend(self.on_fed_events(events, now, unix_now));
+                out
+            }
+            Ok(wire::FED_HANDSHAKE_RESP) => {
+                let events = self.fed.handle_resp(from, datagram, now);
+                self.on_fed_events(events, now, unix_now)
+            }
+            Ok(wire::FED_DATA) => match self.fed.handle_data(from, datagram, now) {
+                Some(ev) => self.on_fed_events(vec![ev], now, unix_now),
+                None => {
+                    self.stats.dropped += 1;
+                    Vec::new()
+                }
+            },
             Ok(k) => {
                 debug!(%from, kind = k, "dropping message not meant for the DC");
                 self.stats.dropped += 1;
@@ -490,6 +558,7 @@ impl DcCore {
                 }
             };
             self.by_index.insert(index, key);
+            let domains = self.fed.domains();
             self.online.insert(
                 key,
                 Online {
@@ -507,6 +576,9 @@ impl DcCore {
             let mut out = vec![Transmit { to: from, bytes }];
             if routes_changed {
                 out.extend(self.push_routes(Some(&key)));
+            }
+            if !domains.is_empty() {
+                out.extend(self.send(&key, &FromDc::Federation(domains)));
             }
             return out;
         }
@@ -599,7 +671,9 @@ impl DcCore {
             }
         };
         match msg {
-            ToDc::Resolve { id, target, direct } => self.resolve(key, id, target, direct, unix_now),
+            ToDc::Resolve { id, target, direct } => {
+                self.resolve(key, id, target, direct, now, unix_now)
+            }
             ToDc::Observed { relay, seen_as } => {
                 let ours = self
                     .relays
@@ -627,7 +701,7 @@ impl DcCore {
     }
 
     /// A plain answer about `node`, without direction (PTR lookups).
-    fn lookup_info(node: &Online) -> PeerInfo {
+    pub(super) fn lookup_info(node: &Online) -> PeerInfo {
         PeerInfo {
             name: node.record.name.clone(),
             virtual_ip: node.record.virtual_ip,
@@ -650,14 +724,7 @@ impl DcCore {
         let (na, nb) = (self.online.get(&a)?, self.online.get(&b)?);
         let d = direction::decide(&na.view(), &nb.view());
         let (fam_a, fam_b) = (na.reflexive.is_ipv4(), nb.reflexive.is_ipv4());
-        let mut info_b = Self::lookup_info(nb);
-        info_b.endpoints = d.a_to_b.clone();
-        info_b.path = d.path;
-        info_b.initiate = d.a_initiates;
-        let mut info_a = Self::lookup_info(na);
-        info_a.endpoints = d.b_to_a.clone();
-        info_a.path = d.path;
-        info_a.initiate = d.b_initiates;
+        let (mut info_b, mut info_a) = directed(&d, Self::lookup_info(nb), Self::lookup_info(na));
         let (name_a, name_b) = (na.record.name.clone(), nb.record.name.clone());
         if let Some((grant_a, grant_b)) = self.grants(a, b, fam_a, fam_b, unix_now) {
             info_b.relay = Some(grant_a);
@@ -673,7 +740,7 @@ impl DcCore {
     /// Relay grants for a pair: (a's, b's). Reuses the pair's session while
     /// its relay lives (extending the ticket); otherwise picks a live relay
     /// that has an address in each side's family.
-    fn grants(
+    pub(super) fn grants(
         &mut self,
         a: PublicKey,
         b: PublicKey,
@@ -754,9 +821,14 @@ impl DcCore {
         id: u64,
         target: Target,
         direct: bool,
+        now: Instant,
         unix_now: u64,
     ) -> Vec<Transmit> {
         self.stats.resolves += 1;
+        if let Some(peer) = self.remote_owner(&target) {
+            return self.resolve_remote(asker, id, target, direct, peer, now);
+        }
+        let target = self.local_target(target);
         let found = match &target {
             Target::Name(n) => self.store.by_name(&n.to_ascii_lowercase()),
             Target::Address(ip) => self.store.by_ip(*ip),
@@ -790,7 +862,7 @@ impl DcCore {
         out
     }
 
-    fn send(&self, to: &PublicKey, msg: &FromDc) -> Option<Transmit> {
+    pub(super) fn send(&self, to: &PublicKey, msg: &FromDc) -> Option<Transmit> {
         let node = self.online.get(to)?;
         let payload = signal::encode(msg).ok()?;
         let bytes = node.session.seal_to_vec(wire::DC_DATA, &payload).ok()?;
@@ -828,6 +900,11 @@ impl DcCore {
             out.extend(self.push_routes(None));
         }
 
+        out.extend(
+            self.fed
+                .handle_timeout(now, unix_now.saturating_mul(1_000_000_000)),
+        );
+        out.extend(self.expire_fed_lookups(now));
         let mut died = Vec::new();
         for (i, r) in self.relays.iter_mut().enumerate() {
             if r.last_ping
@@ -1002,8 +1079,50 @@ impl DcCore {
         self.online
             .values()
             .map(|n| n.last_seen + self.settings.expiry)
+            .chain(self.fed.poll_timeout())
+            .chain(self.fed_pending.values().map(|p| p.deadline))
             .min()
     }
+
+    fn on_fed_events(
+        &mut self,
+        events: Vec<FedEvent>,
+        now: Instant,
+        unix_now: u64,
+    ) -> Vec<Transmit> {
+        let mut out = Vec::new();
+        for ev in events {
+            match ev {
+                FedEvent::Up(_) => {
+                    // Nodes learn the new domain now, not at their next refresh.
+                    let msg = FromDc::Federation(self.fed.domains());
+                    for key in self.online.keys() {
+                        out.extend(self.send(key, &msg));
+                    }
+                }
+                FedEvent::Message(peer, msg) => {
+                    out.extend(self.on_fed_message(peer, *msg, now, unix_now))
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What each side of a pair is told about the other, given the DC's
+/// decision: (for A about B, for B about A).
+pub(super) fn directed(
+    d: &Decision,
+    mut about_b: PeerInfo,
+    mut about_a: PeerInfo,
+) -> (PeerInfo, PeerInfo) {
+    about_b.endpoints = d.a_to_b.clone();
+    about_b.path = d.path;
+    about_b.initiate = d.a_initiates;
+    about_a.endpoints = d.b_to_a.clone();
+    about_a.path = d.path;
+    about_a.initiate = d.b_initiates;
+    (about_b, about_a)
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 //! UDP shell around both.
 
 pub mod core;
+mod cross_domain;
 pub mod direction;
+pub mod federation;
 pub mod routes;
 pub mod server;
+pub mod srv;
 pub mod store;

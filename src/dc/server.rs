@@ -2,6 +2,7 @@
 //! polling them and feeding the sans-IO core.
 
 use super::core::{DcCore, DcSettings, RelaySpec};
+use super::federation::FederationSpec;
 use super::store::Store;
 use crate::config::DcConfig;
 use crate::net::{poll, udp};
@@ -67,6 +68,26 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
     for g in &cfg.route_grants {
         info!(node = %g.node, prefixes = ?g.prefixes, "route grant");
     }
+    core.federate(
+        cfg.federation
+            .iter()
+            .map(|f| FederationSpec {
+                domain: f.domain.clone(),
+                public_key: f.public_key,
+                address: f.address,
+            })
+            .collect(),
+        Instant::now(),
+    );
+    // Only entries without `address` need DNS.
+    let srv = if cfg.federation.iter().any(|f| f.address.is_none()) {
+        Some(super::srv::spawn()?)
+    } else {
+        None
+    };
+    for f in &cfg.federation {
+        info!(domain = %f.domain, address = ?f.address, public_key = %f.public_key, "federating");
+    }
     let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     let mut buf = vec![0u8; 65536];
     let metrics = crate::metrics::Published::default();
@@ -78,6 +99,16 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
         for change in reloads.try_iter().flatten() {
             for t in core.apply(change, now, unix_now()) {
                 send(&sockets[0], &sockets, t.to, &t.bytes);
+            }
+        }
+        if let Some((ask, answers)) = &srv {
+            for domain in core.wanted_lookups(now) {
+                if ask.send(domain).is_err() {
+                    warn!("the DNS SRV lookup thread is gone");
+                }
+            }
+            while let Ok((domain, addrs, ttl)) = answers.try_recv() {
+                core.set_federation_addresses(&domain, addrs, ttl, now);
             }
         }
         for t in core.handle_timeout(now, unix_now()) {

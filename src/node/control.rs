@@ -291,6 +291,14 @@ impl Control {
                     self.subnet_routes =
                         super::subnet::sync_routes(&self.tun_name, &self.subnet_routes, &wanted);
                 }
+                Output::FederatedRoutes(prefixes) => {
+                    if let Err(e) = system::route_federated(&self.tun_name, &prefixes) {
+                        warn!(
+                            error = format!("{e:#}"),
+                            "cannot route federated prefixes; names in other domains will not be reachable"
+                        );
+                    }
+                }
                 Output::Configure(reg) => {
                     let ipv6 = self.dns_mode == DnsMode::Capture
                         && self.capturable().iter().any(IpAddr::is_ipv6);

@@ -15,7 +15,7 @@ use crate::proto::handshake::Mac1Key;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::{
-    FromDc, GrantedRoute, RefusedRoute, Registered, Resolution, Target, ToDc,
+    FederatedDomain, FromDc, GrantedRoute, RefusedRoute, Registered, Resolution, Target, ToDc,
 };
 use crate::proto::wire;
 use crate::reload::NodeChange;
@@ -38,7 +38,7 @@ pub(super) const DNS_WAIT: Duration = Duration::from_millis(2500);
 /// Forwarded DNS queries are forgotten after this long.
 pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const FORWARD_LIMIT: usize = 4096;
-const DNS_TTL: u32 = 60;
+pub(super) const DNS_TTL: u32 = 60;
 /// Virtual addresses with packets queued before the DC answered.
 pub(super) const ORPHAN_LIMIT: usize = 64;
 
@@ -77,6 +77,9 @@ pub enum Output {
         path: &'static str,
         endpoint: String,
     },
+    /// The DC federates with these domains: route their virtual prefixes
+    /// into the TUN.
+    FederatedRoutes(Vec<Ipv4Net>),
 }
 
 pub(super) struct PendingResolve {
@@ -106,6 +109,10 @@ pub struct NodeCore {
     pub(super) dc: DcLink,
     pub(super) dns: Option<DnsInterceptor>,
     pub(super) prefix: Option<Ipv4Net>,
+    /// Other domains our DC federates with, and an interceptor for each
+    /// (names there are asked of our DC too).
+    pub(super) federated: Vec<FederatedDomain>,
+    pub(super) fed_dns: Vec<DnsInterceptor>,
     pub(super) peers: HashMap<PublicKey, Peer>,
     pub(super) by_vip: HashMap<Ipv4Addr, PublicKey>,
     /// Our index of an initiation in flight -> peer.
@@ -171,6 +178,8 @@ impl NodeCore {
             prefix: None,
             peers: HashMap::new(),
             by_vip: HashMap::new(),
+            federated: Vec::new(),
+            fed_dns: Vec::new(),
             initiations: HashMap::new(),
             resolves: HashMap::new(),
             next_resolve: 1,
@@ -309,6 +318,7 @@ impl NodeCore {
             local_ip: self.dc.registered.as_ref().map(|r| r.virtual_ip),
             prefix: self.prefix,
             routes: self.routes.clone(),
+            federated: self.federated.iter().map(|f| f.prefix).collect(),
             resolvers: if self.dns.is_some() {
                 self.dns_addresses()
             } else {
@@ -501,6 +511,7 @@ impl NodeCore {
                 };
                 self.on_resolved(pending, result, now);
             }
+            FromDc::Federation(domains) => self.set_federation(domains),
         }
     }
 
@@ -729,8 +740,10 @@ impl NodeCore {
 
     pub fn status(&self, now: Instant) -> StatusReport {
         let reg = self.dc.registered.as_ref();
+        // Peers of federated domains are already named `label.domain`.
         let fqdn = |name: &str| {
-            reg.map(|r| format!("{name}.{}", r.domain))
+            reg.filter(|_| !name.contains('.'))
+                .map(|r| format!("{name}.{}", r.domain))
                 .unwrap_or_else(|| name.to_string())
         };
         let secs = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());

@@ -172,6 +172,20 @@ impl DnsInterceptor {
         &self.domain_str
     }
 
+    /// Whether the question of `pending` lies in this interceptor's zone
+    /// (its domain, or its prefix for PTR): with several interceptors (one
+    /// per federated domain), the one that must build the answer.
+    pub fn covers(&self, pending: &PendingQuery) -> bool {
+        match pending.kind {
+            PendingKind::Ptr(addr) => self.prefix.contains(&addr),
+            PendingKind::A => pending
+                .request
+                .queries
+                .first()
+                .is_some_and(|q| self.domain.zone_of(&q.name)),
+        }
+    }
+
     /// Classifies raw query bytes (a UDP payload from the TUN device).
     ///
     /// Never panics; anything that is not clearly ours is forwarded so that

@@ -10,6 +10,8 @@ pub mod core;
 mod core_tests;
 pub mod dc_link;
 pub mod dns;
+#[cfg(test)]
+mod federation_tests;
 mod health;
 pub mod metrics;
 pub mod peer;

@@ -6,10 +6,10 @@ use super::core::{
     Forward, NodeCore, Output, PendingResolve, DNS_WAIT, FORWARD_LIMIT, FORWARD_TIMEOUT,
     ORPHAN_LIMIT,
 };
-use super::dns::{DnsAction, Resolution as DnsResolution, ResolveTarget};
+use super::dns::{DnsAction, DnsInterceptor, Resolution as DnsResolution, ResolveTarget};
 use super::peer::DnsWaiter;
 use crate::net::packet;
-use crate::proto::signal::{Target, ToDc};
+use crate::proto::signal::{FederatedDomain, Target, ToDc};
 use crate::proto::wire;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -33,7 +33,8 @@ impl NodeCore {
         };
         // A LAN address behind a gateway goes to that gateway's virtual IP:
         // the same tunnel set-up as for a virtual IP without a tunnel.
-        let dst = if self.prefix.is_some_and(|p| p.contains(&dst)) {
+        let federated = self.federated.iter().any(|f| f.prefix.contains(&dst));
+        let dst = if federated || self.prefix.is_some_and(|p| p.contains(&dst)) {
             dst
         } else {
             match self.routes.gateway(dst) {
@@ -81,7 +82,17 @@ impl NodeCore {
         now: Instant,
     ) {
         let Some(dns) = &self.dns else { return };
-        match dns.classify(query) {
+        let mut action = dns.classify(query);
+        // Names of federated domains are asked of our DC as `label.domain`.
+        let mut zone = None;
+        for fed in &self.fed_dns {
+            if !matches!(action, DnsAction::Forward) {
+                break;
+            }
+            action = fed.classify(query);
+            zone = Some(fed.domain().to_string());
+        }
+        match action {
             DnsAction::Forward => self.forward_dns(client, resolver, query, now),
             DnsAction::Reply(bytes) => {
                 self.counters.dns_answered.fetch_add(1, Ordering::Relaxed);
@@ -94,9 +105,10 @@ impl NodeCore {
                     resolver,
                     deadline: now + DNS_WAIT,
                 };
-                let (target, direct) = match target {
-                    ResolveTarget::Name(n) => (Target::Name(n), true),
-                    ResolveTarget::Address(a) => (Target::Address(a), false),
+                let (target, direct) = match (target, zone) {
+                    (ResolveTarget::Name(n), Some(z)) => (Target::Name(format!("{n}.{z}")), true),
+                    (ResolveTarget::Name(n), None) => (Target::Name(n), true),
+                    (ResolveTarget::Address(a), _) => (Target::Address(a), false),
                 };
                 self.answer_or_resolve(target, direct, waiter, now);
             }
@@ -204,13 +216,70 @@ impl NodeCore {
 
     pub(super) fn reply_dns(&mut self, w: &DnsWaiter, res: &DnsResolution) {
         let Some(dns) = &self.dns else { return };
-        let bytes = dns.answer(&w.pending, res);
+        let bytes = match self.fed_dns.iter().find(|d| d.covers(&w.pending)) {
+            // Federated peers are named `label.domain`; the zone's
+            // interceptor wants the label.
+            Some(fed) => {
+                let res = match res {
+                    DnsResolution::Found { name, virtual_ip } => DnsResolution::Found {
+                        name: name
+                            .strip_suffix(fed.domain())
+                            .and_then(|l| l.strip_suffix('.'))
+                            .unwrap_or(name)
+                            .to_string(),
+                        virtual_ip: *virtual_ip,
+                    },
+                    other => other.clone(),
+                };
+                fed.answer(&w.pending, &res)
+            }
+            None => dns.answer(&w.pending, res),
+        };
         let counter = match res {
             DnsResolution::Failed => &self.counters.dns_failed,
             _ => &self.counters.dns_answered,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.write_dns(w.client, w.resolver, &bytes);
+    }
+
+    /// The DC told us the domains it federates with: intercept their names
+    /// and route their prefixes into the TUN.
+    pub(super) fn set_federation(&mut self, domains: Vec<FederatedDomain>) {
+        let own = self.prefix;
+        let domains: Vec<FederatedDomain> = domains
+            .into_iter()
+            .filter(|f| {
+                let clash = own.is_some_and(|p| crate::dc::federation::overlaps(p, f.prefix));
+                if clash {
+                    warn!(domain = %f.domain, prefix = %f.prefix, "federated prefix overlaps ours: ignored");
+                }
+                !clash
+            })
+            .collect();
+        if domains == self.federated {
+            return;
+        }
+        self.fed_dns = if self.s.resolvers.is_empty() {
+            Vec::new()
+        } else {
+            domains
+                .iter()
+                .filter_map(|f| match DnsInterceptor::new(&f.domain, f.prefix, super::core::DNS_TTL) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        warn!(domain = %f.domain, error = %e, "cannot intercept DNS for this federated domain");
+                        None
+                    }
+                })
+                .collect()
+        };
+        tracing::info!(domains = ?domains.iter().map(|f| f.domain.as_str()).collect::<Vec<_>>(), "federated domains");
+        self.out.push_back(Output::FederatedRoutes(
+            domains.iter().map(|f| f.prefix).collect(),
+        ));
+        self.federated = domains;
+        self.table_dirty = true;
     }
 
     /// Writes a DNS reply into the TUN as if the resolver had sent it.

@@ -261,6 +261,8 @@ pub struct PeerTable {
     pub local_ip: Option<Ipv4Addr>,
     /// The virtual prefix: packets to it belong to the tunnel.
     pub prefix: Option<Ipv4Net>,
+    /// Virtual prefixes of federated domains: theirs belong to the tunnel too.
+    pub federated: Vec<Ipv4Net>,
     /// Resolvers whose UDP port 53 traffic is captured.
     pub resolvers: Vec<IpAddr>,
     pub by_vip: HashMap<Ipv4Addr, TxRoute>,
@@ -271,9 +273,12 @@ pub struct PeerTable {
 
 impl PeerTable {
     /// The virtual IP a packet for `dst` is sent to: `dst` itself inside
-    /// the virtual prefix, else the gateway whose LAN holds it.
+    /// the virtual prefix (ours or a federated domain's), else the gateway
+    /// whose LAN holds it.
     pub fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        if self.prefix.is_some_and(|p| p.contains(&dst)) {
+        if self.prefix.is_some_and(|p| p.contains(&dst))
+            || self.federated.iter().any(|p| p.contains(&dst))
+        {
             return Some(dst);
         }
         self.routes.gateway(dst)

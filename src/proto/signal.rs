@@ -127,6 +127,10 @@ pub enum FromDc {
     /// The domain's granted subnet routes changed (a gateway came, went or
     /// changed its advertisement): the complete new list.
     Routes(Vec<GrantedRoute>),
+    /// The other domains this DC federates with (sent after each accepted
+    /// registration): names under them are asked of this DC, and their
+    /// virtual prefixes are routed into the TUN.
+    Federation(Vec<FederatedDomain>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +190,70 @@ pub struct RelayGrant {
 pub struct PeerHello {
     /// Strictly increasing per initiator (unix nanoseconds): replay guard.
     pub timestamp: u64,
+}
+
+/// A domain a DC federates with, as told to its nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederatedDomain {
+    pub domain: String,
+    pub prefix: Ipv4Net,
+}
+
+/// Payload of a DC -> DC handshake initiation (federation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FedHello {
+    /// Strictly increasing per DC (unix nanoseconds): replay guard.
+    pub timestamp: u64,
+    pub domain: String,
+    pub prefix: Ipv4Net,
+}
+
+/// Payload of a DC -> DC handshake response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FedReply {
+    Accepted { domain: String, prefix: Ipv4Net },
+    Refused { reason: String },
+}
+
+/// A node of the asking DC, as that DC sees it: enough for the answering
+/// DC to direct the pair as it would a local one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteNode {
+    /// Qualified (`alice.x.ntm.internal`).
+    pub name: String,
+    pub virtual_ip: Ipv4Addr,
+    pub public_key: [u8; 32],
+    pub reflexive: SocketAddr,
+    pub locals: Vec<SocketAddr>,
+    /// How a relay saw the node's data socket (NAT classification).
+    pub relay_saw: Option<SocketAddr>,
+}
+
+/// DC <-> DC, inside a FED_DATA record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DcToDc {
+    /// Keeps the session (and NAT state on the path) alive.
+    Keepalive,
+    /// Look up a node of the receiver's domain on behalf of `asker`;
+    /// `Target::Name` holds the bare label.
+    Lookup {
+        id: u64,
+        target: Target,
+        direct: bool,
+        asker: RemoteNode,
+    },
+    /// The answer to `Lookup` `id`. With `direct`, `for_peer` is what the
+    /// answering DC told its node about the asker, and `peer_v4` the
+    /// family of that node's reflexive address (for relay grants).
+    Answer {
+        id: u64,
+        result: Resolution,
+        for_peer: Option<PeerInfo>,
+        peer_v4: bool,
+    },
+    /// Pass `info` (about a node of the sender's domain) to the receiver's
+    /// node `node`: the pair's direction with the sender's relay grant.
+    Direction { node: [u8; 32], info: PeerInfo },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +359,9 @@ mod tests {
             let _ = decode::<ToDc>(&d);
             let _ = decode::<FromDc>(&d);
             let _ = decode::<PeerHello>(&d);
+            let _ = decode::<FedHello>(&d);
+            let _ = decode::<FedReply>(&d);
+            let _ = decode::<DcToDc>(&d);
         }
     }
 }

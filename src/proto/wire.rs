@@ -16,6 +16,14 @@ pub const DC_HANDSHAKE_INIT: u8 = 0x11;
 pub const DC_HANDSHAKE_RESP: u8 = 0x12;
 /// Node <-> DC transport record carrying one signaling message.
 pub const DC_DATA: u8 = 0x13;
+/// DC -> DC handshake initiation (federation); its payload is a `FedHello`.
+/// A distinct type: it is part of the Noise prologue, so a node handshake
+/// cannot pass for a DC one.
+pub const FED_HANDSHAKE_INIT: u8 = 0x14;
+/// DC -> DC handshake response; its payload is a `FedReply`.
+pub const FED_HANDSHAKE_RESP: u8 = 0x15;
+/// DC <-> DC transport record carrying one `DcToDc` message.
+pub const FED_DATA: u8 = 0x16;
 
 /// Length of the authenticated header of a transport record.
 pub const TRANSPORT_HEADER_LEN: usize = 16;
@@ -136,6 +144,9 @@ pub fn kind(datagram: &[u8]) -> Result<u8, WireError> {
                     | DC_HANDSHAKE_INIT
                     | DC_HANDSHAKE_RESP
                     | DC_DATA
+                    | FED_HANDSHAKE_INIT
+                    | FED_HANDSHAKE_RESP
+                    | FED_DATA
             ) =>
         {
             Ok(k)

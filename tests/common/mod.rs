@@ -32,7 +32,7 @@ pub const CMD_TIMEOUT_SECS: u64 = 60;
 /// The nodes of every topology.
 pub const NODES: [&str; 2] = ["alice", "bob"];
 /// The topologies `scripts/lab.sh up` builds.
-pub const TOPOLOGIES: [&str; 10] = [
+pub const TOPOLOGIES: [&str; 11] = [
     "lan",
     "nat-nat",
     "same-nat",
@@ -43,6 +43,7 @@ pub const TOPOLOGIES: [&str; 10] = [
     "relay-failover",
     "hostile",
     "gateways",
+    "fed",
 ];
 
 /// Fixed addresses of the lab (see the sketches at the top of scripts/lab.sh).
@@ -725,12 +726,25 @@ impl Lab {
     /// Send the file `data` from `from` to `to` by name (`TO.ntm.internal`) with nc on TCP
     /// `port`; returns the path of what the receiver wrote. All waits bounded.
     pub fn nc_transfer(&self, from: &str, to: &str, port: u16, data: &Path) -> PathBuf {
+        self.nc_transfer_named(from, to, &format!("{to}.ntm.internal"), port, data)
+    }
+
+    /// As [`Lab::nc_transfer`], the sender connecting to `name` (a node of
+    /// another domain, say).
+    pub fn nc_transfer_named(
+        &self,
+        from: &str,
+        to: &str,
+        name: &str,
+        port: u16,
+        data: &Path,
+    ) -> PathBuf {
         let recv = self.path(&format!("nc-{port}.recv"));
         let recv_err = self.path(&format!("nc-{port}.recv.log"));
         let port_s = port.to_string();
         let mut listener = self.spawn(to, &["nc", "-l", "-p", &port_s], &recv, &recv_err);
         self.wait_tcp_listen(to, port, Duration::from_secs(10));
-        let cmd = format!("nc -N {to}.ntm.internal {port} < '{}'", data.display());
+        let cmd = format!("nc -N {name} {port} < '{}'", data.display());
         let out = self.exec_t(from, 90, &["sh", "-c", &cmd]);
         if !out.status.success() {
             self.fail(from, &cmd, &out, "nc sender failed");

@@ -1,0 +1,759 @@
+//! Sans-IO DC-to-DC channel for federation (docs/protocol.md, "DC
+//! federation"): one Noise IK session per federated DC, identified by the
+//! public key configured for its domain, kept alive, rekeyed and
+//! re-established on failure. What travels over it (lookups across
+//! domains) is `cross_domain.rs`; this file only moves `DcToDc` messages.
+
+use super::core::Transmit;
+use crate::keys::{PrivateKey, PublicKey};
+use crate::metrics::Sample;
+use crate::proto::handshake::{Initiator, Mac1Key, Responder};
+use crate::proto::session::Session;
+use crate::proto::signal::{self, DcToDc, FedHello, FedReply, FederatedDomain};
+use crate::proto::wire::{self, TransportHeader};
+use ipnet::Ipv4Net;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Send a keepalive when nothing was sent for this long.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// A session that carried nothing for this long is dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+/// The DC with the smaller key re-handshakes this often (rekey).
+pub const REKEY: Duration = Duration::from_secs(120);
+/// An initiation without a response after this long counts as failed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// DNS answers are kept at least this long (a TTL of 0 would mean a lookup
+/// per handshake attempt).
+pub const MIN_ADDRESS_TTL: Duration = Duration::from_secs(30);
+
+/// One `[[federation]]` entry: a domain and the key of its DC, and where to
+/// reach it (`None`: look it up with DNS SRV).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationSpec {
+    pub domain: String,
+    pub public_key: PublicKey,
+    pub address: Option<SocketAddr>,
+}
+
+/// Something the DC core has to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FedEvent {
+    /// A message from federated DC number `peer`.
+    Message(usize, Box<DcToDc>),
+    /// A session with `peer` came up for the first time since it was down:
+    /// its domain is now reachable (tell the nodes).
+    Up(usize),
+}
+
+struct Peer {
+    spec: FederationSpec,
+    /// Where to dial: the static address, or the last DNS answer.
+    addrs: Vec<SocketAddr>,
+    addrs_expire: Option<Instant>,
+    /// A DNS lookup was handed to the shell and has not come back.
+    lookup_pending: bool,
+    attempt: Option<(Initiator, Instant)>,
+    current: Option<Session>,
+    /// The session the newest one replaced: records sealed before the
+    /// other side switched still open.
+    previous: Option<Session>,
+    /// Where the other DC's records came from (replies go there).
+    to: Option<SocketAddr>,
+    /// The other DC's virtual prefix, learned (and checked) at handshake.
+    prefix: Option<Ipv4Net>,
+    established: Option<Instant>,
+    last_heard: Instant,
+    last_sent: Instant,
+    failures: u32,
+    next_attempt: Instant,
+    /// Highest handshake timestamp seen from this DC (replay guard).
+    remote_timestamp: u64,
+}
+
+impl Peer {
+    fn up(&self) -> bool {
+        self.current.is_some()
+    }
+}
+
+pub struct Federation {
+    key: PrivateKey,
+    domain: String,
+    prefix: Ipv4Net,
+    mac1: Mac1Key,
+    peers: Vec<Peer>,
+    next_index: u32,
+    last_timestamp: u64,
+}
+
+/// True if the two prefixes share an address.
+pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+impl Federation {
+    pub fn new(
+        key: PrivateKey,
+        domain: String,
+        prefix: Ipv4Net,
+        specs: Vec<FederationSpec>,
+        index_seed: u32,
+        now: Instant,
+    ) -> Self {
+        let peers = specs
+            .into_iter()
+            .map(|spec| Peer {
+                addrs: spec.address.into_iter().collect(),
+                addrs_expire: None,
+                lookup_pending: false,
+                spec,
+                attempt: None,
+                current: None,
+                previous: None,
+                to: None,
+                prefix: None,
+                established: None,
+                last_heard: now,
+                last_sent: now,
+                failures: 0,
+                next_attempt: now,
+                remote_timestamp: 0,
+            })
+            .collect();
+        Federation {
+            mac1: Mac1Key::for_responder(&key.public_key()),
+            key,
+            domain,
+            prefix,
+            peers,
+            next_index: index_seed | 1,
+            last_timestamp: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Domains whose DC has a session now, with their prefixes.
+    pub fn domains(&self) -> Vec<FederatedDomain> {
+        self.peers
+            .iter()
+            .filter(|p| p.up())
+            .filter_map(|p| {
+                Some(FederatedDomain {
+                    domain: p.spec.domain.clone(),
+                    prefix: p.prefix?,
+                })
+            })
+            .collect()
+    }
+
+    pub fn domain(&self, peer: usize) -> Option<&str> {
+        self.peers.get(peer).map(|p| p.spec.domain.as_str())
+    }
+
+    pub fn prefix(&self, peer: usize) -> Option<Ipv4Net> {
+        self.peers.get(peer).and_then(|p| p.prefix)
+    }
+
+    /// The peer configured for `domain`, whether or not it is up.
+    pub fn peer_for_domain(&self, domain: &str) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| p.spec.domain.eq_ignore_ascii_case(domain))
+    }
+
+    /// The peer whose (learned) prefix holds `ip`.
+    pub fn peer_for_address(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| p.prefix.is_some_and(|n| n.contains(&ip)))
+    }
+
+    pub fn is_up(&self, peer: usize) -> bool {
+        self.peers.get(peer).is_some_and(Peer::up)
+    }
+
+    /// Domains that need a DNS SRV lookup now (no static address, and the
+    /// last answer expired or never came). Each is returned once until
+    /// [`Federation::set_addresses`] answers it.
+    pub fn wanted_lookups(&mut self, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &mut self.peers {
+            let stale = p.addrs_expire.is_none_or(|t| now >= t);
+            if p.spec.address.is_none() && stale && !p.lookup_pending && !p.up() {
+                p.lookup_pending = true;
+                out.push(p.spec.domain.clone());
+            }
+        }
+        out
+    }
+
+    /// The answer to a lookup: addresses (maybe none) and how long to trust
+    /// them.
+    pub fn set_addresses(
+        &mut self,
+        domain: &str,
+        addrs: Vec<SocketAddr>,
+        ttl: Duration,
+        now: Instant,
+    ) {
+        let Some(i) = self.peer_for_domain(domain) else {
+            return;
+        };
+        let p = &mut self.peers[i];
+        p.lookup_pending = false;
+        p.addrs_expire = Some(now + ttl.max(MIN_ADDRESS_TTL));
+        if p.addrs != addrs {
+            info!(%domain, ?addrs, ttl = ttl.as_secs(), "federated DC address from DNS SRV");
+            p.addrs = addrs;
+        }
+    }
+
+    fn alloc_index(&mut self) -> u32 {
+        self.next_index = self.next_index.wrapping_add(0x9e37_79b9) | 1;
+        self.next_index
+    }
+
+    fn timestamp(&mut self, unix_nanos: u64) -> u64 {
+        self.last_timestamp = unix_nanos.max(self.last_timestamp + 1);
+        self.last_timestamp
+    }
+
+    /// Whether a datagram addressed to session index `index` is ours.
+    pub fn owns_index(&self, index: u32) -> bool {
+        self.peers.iter().any(|p| {
+            p.attempt
+                .as_ref()
+                .is_some_and(|(a, _)| a.local_index == index)
+                || [&p.current, &p.previous]
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s.local_index == index)
+        })
+    }
+
+    /// Why a federated DC's hello cannot be accepted, if it cannot.
+    fn check_remote(&self, peer: usize, domain: &str, prefix: Ipv4Net) -> Result<(), String> {
+        let spec = &self.peers[peer].spec;
+        if !domain.eq_ignore_ascii_case(&spec.domain) {
+            return Err(format!(
+                "the DC with key {} says its domain is {domain:?}, but [[federation]] configures that key for {:?}",
+                spec.public_key.short(),
+                spec.domain
+            ));
+        }
+        if overlaps(prefix, self.prefix) {
+            return Err(format!(
+                "virtual_prefix {prefix} of {domain} overlaps ours ({} of {}): federated DCs need disjoint virtual_prefix values, change one of them",
+                self.prefix, self.domain
+            ));
+        }
+        Ok(())
+    }
+
+    fn install(
+        &mut self,
+        peer: usize,
+        session: Session,
+        to: SocketAddr,
+        prefix: Ipv4Net,
+        now: Instant,
+    ) -> Vec<FedEvent> {
+        let p = &mut self.peers[peer];
+        let was_up = p.up();
+        p.previous = p.current.replace(session);
+        p.to = Some(to);
+        p.prefix = Some(prefix);
+        p.established = Some(now);
+        p.last_heard = now;
+        p.failures = 0;
+        if was_up {
+            debug!(domain = %p.spec.domain, "federation session rekeyed");
+            Vec::new()
+        } else {
+            info!(domain = %p.spec.domain, %prefix, dc = %to, "federation session up");
+            vec![FedEvent::Up(peer)]
+        }
+    }
+
+    /// A FED_HANDSHAKE_INIT from another DC (the caller rate-limits).
+    pub fn handle_init(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> (Vec<Transmit>, Vec<FedEvent>) {
+        let none = (Vec::new(), Vec::new());
+        let responder = match Responder::read(&self.key, &self.mac1, datagram) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(%from, error = %e, "federation handshake rejected");
+                return none;
+            }
+        };
+        let Some(peer) = self
+            .peers
+            .iter()
+            .position(|p| p.spec.public_key == responder.remote_key)
+        else {
+            warn!(%from, key = %responder.remote_key, "federation handshake from a key not in [[federation]]: ignored");
+            return none;
+        };
+        let hello: FedHello = match signal::decode(&responder.payload) {
+            Ok(h) => h,
+            Err(e) => {
+                debug!(%from, error = %e, "undecodable federation hello");
+                return none;
+            }
+        };
+        if hello.timestamp <= self.peers[peer].remote_timestamp {
+            debug!(%from, "replayed or stale federation handshake ignored");
+            return none;
+        }
+        self.peers[peer].remote_timestamp = hello.timestamp;
+        let verdict = self.check_remote(peer, &hello.domain, hello.prefix);
+        let reply = match &verdict {
+            Ok(()) => FedReply::Accepted {
+                domain: self.domain.clone(),
+                prefix: self.prefix,
+            },
+            Err(reason) => {
+                warn!(%from, %reason, "federation refused");
+                FedReply::Refused {
+                    reason: reason.clone(),
+                }
+            }
+        };
+        let Ok(payload) = signal::encode(&reply) else {
+            return none;
+        };
+        let index = self.alloc_index();
+        let (session, bytes) = match responder.reply(wire::FED_HANDSHAKE_RESP, index, &payload) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "cannot build federation handshake response");
+                return none;
+            }
+        };
+        let events = match verdict {
+            Ok(()) => self.install(peer, session, from, hello.prefix, now),
+            Err(_) => Vec::new(),
+        };
+        self.peers[peer].last_sent = now;
+        (vec![Transmit { to: from, bytes }], events)
+    }
+
+    /// A FED_HANDSHAKE_RESP to one of our initiations.
+    pub fn handle_resp(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Vec<FedEvent> {
+        let Ok((sender, receiver, noise)) = wire::decode_resp(datagram) else {
+            return Vec::new();
+        };
+        let Some(peer) = self.peers.iter().position(|p| {
+            p.attempt
+                .as_ref()
+                .is_some_and(|(a, _)| a.local_index == receiver)
+        }) else {
+            return Vec::new();
+        };
+        let Some((attempt, _)) = self.peers[peer].attempt.take() else {
+            return Vec::new();
+        };
+        let (session, payload) = match attempt.finish(sender, noise) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(%from, error = %e, "federation handshake response rejected (wrong public_key in [[federation]]?)");
+                return Vec::new();
+            }
+        };
+        let retry = |p: &mut Peer| {
+            p.failures += 1;
+            p.next_attempt = now + MAX_RETRY;
+        };
+        match signal::decode::<FedReply>(&payload) {
+            Ok(FedReply::Accepted { domain, prefix }) => {
+                match self.check_remote(peer, &domain, prefix) {
+                    Ok(()) => self.install(peer, session, from, prefix, now),
+                    Err(reason) => {
+                        warn!(%from, %reason, "federation refused");
+                        retry(&mut self.peers[peer]);
+                        Vec::new()
+                    }
+                }
+            }
+            Ok(FedReply::Refused { reason }) => {
+                warn!(%from, domain = %self.peers[peer].spec.domain, %reason, "the federated DC refused us");
+                retry(&mut self.peers[peer]);
+                Vec::new()
+            }
+            Err(e) => {
+                warn!(%from, error = %e, "undecodable federation reply");
+                retry(&mut self.peers[peer]);
+                Vec::new()
+            }
+        }
+    }
+
+    /// A FED_DATA record: the message, and which DC sent it.
+    pub fn handle_data(
+        &mut self,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        now: Instant,
+    ) -> Option<FedEvent> {
+        let header = TransportHeader::decode(datagram).ok()?;
+        let peer = self.peers.iter().position(|p| {
+            [&p.current, &p.previous]
+                .into_iter()
+                .flatten()
+                .any(|s| s.local_index == header.receiver)
+        })?;
+        let p = &mut self.peers[peer];
+        let session = [&p.current, &p.previous]
+            .into_iter()
+            .flatten()
+            .find(|s| s.local_index == header.receiver)?;
+        let range = match session.open(datagram) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(%from, error = %e, "federation record rejected");
+                return None;
+            }
+        };
+        p.last_heard = now;
+        p.to = Some(from);
+        match signal::decode::<DcToDc>(&datagram[range]) {
+            Ok(msg) => Some(FedEvent::Message(peer, Box::new(msg))),
+            Err(e) => {
+                debug!(%from, error = %e, "undecodable federation message");
+                None
+            }
+        }
+    }
+
+    /// Seals `msg` for federated DC `peer`, if its session is up.
+    pub fn send(&mut self, peer: usize, msg: &DcToDc, now: Instant) -> Option<Transmit> {
+        let p = self.peers.get_mut(peer)?;
+        let (session, to) = (p.current.as_ref()?, p.to?);
+        let payload = match signal::encode(msg) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "cannot encode a federation message");
+                return None;
+            }
+        };
+        let bytes = session.seal_to_vec(wire::FED_DATA, &payload).ok()?;
+        p.last_sent = now;
+        Some(Transmit { to, bytes })
+    }
+
+    /// Handshakes that are due, keepalives, and dead sessions.
+    pub fn handle_timeout(&mut self, now: Instant, unix_nanos: u64) -> Vec<Transmit> {
+        let mut out = Vec::new();
+        let ours = self.key.public_key();
+        for i in 0..self.peers.len() {
+            let p = &mut self.peers[i];
+            if p.up() && now.saturating_duration_since(p.last_heard) > DEAD_AFTER {
+                warn!(domain = %p.spec.domain, "federated DC stopped answering; re-establishing");
+                p.current = None;
+                p.previous = None;
+                p.next_attempt = now;
+            }
+            if let Some((_, sent)) = &p.attempt {
+                if now.saturating_duration_since(*sent) >= HANDSHAKE_TIMEOUT {
+                    p.attempt = None;
+                    p.failures += 1;
+                    let backoff = FIRST_RETRY * 2u32.saturating_pow(p.failures.min(5));
+                    p.next_attempt = now + backoff.min(MAX_RETRY);
+                    // A DNS answer may be stale: look again before the next try.
+                    if p.spec.address.is_none() {
+                        p.addrs_expire = Some(now);
+                    }
+                    debug!(domain = %p.spec.domain, failures = p.failures, "federation handshake unanswered");
+                }
+            }
+            let rekey = ours < p.spec.public_key
+                && p.established
+                    .is_some_and(|t| now.saturating_duration_since(t) >= REKEY);
+            let due = p.attempt.is_none() && now >= p.next_attempt && (!p.up() || rekey);
+            if due {
+                if let Some(t) = self.initiate(i, now, unix_nanos) {
+                    out.push(t);
+                }
+            }
+            let p = &mut self.peers[i];
+            if p.up() && now.saturating_duration_since(p.last_sent) >= KEEPALIVE {
+                out.extend(self.send(i, &DcToDc::Keepalive, now));
+            }
+        }
+        out
+    }
+
+    fn initiate(&mut self, peer: usize, now: Instant, unix_nanos: u64) -> Option<Transmit> {
+        let to = {
+            let p = &self.peers[peer];
+            // Rekeys go where the session is; first contact to the address.
+            p.to.filter(|_| p.up()).or_else(|| {
+                let n = p.addrs.len().max(1);
+                p.addrs.get(p.failures as usize % n).copied()
+            })?
+        };
+        let hello = FedHello {
+            timestamp: self.timestamp(unix_nanos),
+            domain: self.domain.clone(),
+            prefix: self.prefix,
+        };
+        let payload = signal::encode(&hello).ok()?;
+        let index = self.alloc_index();
+        let remote = self.peers[peer].spec.public_key;
+        match Initiator::start(
+            wire::FED_HANDSHAKE_INIT,
+            &self.key,
+            &remote,
+            index,
+            &payload,
+        ) {
+            Ok((initiator, bytes)) => {
+                let p = &mut self.peers[peer];
+                p.attempt = Some((initiator, now));
+                p.next_attempt = now + REKEY;
+                debug!(domain = %p.spec.domain, dc = %to, "federation handshake");
+                Some(Transmit { to, bytes })
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot start a federation handshake");
+                None
+            }
+        }
+    }
+
+    /// One gauge per federated domain: 1 while its session is up.
+    pub fn metrics(&self) -> Vec<Sample> {
+        self.peers
+            .iter()
+            .map(|p| {
+                Sample::gauge(
+                    "ntmtun_dc_federation_up",
+                    "1 while the session with the federated domain's DC is up.",
+                    u64::from(p.up()),
+                )
+                .label("domain", p.spec.domain.clone())
+            })
+            .collect()
+    }
+
+    /// When `handle_timeout` next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .iter()
+            .map(|p| {
+                let mut t = p.next_attempt;
+                if let Some((_, sent)) = &p.attempt {
+                    t = t.min(*sent + HANDSHAKE_TIMEOUT);
+                }
+                if p.up() {
+                    t = t
+                        .min(p.last_sent + KEEPALIVE)
+                        .min(p.last_heard + DEAD_AFTER);
+                }
+                t
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const X_ADDR: &str = "198.51.100.10:7446";
+    const Y_ADDR: &str = "198.51.100.13:7446";
+
+    fn pair(prefix_y: &str, y_address_known: bool) -> (Federation, Federation, Instant) {
+        let (kx, ky) = (PrivateKey::generate(), PrivateKey::generate());
+        let now = Instant::now();
+        let x = Federation::new(
+            kx.clone(),
+            "x.ntm.internal".into(),
+            "198.18.0.0/16".parse().unwrap(),
+            vec![FederationSpec {
+                domain: "y.ntm.internal".into(),
+                public_key: ky.public_key(),
+                address: y_address_known.then(|| Y_ADDR.parse().unwrap()),
+            }],
+            1,
+            now,
+        );
+        let y = Federation::new(
+            ky,
+            "y.ntm.internal".into(),
+            prefix_y.parse().unwrap(),
+            vec![FederationSpec {
+                domain: "x.ntm.internal".into(),
+                public_key: kx.public_key(),
+                address: Some(X_ADDR.parse().unwrap()),
+            }],
+            2,
+            now,
+        );
+        (x, y, now)
+    }
+
+    /// Delivers every datagram between the two until both are quiet.
+    fn exchange(
+        x: &mut Federation,
+        y: &mut Federation,
+        mut out: Vec<(bool, Transmit)>,
+        now: Instant,
+    ) -> Vec<(bool, FedEvent)> {
+        let mut events = Vec::new();
+        for _ in 0..20 {
+            let Some((from_x, t)) = out.pop() else { break };
+            let (me, from) = if from_x {
+                (&mut *y, X_ADDR)
+            } else {
+                (&mut *x, Y_ADDR)
+            };
+            let from: SocketAddr = from.parse().unwrap();
+            let mut bytes = t.bytes;
+            match bytes[0] {
+                wire::FED_HANDSHAKE_INIT => {
+                    let (tx, ev) = me.handle_init(from, &bytes, now);
+                    out.extend(tx.into_iter().map(|t| (!from_x, t)));
+                    events.extend(ev.into_iter().map(|e| (!from_x, e)));
+                }
+                wire::FED_HANDSHAKE_RESP => {
+                    events.extend(
+                        me.handle_resp(from, &bytes, now)
+                            .into_iter()
+                            .map(|e| (!from_x, e)),
+                    );
+                }
+                _ => events.extend(me.handle_data(from, &mut bytes, now).map(|e| (!from_x, e))),
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn both_dial_and_the_sessions_carry_messages_both_ways() {
+        let (mut x, mut y, now) = pair("198.19.0.0/16", true);
+        let mut out: Vec<(bool, Transmit)> = x
+            .handle_timeout(now, 1)
+            .into_iter()
+            .map(|t| (true, t))
+            .collect();
+        out.extend(y.handle_timeout(now, 1).into_iter().map(|t| (false, t)));
+        assert_eq!(out.len(), 2, "each side dials the other");
+        let events = exchange(&mut x, &mut y, out, now);
+        assert!(
+            events.contains(&(true, FedEvent::Up(0))) && events.contains(&(false, FedEvent::Up(0))),
+            "{events:?}"
+        );
+        assert_eq!(
+            x.domains(),
+            vec![FederatedDomain {
+                domain: "y.ntm.internal".into(),
+                prefix: "198.19.0.0/16".parse().unwrap()
+            }]
+        );
+        assert_eq!(x.peer_for_address(Ipv4Addr::new(198, 19, 0, 5)), Some(0));
+        assert_eq!(x.peer_for_address(Ipv4Addr::new(198, 18, 0, 5)), None);
+        assert_eq!(x.metrics().len(), 1);
+        assert_eq!(x.metrics()[0].value, 1, "ntmtun_dc_federation_up");
+        let msg = DcToDc::Keepalive;
+        let t = x.send(0, &msg, now).unwrap();
+        let ev = exchange(&mut x, &mut y, vec![(true, t)], now);
+        assert_eq!(
+            ev,
+            vec![(false, FedEvent::Message(0, Box::new(DcToDc::Keepalive)))]
+        );
+        let t = y.send(0, &msg, now).unwrap();
+        let ev = exchange(&mut x, &mut y, vec![(false, t)], now);
+        assert_eq!(
+            ev,
+            vec![(true, FedEvent::Message(0, Box::new(DcToDc::Keepalive)))]
+        );
+    }
+
+    #[test]
+    fn overlapping_prefixes_are_refused_on_both_sides() {
+        let (mut x, mut y, now) = pair("198.18.128.0/17", true);
+        let out: Vec<(bool, Transmit)> = x
+            .handle_timeout(now, 1)
+            .into_iter()
+            .map(|t| (true, t))
+            .collect();
+        let events = exchange(&mut x, &mut y, out, now);
+        assert!(events.is_empty(), "{events:?}");
+        assert!(!x.is_up(0) && !y.is_up(0));
+        assert!(x.domains().is_empty());
+    }
+
+    #[test]
+    fn a_replayed_initiation_does_not_install_a_session() {
+        let (mut x, mut y, now) = pair("198.19.0.0/16", true);
+        let init = x.handle_timeout(now, 1).pop().unwrap();
+        let from: SocketAddr = X_ADDR.parse().unwrap();
+        assert_eq!(
+            y.handle_init(from, &init.bytes, now).1,
+            vec![FedEvent::Up(0)]
+        );
+        let (tx, ev) = y.handle_init(from, &init.bytes, now);
+        assert!(tx.is_empty() && ev.is_empty());
+    }
+
+    #[test]
+    fn srv_lookup_is_asked_once_then_used_and_renewed_after_its_ttl() {
+        let (mut x, _, now) = pair("198.19.0.0/16", false);
+        assert!(
+            x.handle_timeout(now, 1).is_empty(),
+            "no address yet: nothing to dial"
+        );
+        assert_eq!(x.wanted_lookups(now), vec!["y.ntm.internal".to_string()]);
+        assert!(
+            x.wanted_lookups(now).is_empty(),
+            "asked once until answered"
+        );
+        x.set_addresses(
+            "y.ntm.internal",
+            vec![Y_ADDR.parse().unwrap()],
+            Duration::from_secs(60),
+            now,
+        );
+        let t = x.handle_timeout(now, 2);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].to, Y_ADDR.parse::<SocketAddr>().unwrap());
+        assert!(x.wanted_lookups(now + Duration::from_secs(59)).is_empty());
+        assert_eq!(x.wanted_lookups(now + Duration::from_secs(61)).len(), 1);
+    }
+
+    #[test]
+    fn a_silent_session_is_declared_dead_and_redialled() {
+        let (mut x, mut y, now) = pair("198.19.0.0/16", true);
+        let out: Vec<(bool, Transmit)> = x
+            .handle_timeout(now, 1)
+            .into_iter()
+            .map(|t| (true, t))
+            .collect();
+        exchange(&mut x, &mut y, out, now);
+        assert!(x.is_up(0));
+        let later = now + DEAD_AFTER + Duration::from_secs(1);
+        let t = x.handle_timeout(later, 5);
+        assert!(!x.is_up(0));
+        assert!(
+            t.iter().any(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT),
+            "redials at once"
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! Federation end to end in memory: two DCs of two domains, a node on each,
+//! a relay of the first DC; datagrams delivered by address, simulated time.
+
+use super::core::{NodeCore, NodeSettings, Output};
+use crate::dc::core::{DcCore, DcSettings, RelaySpec};
+use crate::dc::federation::FederationSpec;
+use crate::dc::store::Store;
+use crate::keys::PrivateKey;
+use crate::net::packet;
+use crate::proto::wire;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+const X_DC: &str = "198.51.100.10:7446";
+const Y_DC: &str = "198.51.100.13:7446";
+const RELAY: &str = "198.51.100.20:7447";
+const RESOLVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
+const UNIX_BASE: u64 = 1_700_000_000_000_000_000;
+
+struct Fed {
+    epoch: Instant,
+    now: Instant,
+    /// (address, core): X then Y.
+    dcs: Vec<(SocketAddr, DcCore)>,
+    /// (address, core, packets written into its TUN).
+    nodes: Vec<(SocketAddr, NodeCore, Vec<Vec<u8>>)>,
+    /// Datagrams the upstream resolver got (names not intercepted).
+    upstream: usize,
+    wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+fn dc(
+    key: &PrivateKey,
+    domain: &str,
+    prefix: &str,
+    relay: Option<RelaySpec>,
+    now: Instant,
+) -> DcCore {
+    DcCore::new(
+        DcSettings {
+            key: key.clone(),
+            domain: domain.into(),
+            prefix: prefix.parse().unwrap(),
+            auth_keys: vec!["t".into()],
+            expiry: Duration::from_secs(90),
+            relays: relay.into_iter().collect(),
+        },
+        Store::in_memory().unwrap(),
+        3,
+        now,
+    )
+}
+
+impl Fed {
+    /// X (x.ntm.internal, 198.18.0.0/16, a relay) knows Y's address; Y
+    /// (`y_prefix`) knows X's. alice registers with X, bob with Y.
+    fn new(y_prefix: &str) -> Fed {
+        let now = Instant::now();
+        let (kx, ky) = (PrivateKey::generate(), PrivateKey::generate());
+        let relay = RelaySpec {
+            public_key: PrivateKey::generate().public_key(),
+            addresses: vec![RELAY.parse().unwrap()],
+        };
+        let mut x = dc(&kx, "x.ntm.internal", "198.18.0.0/16", Some(relay), now);
+        let mut y = dc(&ky, "y.ntm.internal", y_prefix, None, now);
+        x.federate(
+            vec![FederationSpec {
+                domain: "y.ntm.internal".into(),
+                public_key: ky.public_key(),
+                address: Some(Y_DC.parse().unwrap()),
+            }],
+            now,
+        );
+        y.federate(
+            vec![FederationSpec {
+                domain: "x.ntm.internal".into(),
+                public_key: kx.public_key(),
+                address: Some(X_DC.parse().unwrap()),
+            }],
+            now,
+        );
+        let mut f = Fed {
+            epoch: now,
+            now,
+            dcs: vec![(X_DC.parse().unwrap(), x), (Y_DC.parse().unwrap(), y)],
+            nodes: Vec::new(),
+            upstream: 0,
+            wire: VecDeque::new(),
+        };
+        f.add_node("alice", "198.51.100.11:1000", &kx);
+        f.add_node("bob", "198.51.100.12:2000", &ky);
+        f.advance(Duration::from_secs(2));
+        f
+    }
+
+    fn add_node(&mut self, name: &str, addr: &str, dc_key: &PrivateKey) {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let dc = self.dcs[self.nodes.len()].0;
+        let mut core = NodeCore::new(
+            NodeSettings {
+                name: name.into(),
+                key: PrivateKey::generate(),
+                dc: vec![dc],
+                dc_key: dc_key.public_key(),
+                auth_key: "t".into(),
+                keepalive: Some(Duration::from_secs(25)),
+                rekey: Duration::from_secs(120),
+                resolvers: vec![IpAddr::V4(RESOLVER)],
+                unix_nanos_at_start: UNIX_BASE,
+                index_seed: 1000 * (self.nodes.len() as u32 + 1),
+            },
+            self.now,
+        );
+        core.set_local_endpoints(vec![addr]);
+        self.nodes.push((addr, core, Vec::new()));
+    }
+
+    fn unix(&self) -> u64 {
+        (UNIX_BASE + (self.now - self.epoch).as_nanos() as u64) / 1_000_000_000
+    }
+
+    fn collect(&mut self) {
+        for (addr, core, tun) in &mut self.nodes {
+            while let Some(o) = core.poll_output() {
+                match o {
+                    Output::Udp { to, bytes } => self.wire.push_back((*addr, to, bytes)),
+                    Output::Tun(p) => tun.push(p),
+                    Output::Upstream { .. } => self.upstream += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Delivers datagrams until the network is quiet (bounded).
+    fn settle(&mut self) {
+        for _ in 0..5000 {
+            self.collect();
+            let Some((from, to, mut bytes)) = self.wire.pop_front() else {
+                return;
+            };
+            let unix = self.unix();
+            if let Some((_, dc)) = self.dcs.iter_mut().find(|(a, _)| *a == to) {
+                for t in dc.handle(from, &mut bytes, self.now, unix) {
+                    self.wire.push_back((to, t.to, t.bytes));
+                }
+            } else if let Some((_, core, _)) = self.nodes.iter_mut().find(|(a, _, _)| *a == to) {
+                core.handle_udp(from, &mut bytes, self.now);
+            }
+        }
+        panic!("network never settled");
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(100);
+            for (_, core, _) in &mut self.nodes {
+                core.handle_timeout(self.now);
+            }
+            let unix = self.unix();
+            for (addr, dc) in &mut self.dcs {
+                for t in dc.handle_timeout(self.now, unix) {
+                    self.wire.push_back((*addr, t.to, t.bytes));
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn vip(&self, i: usize) -> Ipv4Addr {
+        self.nodes[i].1.status(self.now).virtual_ip.unwrap()
+    }
+
+    /// An A query from node `i`'s TUN; the answer, if one came.
+    fn dns(&mut self, i: usize, name: &str) -> Option<Message> {
+        let mut q = Message::new(0x4321, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let client = SocketAddrV4::new(self.vip(i), 40000);
+        let mut pkt = Vec::new();
+        packet::build_ipv4_udp(
+            client,
+            SocketAddrV4::new(RESOLVER, 53),
+            &q.to_vec().unwrap(),
+            &mut pkt,
+        );
+        self.nodes[i].2.clear();
+        self.nodes[i].1.handle_tun(pkt, self.now);
+        for _ in 0..50 {
+            self.settle();
+            let ans = self.nodes[i].2.iter().find_map(|p| {
+                let udp = packet::parse_ipv4_udp(p)?;
+                (udp.src.port() == 53).then(|| Message::from_vec(udp.payload).ok())?
+            });
+            if ans.is_some() {
+                return ans;
+            }
+            self.advance(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+fn a_record(m: &Message) -> Option<Ipv4Addr> {
+    m.answers.iter().find_map(|r| match &r.data {
+        RData::A(a) => Some(a.0),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_node_resolves_and_reaches_a_node_of_the_federated_domain() {
+    let mut f = Fed::new("198.19.0.0/16");
+    let (alice_vip, bob_vip) = (f.vip(0), f.vip(1));
+    assert!("198.19.0.0/16"
+        .parse::<ipnet::Ipv4Net>()
+        .unwrap()
+        .contains(&bob_vip));
+    let ans = f.dns(0, "Bob.Y.ntm.internal.").expect("no DNS answer");
+    assert_eq!(ans.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_record(&ans), Some(bob_vip));
+    assert_eq!(f.upstream, 0, "the federated name was not intercepted");
+
+    // Both sides know the other under its qualified name, with a session.
+    let alice = f.nodes[0].1.status(f.now);
+    let bob = f.nodes[1].1.status(f.now);
+    assert_eq!(alice.peers.len(), 1);
+    assert_eq!(alice.peers[0].name, "bob.y.ntm.internal");
+    assert_eq!(alice.peers[0].fqdn, "bob.y.ntm.internal");
+    assert!(alice.peers[0].last_handshake_secs.is_some());
+    assert_eq!(bob.peers.len(), 1);
+    assert_eq!(bob.peers[0].name, "alice.x.ntm.internal");
+    assert_eq!(bob.peers[0].virtual_ip, alice_vip);
+
+    // Data sealed with bob's table opens with alice's.
+    let bob_table = f.nodes[1].1.take_table().unwrap();
+    let alice_table = f.nodes[0].1.take_table().unwrap();
+    assert_eq!(
+        alice_table.federated,
+        vec!["198.19.0.0/16".parse().unwrap()]
+    );
+    let route = bob_table.by_vip.get(&alice_vip).expect("no route to alice");
+    let mut rec = route
+        .session
+        .seal_to_vec(wire::DATA, b"across domains")
+        .unwrap();
+    let h = wire::TransportHeader::decode(&rec).unwrap();
+    let rx = alice_table
+        .by_index
+        .get(&h.receiver)
+        .expect("alice has no matching session");
+    let r = rx.session.open(&mut rec).unwrap();
+    assert_eq!(&rec[r], b"across domains");
+}
+
+#[test]
+fn the_asking_dcs_relay_grant_reaches_both_nodes() {
+    let mut f = Fed::new("198.19.0.0/16");
+    f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
+    let relay: SocketAddr = RELAY.parse().unwrap();
+    // The relay is the fallback here (both public): each side holds a
+    // grant for it, bob's passed on by his DC.
+    for i in 0..2 {
+        let granted = f.nodes[i]
+            .1
+            .peers
+            .values()
+            .all(|p| p.relay.as_ref().is_some_and(|r| r.grant.address == relay));
+        assert!(granted, "node {i} has no grant for X's relay");
+    }
+    let sid = |i: usize| {
+        f.nodes[i]
+            .1
+            .peers
+            .values()
+            .next()
+            .and_then(|p| p.relay.as_ref())
+            .map(|r| (r.grant.sid, r.grant.side))
+    };
+    let (a, b) = (sid(0).unwrap(), sid(1).unwrap());
+    assert_eq!(a.0, b.0, "one relay session for the pair");
+    assert_ne!(a.1, b.1, "one side each");
+}
+
+#[test]
+fn unknown_names_in_the_federated_domain_are_nxdomain() {
+    let mut f = Fed::new("198.19.0.0/16");
+    let ans = f.dns(0, "carol.y.ntm.internal").expect("no DNS answer");
+    assert_eq!(ans.metadata.response_code, ResponseCode::NXDomain);
+    // And a name in a domain nobody federates with goes upstream.
+    f.dns(0, "bob.z.ntm.internal");
+    assert_eq!(f.upstream, 1);
+}
+
+#[test]
+fn overlapping_prefixes_keep_the_domains_apart() {
+    let mut f = Fed::new("198.18.128.0/17");
+    assert!(f.nodes[0].1.take_table().unwrap().federated.is_empty());
+    f.dns(0, "bob.y.ntm.internal");
+    assert_eq!(f.upstream, 1, "the name was not treated as federated");
+    assert!(f.nodes[0].1.status(f.now).peers.is_empty());
+}
