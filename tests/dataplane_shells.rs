@@ -15,10 +15,9 @@ use arc_swap::ArcSwap;
 use ntmtun::dataplane::io::Shell;
 use ntmtun::dataplane::worker::{DataplaneCounters, Worker};
 use ntmtun::dataplane::{epoll, uring};
-use ntmtun::node::table::{Endpoint, PeerStats, PeerTable, RxRoute, TxRoute};
+use ntmtun::node::table::{Endpoint, PeerStats};
 use ntmtun::proto::session::Session;
 use ntmtun::proto::wire::DATA;
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -103,33 +102,7 @@ fn round_trip(shell: Shell) {
     let theirs = Session::new(2, 1, &[9; 32], &[7; 32]);
     let stats = Arc::new(PeerStats::new(Instant::now()));
     let endpoint = Endpoint::Direct(peer.local_addr().unwrap());
-    let table = PeerTable {
-        local_ip: Some(LOCAL),
-        prefix: Some("198.18.0.0/15".parse().unwrap()),
-        resolvers: Vec::new(),
-        by_vip: HashMap::from([(
-            PEER,
-            TxRoute {
-                name: "peer".into(),
-                virtual_ip: PEER,
-                session: ours.clone(),
-                endpoint,
-                stats: stats.clone(),
-                mtu: 1432,
-                path: "direct",
-            },
-        )]),
-        by_index: HashMap::from([(
-            1,
-            RxRoute {
-                virtual_ip: PEER,
-                session: ours.clone(),
-                endpoint,
-                stats: stats.clone(),
-            },
-        )]),
-        ..Default::default()
-    };
+    let table = common::one_peer_table(LOCAL, PEER, ours.clone(), endpoint, stats.clone());
     let (to_control, _control) = crossbeam_channel::bounded(64);
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(DataplaneCounters::default());

@@ -6,16 +6,6 @@ mod common;
 use common::{wait_for, Lab};
 use std::time::{Duration, Instant};
 
-fn ping_once(lab: &Lab, from: &str, to: &str) -> bool {
-    lab.exec_t(
-        from,
-        5,
-        &["ping", "-c", "1", "-W", "1", &format!("{to}.ntm.internal")],
-    )
-    .status
-    .success()
-}
-
 fn dig_status(lab: &Lab, host: &str, name: &str) -> String {
     let out = lab.exec_t(host, 20, &["dig", "+time=5", "+tries=1", name]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -32,7 +22,7 @@ fn dig_status(lab: &Lab, host: &str, name: &str) -> String {
 fn dc_outage_keeps_tunnels_and_fails_new_names_clearly() {
     let Some(lab) = Lab::up("lan") else { return };
     assert!(
-        ping_once(&lab, "bob", "alice"),
+        lab.ping_once("bob", "alice"),
         "no tunnel before the outage\n{}",
         lab.logs_tail()
     );
@@ -41,7 +31,7 @@ fn dc_outage_keeps_tunnels_and_fails_new_names_clearly() {
     // Existing tunnels do not need the DC.
     for _ in 0..5 {
         assert!(
-            ping_once(&lab, "bob", "alice"),
+            lab.ping_once("bob", "alice"),
             "the tunnel broke when the DC went away\n{}",
             lab.logs_tail()
         );
@@ -72,7 +62,7 @@ fn dc_outage_keeps_tunnels_and_fails_new_names_clearly() {
         "the domain never answered again after the DC returned\n{}",
         lab.logs_tail()
     );
-    assert!(ping_once(&lab, "alice", "bob"));
+    assert!(lab.ping_once("alice", "bob"));
 }
 
 #[test]
@@ -80,7 +70,7 @@ fn restarted_node_is_reached_again_within_seconds() {
     let Some(lab) = Lab::up("lan") else { return };
     let bob_vip = lab.virtual_ip("bob");
     assert!(
-        ping_once(&lab, "alice", "bob"),
+        lab.ping_once("alice", "bob"),
         "no tunnel before the restart\n{}",
         lab.logs_tail()
     );
@@ -95,7 +85,7 @@ fn restarted_node_is_reached_again_within_seconds() {
     // and a fresh handshake must follow within seconds.
     let t = Instant::now();
     let ok = wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
-        ping_once(&lab, "alice", "bob").then_some(())
+        lab.ping_once("alice", "bob").then_some(())
     });
     assert!(
         ok.is_some(),

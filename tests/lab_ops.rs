@@ -18,16 +18,6 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-fn ping_once(lab: &Lab, from: &str, to: &str) -> bool {
-    lab.exec_t(
-        from,
-        5,
-        &["ping", "-c", "1", "-W", "1", &format!("{to}.ntm.internal")],
-    )
-    .status
-    .success()
-}
-
 fn dig_short(lab: &Lab, host: &str, name: &str) -> String {
     let out = lab.exec_t(host, 20, &["dig", "+short", "+time=3", "+tries=2", name]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -63,7 +53,7 @@ fn sighup_reloads_auth_keys_while_tunnels_keep_flowing() {
     let Some(lab) = Lab::up("lan") else { return };
     let alice_vip = lab.virtual_ip("alice");
     assert!(
-        ping_once(&lab, "bob", "alice"),
+        lab.ping_once("bob", "alice"),
         "no tunnel\n{}",
         lab.logs_tail()
     );
@@ -283,7 +273,7 @@ fn sigterm_removes_everything_and_a_crash_is_cleaned_at_the_next_start() {
         "alice.log",
         "undoing the DNS changes of a previous run"
     ));
-    assert!(ping_once(&lab, "alice", "bob"), "{}", lab.logs_tail());
+    assert!(lab.ping_once("alice", "bob"), "{}", lab.logs_tail());
 }
 
 #[test]
@@ -315,7 +305,7 @@ fn stub_mode_without_systemd_resolved_falls_back_to_capture() {
         dig_short(&lab, "alice", "www.example.test"),
         "198.51.100.80"
     );
-    assert!(ping_once(&lab, "alice", "bob"), "{}", lab.logs_tail());
+    assert!(lab.ping_once("alice", "bob"), "{}", lab.logs_tail());
     lab.stop("alice");
     assert!(capture_rules(&lab, "alice").is_empty());
     assert!(!lab.path("alice.dns-state").exists());
@@ -324,7 +314,7 @@ fn stub_mode_without_systemd_resolved_falls_back_to_capture() {
 #[test]
 fn node_sighup_reinstalls_capture_for_new_resolvers_and_keeps_tunnels() {
     let Some(lab) = Lab::up("lan") else { return };
-    assert!(ping_once(&lab, "alice", "bob"), "{}", lab.logs_tail());
+    assert!(lab.ping_once("alice", "bob"), "{}", lab.logs_tail());
     let before = lab.status_json("alice");
     // A second resolver (nothing answers there; only the rules matter), a new rekey interval,
     // and a key that needs a restart.
@@ -362,5 +352,5 @@ fn node_sighup_reinstalls_capture_for_new_resolvers_and_keeps_tunnels() {
         dig_short(&lab, "alice", "bob.ntm.internal"),
         lab.virtual_ip("bob").to_string()
     );
-    assert!(ping_once(&lab, "alice", "bob"), "{}", lab.logs_tail());
+    assert!(lab.ping_once("alice", "bob"), "{}", lab.logs_tail());
 }

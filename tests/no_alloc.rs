@@ -13,16 +13,17 @@
 //! Left out: the TUN write itself, where tun-rs's GRO coalescing copies each
 //! packet into a fresh Vec (docs/performance.md).
 
+mod common;
+
 use arc_swap::ArcSwap;
 use ntmtun::dataplane::gso::{self, TunReader, TunWriter, UdpTx, VNET_HDR_LEN};
 use ntmtun::dataplane::path::{Path, Sent, PAYLOAD_AT};
 use ntmtun::dataplane::worker::DataplaneCounters;
-use ntmtun::node::table::{Endpoint, PeerStats, PeerTable, RxRoute, TxRoute};
+use ntmtun::node::table::{Endpoint, PeerStats};
 use ntmtun::proto::session::Session;
 use ntmtun::proto::wire::{DATA, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -144,33 +145,7 @@ fn per_packet_path_does_not_allocate() {
     let theirs = Session::new(2, 1, &[9; 32], &[7; 32]);
     let stats = Arc::new(PeerStats::new(Instant::now()));
     let endpoint = Endpoint::Direct(receiver.local_addr().unwrap());
-    let table = PeerTable {
-        local_ip: Some(LOCAL),
-        prefix: Some("198.18.0.0/15".parse().unwrap()),
-        resolvers: Vec::new(),
-        by_vip: HashMap::from([(
-            PEER,
-            TxRoute {
-                name: "peer".into(),
-                virtual_ip: PEER,
-                session: ours.clone(),
-                endpoint,
-                stats: stats.clone(),
-                mtu: 1432,
-                path: "direct",
-            },
-        )]),
-        by_index: HashMap::from([(
-            1,
-            RxRoute {
-                virtual_ip: PEER,
-                session: ours.clone(),
-                endpoint,
-                stats: stats.clone(),
-            },
-        )]),
-        ..Default::default()
-    };
+    let table = common::one_peer_table(LOCAL, PEER, ours.clone(), endpoint, stats.clone());
     let table = ArcSwap::from_pointee(table);
     let (to_control, control) = crossbeam_channel::bounded(16);
     let counters = DataplaneCounters::default();

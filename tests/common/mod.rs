@@ -504,6 +504,17 @@ impl Lab {
             .unwrap_or_else(|e| panic!("cannot run ip netns exec {} {args:?}: {e}", self.ns(host)))
     }
 
+    /// One ping from `from` to `to`'s name in the domain (1 s wait); true if answered.
+    pub fn ping_once(&self, from: &str, to: &str) -> bool {
+        self.exec_t(
+            from,
+            5,
+            &["ping", "-c", "1", "-W", "1", &format!("{to}.ntm.internal")],
+        )
+        .status
+        .success()
+    }
+
     /// Run `args` in `PREFIX-host` (bounded by 60 s). Does not assert.
     pub fn exec(&self, host: &str, args: &[&str]) -> Output {
         self.exec_t(host, CMD_TIMEOUT_SECS, args)
@@ -790,5 +801,44 @@ impl Drop for Lab {
                 describe_output(&out)
             );
         }
+    }
+}
+
+/// A data-plane table with one peer, `peer`, reached at `endpoint` over
+/// `session` (both directions), for tests that drive the workers' code.
+pub fn one_peer_table(
+    local: Ipv4Addr,
+    peer: Ipv4Addr,
+    session: std::sync::Arc<ntmtun::proto::session::Session>,
+    endpoint: ntmtun::node::table::Endpoint,
+    stats: std::sync::Arc<ntmtun::node::table::PeerStats>,
+) -> ntmtun::node::table::PeerTable {
+    use ntmtun::node::table::{PeerTable, RxRoute, TxRoute};
+    let index = session.local_index;
+    PeerTable {
+        local_ip: Some(local),
+        prefix: Some("198.18.0.0/15".parse().expect("prefix")),
+        by_vip: std::collections::HashMap::from([(
+            peer,
+            TxRoute {
+                name: "peer".into(),
+                virtual_ip: peer,
+                session: session.clone(),
+                endpoint,
+                stats: stats.clone(),
+                mtu: 1432,
+                path: "direct",
+            },
+        )]),
+        by_index: std::collections::HashMap::from([(
+            index,
+            RxRoute {
+                virtual_ip: peer,
+                session,
+                endpoint,
+                stats,
+            },
+        )]),
+        ..Default::default()
     }
 }
