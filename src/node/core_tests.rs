@@ -345,6 +345,33 @@ impl Net {
         }
     }
 
+    /// Node `i`'s app asks `dns_server` (port 53) for www.example.test
+    /// with DNS id `id`: returns the query and what the node forwarded
+    /// upstream, if anything.
+    fn forward_other_name(
+        &mut self,
+        i: usize,
+        dns_server: Ipv4Addr,
+        id: u16,
+    ) -> (Vec<u8>, Option<(SocketAddr, Vec<u8>)>) {
+        let mut q = Message::new(id, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(
+            Name::from_ascii("www.example.test.").unwrap(),
+            RecordType::A,
+        ));
+        let query = q.to_vec().unwrap();
+        let client = SocketAddrV4::new(self.vip(i).unwrap(), 41000);
+        let mut pkt = Vec::new();
+        packet::build_ipv4_udp(client, SocketAddrV4::new(dns_server, 53), &query, &mut pkt);
+        let core = &mut self.nodes[i].core;
+        core.handle_tun(pkt, self.now);
+        let up = std::iter::from_fn(|| core.poll_output()).find_map(|o| match o {
+            Output::Upstream { to, bytes } => Some((to, bytes)),
+            _ => None,
+        });
+        (query, up)
+    }
+
     fn vip(&self, i: usize) -> Option<Ipv4Addr> {
         self.nodes[i].core.status(self.now).virtual_ip
     }
@@ -474,25 +501,13 @@ fn unknown_names_nxdomain_aaaa_empty_ptr_answered() {
 #[test]
 fn other_names_are_forwarded_unchanged_and_answers_return() {
     let mut net = registered_pair();
-    let mut q = Message::new(0x4242, MessageType::Query, OpCode::Query);
-    q.add_query(Query::query(
-        Name::from_ascii("www.example.test.").unwrap(),
-        RecordType::A,
-    ));
-    let query = q.to_vec().unwrap();
-    let client = SocketAddrV4::new(net.vip(1).unwrap(), 41000);
-    let mut pkt = Vec::new();
-    packet::build_ipv4_udp(client, SocketAddrV4::new(RESOLVER, 53), &query, &mut pkt);
-    let core = &mut net.nodes[1].core;
-    core.handle_tun(pkt, net.now);
-    let up = std::iter::from_fn(|| core.poll_output()).find_map(|o| match o {
-        Output::Upstream { to, bytes } => Some((to, bytes)),
-        _ => None,
-    });
+    let (query, up) = net.forward_other_name(1, RESOLVER, 0x4242);
     let (to, bytes) = up.expect("query not forwarded");
     assert_eq!(to, SocketAddr::from((RESOLVER, 53)));
     assert_eq!(bytes, query, "forwarded query must be unchanged");
     let answer = b"\x42\x42rest-of-an-answer".to_vec();
+    let client = SocketAddrV4::new(net.vip(1).unwrap(), 41000);
+    let core = &mut net.nodes[1].core;
     core.handle_upstream(to, &answer);
     let back = std::iter::from_fn(|| core.poll_output()).find_map(|o| match o {
         Output::Tun(p) => Some(p),
@@ -1015,26 +1030,14 @@ fn stub_mode_answers_on_the_prefix_network_and_forwards_the_rest() {
 
     // Other names go to the configured resolver; the answer comes back
     // from the stub's address.
-    let mut q = Message::new(0x4343, MessageType::Query, OpCode::Query);
-    q.add_query(Query::query(
-        Name::from_ascii("www.example.test.").unwrap(),
-        RecordType::A,
-    ));
-    let query = q.to_vec().unwrap();
-    let client = SocketAddrV4::new(net.vip(1).unwrap(), 41000);
-    let mut pkt = Vec::new();
-    packet::build_ipv4_udp(client, SocketAddrV4::new(stub, 53), &query, &mut pkt);
-    let core = &mut net.nodes[1].core;
-    core.handle_tun(pkt, net.now);
-    let up = std::iter::from_fn(|| core.poll_output()).find_map(|o| match o {
-        Output::Upstream { to, bytes } => Some((to, bytes)),
-        _ => None,
-    });
+    let (query, up) = net.forward_other_name(1, stub, 0x4343);
     let (to, bytes) = up.expect("query not forwarded");
     assert_eq!(
         (to, bytes),
         (SocketAddr::from((RESOLVER, 53)), query.clone())
     );
+    let client = SocketAddrV4::new(net.vip(1).unwrap(), 41000);
+    let core = &mut net.nodes[1].core;
     core.handle_upstream(to, b"\x43\x43answer");
     let back = std::iter::from_fn(|| core.poll_output())
         .find_map(|o| match o {
