@@ -6,6 +6,7 @@
 use super::table::{Endpoint, PeerStats};
 use crate::keys::PublicKey;
 use crate::node::dns::PendingQuery;
+use crate::proto::cookie::Cookie;
 use crate::proto::handshake::Initiator;
 use crate::proto::session::Session;
 use crate::proto::signal::{Path, RelayGrant};
@@ -32,6 +33,11 @@ pub struct Initiation {
     pub initiator: Initiator,
     pub sent: Instant,
     pub attempts: u32,
+    /// The datagram we sent: its mac1 opens a cookie reply, and it goes
+    /// out again with mac2 once we hold the cookie.
+    pub message: Vec<u8>,
+    /// Already resent once because of a cookie reply (never loop on them).
+    pub cookie_retried: bool,
 }
 
 /// Our side of a relay session for this peer.
@@ -92,6 +98,8 @@ pub struct Peer {
     pub pings: Vec<(u64, Instant)>,
     /// Pings asked for before the tunnel was up.
     pub pending_pings: Vec<u64>,
+    /// The peer's last cookie (it was under load) and when it came.
+    pub cookie: Option<(Cookie, Instant)>,
 }
 
 impl Peer {
@@ -123,15 +131,19 @@ impl Peer {
             rtt: None,
             pings: Vec::new(),
             pending_pings: Vec::new(),
+            cookie: None,
         }
     }
 
-    /// Holds a packet until the tunnel is up; the oldest goes when full.
-    pub fn enqueue(&mut self, packet: Vec<u8>) {
-        if self.queue.len() >= QUEUE_LIMIT {
+    /// Holds a packet until the tunnel is up; the oldest goes when full
+    /// (true then, for the drop counter).
+    pub fn enqueue(&mut self, packet: Vec<u8>) -> bool {
+        let full = self.queue.len() >= QUEUE_LIMIT;
+        if full {
             self.queue.pop_front();
         }
         self.queue.push_back(packet);
+        full
     }
 
     /// Installs a new session, keeping the old one for records in flight.

@@ -6,6 +6,7 @@ use super::core::{
     Forward, NodeCore, Output, PendingResolve, DNS_WAIT, FORWARD_LIMIT, FORWARD_TIMEOUT,
     ORPHAN_LIMIT,
 };
+use super::counters::bump;
 use super::dns::{DnsAction, Resolution as DnsResolution, ResolveTarget};
 use super::peer::DnsWaiter;
 use crate::net::packet;
@@ -13,7 +14,7 @@ use crate::proto::signal::{Target, ToDc};
 use crate::proto::wire;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 impl NodeCore {
     /// A packet from the TUN that the workers handed over: a DNS query to a
@@ -43,18 +44,22 @@ impl NodeCore {
                     }
                     return;
                 }
-                p.enqueue(pkt);
+                if p.enqueue(pkt) {
+                    bump(&self.counters.peer_queue_full);
+                }
             }
             self.ensure_tunnel(key, now);
             return;
         }
         // Unknown address (the app cached DNS): ask the DC, hold the packet.
         if self.orphans.len() >= ORPHAN_LIMIT && !self.orphans.contains_key(&dst) {
+            bump(&self.counters.orphan_full);
             return;
         }
         let q = self.orphans.entry(dst).or_default();
         if q.len() >= super::peer::QUEUE_LIMIT {
             q.pop_front();
+            bump(&self.counters.orphan_full);
         }
         q.push_back(pkt);
         self.resolve(Target::Address(dst), true, None, now);
@@ -216,7 +221,8 @@ impl NodeCore {
         let id = u16::from_be_bytes([query[0], query[1]]);
         let to = resolver;
         if self.forwards.len() >= FORWARD_LIMIT && !self.forwards.contains_key(&(to, id)) {
-            warn!("too many DNS queries in flight; answering SERVFAIL");
+            debug!("too many DNS queries in flight; answering SERVFAIL");
+            bump(&self.counters.dns_forward_full);
             if let Some(bytes) = super::dns::servfail_for(query) {
                 self.write_dns(client, resolver, &bytes);
             }
