@@ -306,8 +306,8 @@ impl NodeCore {
     /// and send the same initiation once more with mac2, to where the
     /// reply came from. Forged replies do not open and are ignored.
     pub(super) fn on_cookie_reply(&mut self, from: Endpoint, datagram: &[u8], now: Instant) {
-        let now_key = cookie::reply_receiver(datagram).and_then(|r| self.initiations.get(&r));
-        let Some(key) = now_key.copied() else {
+        let waiting = cookie::reply_receiver(datagram).and_then(|r| self.initiations.get(&r));
+        let Some(key) = waiting.copied() else {
             debug!(%from, "cookie reply for no initiation in flight");
             return;
         };
