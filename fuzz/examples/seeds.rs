@@ -78,8 +78,23 @@ fn main() {
     init.extend_from_slice(&m1);
     // Mode 2: the harness appends the mac1 itself.
     let mut bare = vec![2];
-    bare.extend_from_slice(&m1[..m1.len() - ntmtun::proto::handshake::MAC1_LEN]);
+    bare.extend_from_slice(
+        &m1[..m1.len() - ntmtun::proto::handshake::MAC1_LEN - ntmtun::proto::cookie::MAC2_LEN],
+    );
     write(dir, "handshake", &[init, bare, resp, vec![3; 49]]);
+
+    // cookie: a well-formed DC cookie reply (to another initiation: it must
+    // not open), and an initiation for the responder side.
+    let src = "198.51.100.7:4000".parse().expect("addr");
+    let now = std::time::Instant::now();
+    let reply = ntmtun::proto::cookie::CookieMaker::new(&public(KEY_DC), now)
+        .reply(ntmtun::proto::cookie::DC_COOKIE_REPLY, &m1, src, now)
+        .expect("reply");
+    let mut as_reply = vec![0];
+    as_reply.extend_from_slice(&reply);
+    let mut as_init = vec![1];
+    as_init.extend_from_slice(&m1);
+    write(dir, "cookie", &[as_reply, as_init]);
 
     // signal
     let e = |v: Vec<u8>| v;

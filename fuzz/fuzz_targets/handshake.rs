@@ -23,7 +23,8 @@ fn mac1() -> &'static Mac1Key {
             b"",
         )
         .expect("start");
-        let body = &m1[..m1.len() - ntmtun::proto::handshake::MAC1_LEN];
+        let body =
+            &m1[..m1.len() - ntmtun::proto::handshake::MAC1_LEN - ntmtun::proto::cookie::MAC2_LEN];
         assert_eq!(
             with_mac1(&public(KEY_DC), body),
             m1,

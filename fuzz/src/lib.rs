@@ -195,5 +195,7 @@ pub fn with_mac1(responder: &PublicKey, body: &[u8]) -> Vec<u8> {
     let k: [u8; 32] = h.finalize().into();
     let mut out = body.to_vec();
     out.extend_from_slice(&ntmtun::proto::ticket::mac(&k, body));
+    // mac2: none (no cookie).
+    out.extend_from_slice(&[0; ntmtun::proto::cookie::MAC2_LEN]);
     out
 }

@@ -9,6 +9,7 @@ use crate::config::RelayEntry;
 use crate::config::RouteGrant;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
+use crate::proto::cookie::{self, CookieMaker, LoadDetector};
 use crate::proto::handshake::{Mac1Key, Responder};
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
@@ -147,6 +148,12 @@ pub struct DcStats {
     pub dropped: u64,
     /// Advertised prefixes refused (counted when a node's refusals change).
     pub routes_refused: u64,
+    /// Registration handshakes received, answered (a DH each), answered
+    /// with a cookie reply under load, and dropped for a bad mac1.
+    pub handshakes_received: u64,
+    pub handshakes_answered: u64,
+    pub cookie_replies: u64,
+    pub bad_mac1: u64,
 }
 
 pub struct DcCore {
@@ -167,6 +174,10 @@ pub struct DcCore {
     register_limit: RateLimiter,
     /// dc.toml `[[route_grants]]`: who may route for which LAN prefixes.
     route_grants: Vec<RouteGrant>,
+    /// Cookies for nodes while registrations arrive faster than
+    /// `HANDSHAKE_LOAD` per second.
+    cookies: CookieMaker,
+    load: LoadDetector,
     pub stats: DcStats,
     /// Sessions with the DCs of other domains.
     pub(super) fed: Federation,
@@ -174,6 +185,11 @@ pub struct DcCore {
     pub(super) fed_pending: HashMap<u64, FedPending>,
     pub(super) next_fed_id: u64,
 }
+
+/// Above this many registrations per second, a registration must carry a
+/// cookie's mac2 before the DC does a Diffie-Hellman (every node refreshes
+/// every `REFRESH_SECS`: 200/s is 4,000 nodes).
+pub const HANDSHAKE_LOAD: u32 = 200;
 
 /// Compares two byte strings in time that depends only on their lengths.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -211,6 +227,8 @@ impl DcCore {
             fed,
             fed_pending: HashMap::new(),
             next_fed_id: 1,
+            cookies: CookieMaker::new(&settings.key.public_key(), now),
+            load: LoadDetector::new(HANDSHAKE_LOAD, now),
             mac1,
             register_limit: RateLimiter::new(100, 200, 65536),
             relays,
@@ -291,6 +309,12 @@ impl DcCore {
         self.fed.set_addresses(domain, addrs, ttl, now);
     }
 
+    /// The IO shell could not drain its sockets in one pass: treat
+    /// registrations as under load until it can.
+    pub fn set_backlog(&mut self, backlog: bool) {
+        self.load.set_backlog(backlog);
+    }
+
     pub fn online_count(&self) -> usize {
         self.online.len()
     }
@@ -348,6 +372,26 @@ impl DcCore {
                 "ntmtun_dc_routes_granted",
                 "Subnet routes of online gateways currently granted.",
                 self.online.values().map(|n| n.routes.len() as u64).sum(),
+            ),
+            Sample::counter(
+                "ntmtun_dc_handshakes_received",
+                "Registration handshakes received.",
+                s.handshakes_received,
+            ),
+            Sample::counter(
+                "ntmtun_dc_handshakes_answered",
+                "Registration handshakes answered with a response (a Diffie-Hellman each).",
+                s.handshakes_answered,
+            ),
+            Sample::counter(
+                "ntmtun_dc_handshakes_cookie_replied",
+                "Registration handshakes without a valid mac2 answered with a cookie reply under load.",
+                s.cookie_replies,
+            ),
+            Sample::counter(
+                "ntmtun_dc_handshakes_bad_mac1",
+                "Registration handshakes dropped for a mac1 not made for the DC's key.",
+                s.bad_mac1,
             ),
             Sample::gauge(
                 "ntmtun_dc_relay_pairs",
@@ -438,6 +482,28 @@ impl DcCore {
         now: Instant,
         unix_now: u64,
     ) -> Vec<Transmit> {
+        self.stats.handshakes_received += 1;
+        if !self.mac1.verify(datagram) {
+            debug!(%from, "registration with a bad mac1 dropped");
+            self.stats.bad_mac1 += 1;
+            self.stats.dropped += 1;
+            return Vec::new();
+        }
+        // Under load a node proves its address with a cookie first, so the
+        // per-source limit counts real senders and spoofed floods cost us
+        // a hash and a small reply, never a Diffie-Hellman.
+        if self.load.record(now) && !self.cookies.check_mac2(datagram, from, now) {
+            return match self
+                .cookies
+                .reply(cookie::DC_COOKIE_REPLY, datagram, from, now)
+            {
+                Some(bytes) => {
+                    self.stats.cookie_replies += 1;
+                    vec![Transmit { to: from, bytes }]
+                }
+                None => Vec::new(),
+            };
+        }
         if !self.register_limit.allow(from.ip(), now) {
             debug!(%from, "registration over the rate limit dropped");
             self.stats.dropped += 1;
@@ -514,6 +580,7 @@ impl DcCore {
                 return Vec::new();
             }
         };
+        self.stats.handshakes_answered += 1;
         if let RegisterReply::Accepted(reg_ok) = reply {
             self.stats.registrations += 1;
             let record = match self.store.by_key(&key) {

@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
+/// Datagrams read from one socket per wake-up.
+const DRAIN: usize = 256;
+
 /// Runs the DC until `stop` is set; changes from SIGHUP reloads arrive on
 /// `reloads`.
 pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>>) -> Result<()> {
@@ -124,8 +127,10 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
             if !ready.is(i) {
                 continue;
             }
-            // Bounded drain so one busy socket cannot starve the others.
-            for _ in 0..256 {
+            // Bounded drain so one busy socket cannot starve the others; a
+            // socket still full after it means more arrives than we handle.
+            let mut drained = true;
+            for round in 0..DRAIN {
                 let (n, from) = match sock.recv_from(&mut buf) {
                     Ok(x) => x,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -140,7 +145,9 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
                 for t in core.handle(from, &mut buf[..n], Instant::now(), unix_now()) {
                     send(sock, &sockets, t.to, &t.bytes);
                 }
+                drained = round + 1 < DRAIN;
             }
+            core.set_backlog(!drained);
         }
     }
     info!(online = core.online_count(), stats = ?core.stats, "DC stopping");

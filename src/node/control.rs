@@ -181,7 +181,13 @@ impl Control {
     fn handle(&mut self, msg: ToControl) {
         let now = Instant::now();
         match msg {
-            ToControl::Udp { from, mut bytes } => self.core.handle_udp(from, &mut bytes, now),
+            ToControl::Udp { from, mut bytes } => {
+                // A queue more than half full is load: handshakes then need
+                // a cookie before they cost a Diffie-Hellman.
+                let backlog = self.rx.capacity().is_some_and(|c| self.rx.len() * 2 > c);
+                self.core.set_backlog(backlog);
+                self.core.handle_udp(from, &mut bytes, now)
+            }
             ToControl::Tun(pkt) => self.core.handle_tun(pkt, now),
             ToControl::TooBig(answer) => self.write_tun(&answer),
             ToControl::EndpointSeen { index, from } => {

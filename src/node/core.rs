@@ -4,13 +4,14 @@
 //! `health` (per-peer timers) and `resolve` (DNS and first packets) add the
 //! rest of `impl NodeCore`.
 
+use super::counters::{bump, ControlCounters};
 use super::dc_link::{DcEvent, DcIdentity, DcLink, DcState};
 use super::dns::{DnsInterceptor, Resolution as DnsResolution};
 use super::health::ACTIVE_TICK;
-use super::metrics::NodeCounters;
 use super::peer::{DnsWaiter, Peer};
 use super::table::{Endpoint, PeerTable, Routes, RxRoute, TxRoute};
 use crate::keys::{PrivateKey, PublicKey};
+use crate::proto::cookie::{self, CookieMaker, LoadDetector};
 use crate::proto::handshake::Mac1Key;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
@@ -139,7 +140,7 @@ pub struct NodeCore {
     /// resolvers; otherwise queries to the resolvers are captured.
     pub(super) dns_stub: bool,
     /// Counters read by the metrics endpoint.
-    pub(super) counters: Arc<NodeCounters>,
+    pub(super) counters: Arc<ControlCounters>,
     /// The domain's granted subnet routes as the DC last announced them,
     /// and the lookup structure built from them for the workers.
     domain_routes: Vec<GrantedRoute>,
@@ -148,11 +149,17 @@ pub struct NodeCore {
     accept_routes: bool,
     /// Refusals already logged (the DC repeats them on every refresh).
     refused_routes: Vec<RefusedRoute>,
+    /// Cookies for initiators while we are under load, and the detector.
+    pub(super) cookies: CookieMaker,
+    pub(super) load: LoadDetector,
 }
 
 /// Handshake initiations a source may make per second, and in a burst.
 const HANDSHAKES_PER_SEC: u32 = 20;
 const HANDSHAKE_BURST: u32 = 40;
+/// Above this many initiations per second (from everyone), a direct
+/// initiation must carry a cookie's mac2 before we do a Diffie-Hellman.
+pub(super) const HANDSHAKE_LOAD: u32 = 50;
 
 impl NodeCore {
     pub fn new(s: NodeSettings, now: Instant) -> Self {
@@ -169,6 +176,7 @@ impl NodeCore {
         );
         let next_index = s.index_seed;
         let mac1 = Mac1Key::for_responder(&s.key.public_key());
+        let cookies = CookieMaker::new(&s.key.public_key(), now);
         NodeCore {
             s,
             start: now,
@@ -201,6 +209,8 @@ impl NodeCore {
             routes: Arc::new(Routes::default()),
             accept_routes: true,
             refused_routes: Vec::new(),
+            cookies,
+            load: LoadDetector::new(HANDSHAKE_LOAD, now),
         }
     }
 
@@ -224,11 +234,6 @@ impl NodeCore {
             None if self.dns_stub => Vec::new(),
             None => self.s.resolvers.clone(),
         }
-    }
-
-    /// The counters the metrics endpoint reads.
-    pub fn counters(&self) -> Arc<NodeCounters> {
-        self.counters.clone()
     }
 
     /// A setting reloaded on SIGHUP; tunnels and sessions stay.
@@ -294,6 +299,17 @@ impl NodeCore {
             warn!(prefix = %r.prefix, reason = %r.reason, "the DC refused an advertised route; it is not routed");
         }
         self.refused_routes = refused.to_vec();
+    }
+
+    /// The counters this core keeps, for the metrics endpoint.
+    pub fn counters(&self) -> Arc<ControlCounters> {
+        self.counters.clone()
+    }
+
+    /// The IO shell's queue into the core is more than half full: treat
+    /// handshakes as under load until it drains.
+    pub fn set_backlog(&mut self, backlog: bool) {
+        self.load.set_backlog(backlog);
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -395,6 +411,12 @@ impl NodeCore {
             }
             Some(&relay_frames::BIND_ACK) => self.on_bind_ack(from, datagram, now),
             Some(&relay_frames::PROBE_REPLY) => self.on_probe_reply(from, datagram),
+            Some(&cookie::DC_COOKIE_REPLY) => {
+                if let Some((to, bytes)) = self.dc.handle_cookie_reply(datagram, now) {
+                    bump(&self.counters.cookies_received);
+                    self.out.push_back(Output::Udp { to, bytes });
+                }
+            }
             Some(&wire::DC_HANDSHAKE_RESP) => {
                 if let Some(ev) = self.dc.handle_response(from, datagram, now) {
                     self.on_dc_event(ev, now);
@@ -409,6 +431,9 @@ impl NodeCore {
     }
 
     fn handle_peer_datagram(&mut self, from: Endpoint, datagram: &mut [u8], now: Instant) {
+        if datagram.first() == Some(&cookie::COOKIE_REPLY) {
+            return self.on_cookie_reply(from, datagram, now);
+        }
         match wire::kind(datagram) {
             Ok(wire::HANDSHAKE_INIT) => self.on_handshake_init(from, datagram, now),
             Ok(wire::HANDSHAKE_RESP) => self.on_handshake_resp(from, datagram, now),
@@ -534,7 +559,9 @@ impl NodeCore {
                 if let Some(queued) = self.orphans.remove(&info.virtual_ip) {
                     if let Some(p) = self.peers.get_mut(&key) {
                         for pkt in queued {
-                            p.enqueue(pkt);
+                            if p.enqueue(pkt) {
+                                bump(&self.counters.peer_queue_full);
+                            }
                         }
                     }
                 }

@@ -15,6 +15,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+#[path = "core_tests_flood.rs"]
+mod flood;
+
 const DC_ADDR: &str = "198.51.100.10:7446";
 const RELAY_ADDR: &str = "198.51.100.20:7447";
 const RELAY6_ADDR: &str = "[2001:db8:100::20]:7447";

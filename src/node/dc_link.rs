@@ -4,6 +4,7 @@
 //! and sealing/opening signaling records.
 
 use crate::keys::{PrivateKey, PublicKey};
+use crate::proto::cookie::{self, Cookie};
 use crate::proto::handshake::Initiator;
 use crate::proto::session::Session;
 use crate::proto::signal::{self, FromDc, Register, RegisterReply, Registered, ToDc};
@@ -56,8 +57,13 @@ pub struct DcLink {
     addr_idx: usize,
     failures: u32,
     next_attempt: Instant,
-    /// The registration handshake in flight.
+    /// The registration handshake in flight, and the datagram we sent.
     attempt: Option<Initiator>,
+    attempt_message: Vec<u8>,
+    /// The DC's last cookie (it was under load), when it came, and whether
+    /// the attempt in flight was already resent with it.
+    cookie: Option<(Cookie, Instant)>,
+    cookie_retried: bool,
     session: Option<(Session, SocketAddr)>,
     previous: Option<Session>,
     pub registered: Option<Registered>,
@@ -77,6 +83,9 @@ impl DcLink {
             failures: 0,
             next_attempt: now,
             attempt: None,
+            attempt_message: Vec::new(),
+            cookie: None,
+            cookie_retried: false,
             session: None,
             previous: None,
             registered: None,
@@ -192,8 +201,16 @@ impl DcLink {
             self.index_seed,
             &payload,
         ) {
-            Ok((initiator, bytes)) => {
+            Ok((initiator, mut bytes)) => {
+                self.cookie = self
+                    .cookie
+                    .filter(|(_, at)| now.saturating_duration_since(*at) < cookie::COOKIE_USE);
+                if let Some((c, _)) = &self.cookie {
+                    cookie::set_mac2(&mut bytes, c);
+                }
                 self.attempt = Some(initiator);
+                self.attempt_message = bytes.clone();
+                self.cookie_retried = false;
                 let backoff = FIRST_RETRY * 2u32.saturating_pow(self.failures.min(5));
                 self.next_attempt = now + backoff.min(MAX_RETRY);
                 debug!(dc = %to, "registering with the DC");
@@ -205,6 +222,34 @@ impl DcLink {
                 None
             }
         }
+    }
+
+    /// Consumes a DC_COOKIE_REPLY: the DC is under load. Keeps the cookie
+    /// and returns the registration to send again at once, with mac2 (once
+    /// per attempt). None for a forged reply or none in flight.
+    pub fn handle_cookie_reply(
+        &mut self,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
+        let attempt = self.attempt.as_ref()?;
+        let c = cookie::open_reply(
+            cookie::DC_COOKIE_REPLY,
+            &self.id.dc_key,
+            &self.attempt_message,
+            datagram,
+        )?;
+        debug!(
+            index = attempt.local_index,
+            "the DC is under load: retrying with its cookie"
+        );
+        self.cookie = Some((c, now));
+        if std::mem::replace(&mut self.cookie_retried, true) {
+            return None;
+        }
+        cookie::set_mac2(&mut self.attempt_message, &c);
+        let to = *self.id.addrs.get(self.addr_idx)?;
+        Some((to, self.attempt_message.clone()))
     }
 
     /// Consumes a DC_HANDSHAKE_RESP datagram.

@@ -3,31 +3,18 @@
 //! scrape time from shared atomics, so scraping never touches the control
 //! thread or the packet path.
 
+use super::counters::ControlCounters;
 use super::table::PeerTable;
 use crate::dataplane::worker::DataplaneCounters;
 use crate::metrics::{Sample, Source};
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// What the control thread counts (the core increments them).
-#[derive(Debug, Default)]
-pub struct NodeCounters {
-    /// Rekeys started (a fresh handshake when a session reached rekey_secs).
-    pub rekeys: AtomicU64,
-    /// DNS queries the node answered itself (its domain, reverse zone).
-    pub dns_answered: AtomicU64,
-    /// DNS queries forwarded to a real resolver.
-    pub dns_forwarded: AtomicU64,
-    /// DNS queries that failed: SERVFAIL from the node (DC unreachable, too
-    /// many in flight) or a forwarded query the resolver never answered.
-    pub dns_failed: AtomicU64,
-}
 
 pub fn source(
     table: Arc<ArcSwap<PeerTable>>,
     counters: Arc<DataplaneCounters>,
-    node: Arc<NodeCounters>,
+    control: Arc<ControlCounters>,
 ) -> Source {
     Arc::new(move || {
         let t = table.load();
@@ -93,26 +80,7 @@ pub fn source(
                 .label("reason", reason),
             );
         }
-        m.push(Sample::counter(
-            "ntmtun_node_rekeys",
-            "Rekeys started (a fresh handshake when a session reached rekey_secs).",
-            node.rekeys.load(Ordering::Relaxed),
-        ));
-        let dns = [
-            ("answered", &node.dns_answered),
-            ("forwarded", &node.dns_forwarded),
-            ("failed", &node.dns_failed),
-        ];
-        for (result, c) in dns {
-            m.push(
-                Sample::counter(
-                    "ntmtun_node_dns_queries",
-                    "DNS queries by result: answered by the node, forwarded to a resolver, failed.",
-                    c.load(Ordering::Relaxed),
-                )
-                .label("result", result),
-            );
-        }
+        m.extend(control.samples());
         m
     })
 }

@@ -8,6 +8,7 @@ pub mod control_socket;
 pub mod core;
 #[cfg(test)]
 mod core_tests;
+pub mod counters;
 pub mod dc_link;
 pub mod dns;
 #[cfg(test)]

@@ -8,6 +8,7 @@ use super::table::{Endpoint, PeerStats};
 use super::tun::TUN_MTU;
 use crate::keys::PublicKey;
 use crate::node::dns::PendingQuery;
+use crate::proto::cookie::Cookie;
 use crate::proto::handshake::Initiator;
 use crate::proto::session::Session;
 use crate::proto::signal::{Path, RelayGrant};
@@ -34,6 +35,11 @@ pub struct Initiation {
     pub initiator: Initiator,
     pub sent: Instant,
     pub attempts: u32,
+    /// The datagram we sent: its mac1 opens a cookie reply, and it goes
+    /// out again with mac2 once we hold the cookie.
+    pub message: Vec<u8>,
+    /// Already resent once because of a cookie reply (never loop on them).
+    pub cookie_retried: bool,
 }
 
 /// Our side of a relay session for this peer.
@@ -96,6 +102,8 @@ pub struct Peer {
     pub pending_pings: Vec<u64>,
     /// What fits the path to the peer (probed in the tunnel).
     pub pmtu: PathMtu,
+    /// The peer's last cookie (it was under load) and when it came.
+    pub cookie: Option<(Cookie, Instant)>,
 }
 
 impl Peer {
@@ -128,15 +136,19 @@ impl Peer {
             pings: Vec::new(),
             pending_pings: Vec::new(),
             pmtu: PathMtu::new(TUN_MTU),
+            cookie: None,
         }
     }
 
-    /// Holds a packet until the tunnel is up; the oldest goes when full.
-    pub fn enqueue(&mut self, packet: Vec<u8>) {
-        if self.queue.len() >= QUEUE_LIMIT {
+    /// Holds a packet until the tunnel is up; the oldest goes when full
+    /// (true then, for the drop counter).
+    pub fn enqueue(&mut self, packet: Vec<u8>) -> bool {
+        let full = self.queue.len() >= QUEUE_LIMIT;
+        if full {
             self.queue.pop_front();
         }
         self.queue.push_back(packet);
+        full
     }
 
     /// Installs a new session, keeping the old one for records in flight.

@@ -6,6 +6,7 @@ use super::core::{
     Forward, NodeCore, Output, PendingResolve, DNS_WAIT, FORWARD_LIMIT, FORWARD_TIMEOUT,
     ORPHAN_LIMIT,
 };
+use super::counters::bump;
 use super::dns::{DnsAction, DnsInterceptor, Resolution as DnsResolution, ResolveTarget};
 use super::peer::DnsWaiter;
 use crate::net::packet;
@@ -53,18 +54,22 @@ impl NodeCore {
                     }
                     return;
                 }
-                p.enqueue(pkt);
+                if p.enqueue(pkt) {
+                    bump(&self.counters.peer_queue_full);
+                }
             }
             self.ensure_tunnel(key, now);
             return;
         }
         // Unknown address (the app cached DNS): ask the DC, hold the packet.
         if self.orphans.len() >= ORPHAN_LIMIT && !self.orphans.contains_key(&dst) {
+            bump(&self.counters.orphan_full);
             return;
         }
         let q = self.orphans.entry(dst).or_default();
         if q.len() >= super::peer::QUEUE_LIMIT {
             q.pop_front();
+            bump(&self.counters.orphan_full);
         }
         q.push_back(pkt);
         self.resolve(Target::Address(dst), true, None, now);
@@ -314,7 +319,12 @@ impl NodeCore {
                 to
             }
             _ => {
-                warn!("too many DNS queries in flight, or no resolver to forward to; answering SERVFAIL");
+                if to.is_some() {
+                    debug!("too many DNS queries in flight; answering SERVFAIL");
+                    bump(&self.counters.dns_forward_full);
+                } else {
+                    warn!("stub mode has no resolver to forward to; answering SERVFAIL");
+                }
                 self.counters.dns_failed.fetch_add(1, Ordering::Relaxed);
                 if let Some(bytes) = super::dns::servfail_for(query) {
                     self.write_dns(client, resolver, &bytes);

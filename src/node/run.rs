@@ -3,6 +3,7 @@
 
 use super::control::Control;
 use super::core::{NodeCore, NodeSettings};
+use super::counters::bump;
 use super::table::PeerTable;
 use super::{control_socket, resolved, split_dns, system, tun};
 use crate::config::{DnsMode, NodeConfig};
@@ -149,10 +150,11 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
 
     let table = Arc::new(ArcSwap::from_pointee(PeerTable::default()));
     let counters = Arc::new(DataplaneCounters::default());
+    let control_counters = core.counters();
     let _metrics = match cfg.metrics_listen {
         Some(addr) => Some(crate::metrics::serve(
             addr,
-            super::metrics::source(table.clone(), counters.clone(), core.counters()),
+            super::metrics::source(table.clone(), counters.clone(), control_counters.clone()),
             stop.clone(),
         )?),
         None => None,
@@ -217,6 +219,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     }
     {
         let (tx, stop, upstream) = (tx.clone(), stop.clone(), upstream.try_clone()?);
+        let dropped = control_counters.clone();
         handles.push(
             std::thread::Builder::new()
                 .name("dns-upstream".into())
@@ -224,10 +227,13 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
                     let mut buf = vec![0u8; 65536];
                     while !stop.load(Ordering::Relaxed) {
                         if let Ok((n, from)) = upstream.recv_from(&mut buf) {
-                            let _ = tx.try_send(ToControl::Upstream {
+                            let msg = ToControl::Upstream {
                                 from: udp::canonical(from),
                                 bytes: buf[..n].to_vec(),
-                            });
+                            };
+                            if tx.try_send(msg).is_err() {
+                                bump(&dropped.upstream_queue_full);
+                            }
                         }
                     }
                 })?,
@@ -235,12 +241,16 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     }
     {
         let (tx, stop, tun_name) = (tx.clone(), stop.clone(), cfg.tun.clone());
+        let dropped = control_counters.clone();
         handles.push(
             std::thread::Builder::new()
                 .name("addr-watch".into())
                 .spawn(move || {
                     addrwatch::watch(&tun_name, stop, |addrs| {
-                        let _ = tx.try_send(ToControl::NetworkChanged(endpoints(addrs, port, v6)));
+                        let msg = ToControl::NetworkChanged(endpoints(addrs, port, v6));
+                        if tx.try_send(msg).is_err() {
+                            bump(&dropped.addrwatch_queue_full);
+                        }
                     })
                 })?,
         );

@@ -3,9 +3,11 @@
 //! upgrade), and peer control messages (ping/pong).
 
 use super::core::{NodeCore, Output};
+use super::counters::bump;
 use super::peer::{Initiation, RelayLink};
 use super::table::Endpoint;
 use crate::keys::PublicKey;
+use crate::proto::cookie;
 use crate::proto::handshake::{Initiator, Responder};
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::{self, PeerHello, PeerInfo};
@@ -204,28 +206,61 @@ impl NodeCore {
             self.initiations.remove(&old.initiator.local_index);
         }
         match Initiator::start(wire::HANDSHAKE_INIT, &self.s.key, &key, index, &payload) {
-            Ok((initiator, bytes)) => {
+            Ok((initiator, mut bytes)) => {
+                // A cookie from the peer's last spell under load still proves
+                // our address to it.
+                p.cookie = p
+                    .cookie
+                    .filter(|(_, at)| now.saturating_duration_since(*at) < cookie::COOKIE_USE);
+                if let Some((c, _)) = &p.cookie {
+                    cookie::set_mac2(&mut bytes, c);
+                }
                 let targets = p.initiation_targets(attempts);
                 debug!(peer = %p.name, ?targets, attempts, "sending handshake initiation");
+                for t in targets {
+                    let (to, wrapped) = t.wrap(&bytes);
+                    self.out.push_back(Output::Udp { to, bytes: wrapped });
+                }
                 p.initiation = Some(Initiation {
                     initiator,
                     sent: now,
                     attempts,
+                    message: bytes,
+                    cookie_retried: false,
                 });
                 self.initiations.insert(index, key);
-                for t in targets {
-                    self.send_to(t, &bytes);
-                }
             }
             Err(e) => warn!(peer = %p.name, error = %e, "cannot start handshake"),
         }
     }
 
     pub(super) fn on_handshake_init(&mut self, from: Endpoint, datagram: &[u8], now: Instant) {
+        bump(&self.counters.handshakes_received);
         // Cheap checks first: a Diffie-Hellman per initiation is what a
-        // flood would make us pay. (Relayed ones are limited by the relay.)
+        // flood would make us pay. mac1 (one hash) drops garbage and
+        // initiations for other keys.
+        if !self.mac1.verify(datagram) {
+            bump(&self.counters.handshakes_bad_mac1);
+            debug!(%from, "handshake initiation with a bad mac1 dropped");
+            return;
+        }
+        // Under load a direct initiator must prove its address with a
+        // cookie's mac2 first; then the per-source limit counts real
+        // senders. (Relayed ones come from the one other node of a
+        // ticketed pair, within the ticket's rate.)
         if let Endpoint::Direct(addr) = from {
+            if self.load.record(now) && !self.cookies.check_mac2(datagram, addr, now) {
+                if let Some(reply) = self
+                    .cookies
+                    .reply(cookie::COOKIE_REPLY, datagram, addr, now)
+                {
+                    bump(&self.counters.handshakes_cookie_replied);
+                    self.send_to(from, &reply);
+                }
+                return;
+            }
             if !self.handshake_limit.allow(addr.ip(), now) {
+                bump(&self.counters.handshakes_rate_limited);
                 debug!(%from, "handshake initiation over the rate limit dropped");
                 return;
             }
@@ -265,11 +300,43 @@ impl NodeCore {
                 info!(peer = %p.name, endpoint = %from, "tunnel up (responder)");
                 p.install(session, from, now, false);
                 self.table_dirty = true;
+                bump(&self.counters.handshakes_answered);
                 self.send_to(from, &bytes);
                 self.flush_peer(key, now);
             }
             Err(e) => warn!(error = %e, "cannot answer handshake"),
         }
+    }
+
+    /// A peer under load answered our initiation with a cookie: keep it,
+    /// and send the same initiation once more with mac2, to where the
+    /// reply came from. Forged replies do not open and are ignored.
+    pub(super) fn on_cookie_reply(&mut self, from: Endpoint, datagram: &[u8], now: Instant) {
+        let waiting = cookie::reply_receiver(datagram).and_then(|r| self.initiations.get(&r));
+        let Some(key) = waiting.copied() else {
+            debug!(%from, "cookie reply for no initiation in flight");
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(init) = &mut p.initiation else {
+            return;
+        };
+        let Some(c) = cookie::open_reply(cookie::COOKIE_REPLY, &key, &init.message, datagram)
+        else {
+            debug!(%from, peer = %p.name, "cookie reply that does not open dropped");
+            return;
+        };
+        bump(&self.counters.cookies_received);
+        debug!(peer = %p.name, %from, "peer is under load: retrying with its cookie");
+        p.cookie = Some((c, now));
+        if std::mem::replace(&mut init.cookie_retried, true) {
+            return;
+        }
+        cookie::set_mac2(&mut init.message, &c);
+        let message = init.message.clone();
+        self.send_to(from, &message);
     }
 
     pub(super) fn on_handshake_resp(&mut self, from: Endpoint, datagram: &[u8], now: Instant) {

@@ -11,7 +11,10 @@
 //! Every initiation ends with a 16-byte `mac1`: an HMAC keyed by a hash of
 //! the responder's public key. Checking it costs one hash, so garbage and
 //! floods aimed at the wrong key are dropped before any Diffie-Hellman.
+//! A 16-byte `mac2` follows it: zero, or keyed by a cookie the responder
+//! handed out under load (`cookie`).
 
+use super::cookie::{self, MAC2_LEN};
 use super::session::Session;
 use super::wire::{self, INIT_HEADER_LEN};
 use crate::keys::{PrivateKey, PublicKey};
@@ -43,12 +46,13 @@ impl Mac1Key {
         super::ticket::mac(&self.0, data)
     }
 
-    /// True if `datagram` ends with a valid mac1 for this responder.
+    /// True if `datagram` ends with a valid mac1 for this responder (and
+    /// any mac2 after it).
     pub fn verify(&self, datagram: &[u8]) -> bool {
-        if datagram.len() < MAC1_LEN {
+        let Some((covered, tag, _)) = cookie::split_macs(datagram) else {
             return false;
-        }
-        let (body, tag) = datagram.split_at(datagram.len() - MAC1_LEN);
+        };
+        let body = &covered[..covered.len() - MAC1_LEN];
         super::ticket::mac_eq(&self.mac(body), tag)
     }
 }
@@ -113,6 +117,8 @@ impl Initiator {
         out.truncate(INIT_HEADER_LEN + n);
         let mac1 = Mac1Key::for_responder(remote).mac(&out);
         out.extend_from_slice(&mac1);
+        // No cookie yet: the caller sets mac2 when it holds one.
+        out.extend_from_slice(&[0; MAC2_LEN]);
         Ok((
             Initiator {
                 hs,
@@ -151,7 +157,7 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// Reads a whole message-1 datagram (header and mac1 included); `mac1`
+    /// Reads a whole message-1 datagram (header and macs included); `mac1`
     /// is `Mac1Key::for_responder(&local.public_key())`, computed once.
     pub fn read(
         local: &PrivateKey,
@@ -161,7 +167,7 @@ impl Responder {
         if !mac1.verify(datagram) {
             return Err(HandshakeError::Mac1);
         }
-        let datagram = &datagram[..datagram.len() - MAC1_LEN];
+        let datagram = &datagram[..datagram.len() - MAC1_LEN - MAC2_LEN];
         let (remote_index, noise) = wire::decode_init(datagram)?;
         if noise.len() > MAX_HANDSHAKE {
             return Err(HandshakeError::TooLarge);

@@ -35,6 +35,35 @@ pub enum DropReason {
     Full,
 }
 
+impl DropReason {
+    pub const ALL: [DropReason; 9] = [
+        DropReason::Malformed,
+        DropReason::BadTicket,
+        DropReason::Expired,
+        DropReason::BadMac,
+        DropReason::Replayed,
+        DropReason::NoSession,
+        DropReason::NotBound,
+        DropReason::RateLimited,
+        DropReason::Full,
+    ];
+
+    /// The `reason` label of `ntmtun_relay_dropped_by_reason`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadTicket => "bad_ticket",
+            DropReason::Expired => "expired",
+            DropReason::BadMac => "bad_mac",
+            DropReason::Replayed => "replayed",
+            DropReason::NoSession => "no_session",
+            DropReason::NotBound => "not_bound",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::Full => "full",
+        }
+    }
+}
+
 /// Counters for logs and (later) metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RelayStats {
@@ -43,6 +72,8 @@ pub struct RelayStats {
     pub binds: u64,
     pub dropped: u64,
     pub rate_limited: u64,
+    /// `dropped`, split by `DropReason` (indexed as `DropReason::ALL`).
+    pub dropped_by_reason: [u64; 9],
 }
 
 /// A token bucket in bytes: `rate` per second, bursts up to one tenth of a
@@ -131,7 +162,15 @@ impl RelayCore {
     /// Counters and gauges for the metrics endpoint.
     pub fn metrics(&self) -> Vec<Sample> {
         let s = &self.stats;
-        vec![
+        let by_reason = DropReason::ALL.iter().map(|r| {
+            Sample::counter(
+                "ntmtun_relay_dropped_by_reason",
+                "Datagrams dropped, by reason.",
+                s.dropped_by_reason[*r as usize],
+            )
+            .label("reason", r.label())
+        });
+        let mut m = vec![
             Sample::gauge(
                 "ntmtun_relay_sessions",
                 "Relay sessions held (ticketed pairs).",
@@ -158,11 +197,14 @@ impl RelayCore {
                 "Datagrams dropped by a rate limit (per ticket or per source).",
                 s.rate_limited,
             ),
-        ]
+        ];
+        m.extend(by_reason);
+        m
     }
 
     fn drop(&mut self, why: DropReason) -> Action {
         self.stats.dropped += 1;
+        self.stats.dropped_by_reason[why as usize] += 1;
         if why == DropReason::RateLimited {
             self.stats.rate_limited += 1;
         }
@@ -372,6 +414,18 @@ mod tests {
         );
         r.expire(1000);
         assert_eq!(r.session_count(), 0);
+        // Each drop is counted under its reason, and exported.
+        let by = |why: DropReason| r.stats.dropped_by_reason[why as usize];
+        assert_eq!(by(DropReason::BadTicket), 2);
+        assert_eq!(by(DropReason::BadMac), 1);
+        assert_eq!(by(DropReason::Expired), 1);
+        assert_eq!(by(DropReason::Replayed), 1);
+        assert!(r
+            .metrics()
+            .iter()
+            .any(|m| m.name == "ntmtun_relay_dropped_by_reason"
+                && m.labels == [("reason".to_string(), "bad_ticket".to_string())]
+                && m.value == 2));
     }
 
     #[test]
