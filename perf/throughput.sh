@@ -429,7 +429,12 @@ run_iperf() { # REP MODE TEST TARGET
     stop_server
     after=$(counters)
     local rx
-    rx=$(jq '.end.sum_received.bits_per_second / 1e6' "$out")
+    rx=$(jq '.end.sum_received.bits_per_second // empty | . / 1e6' "$out" 2>/dev/null || true)
+    if [[ -z $rx ]]; then
+        # iperf3 exited 0 without a receiver summary (the server's results never came back).
+        log "warning: iperf3 $test $mode (rep $rep) gave no receiver summary: $(jq -c '{error, end: (.end // {} | keys)}' "$out" 2>/dev/null | head -c 300) $(head -c 300 "$out.err")"
+        return 0
+    fi
     sample "$rep" "$mode" "$test" rx_mbps "$rx"
     sample "$rep" "$mode" "$test" tx_mbps "$(jq '.end.sum_sent.bits_per_second / 1e6' "$out")"
     case $test in
