@@ -23,8 +23,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print a new private key (base64 of 32 bytes) to stdout.
-    Keygen,
+    /// Print a new private key (base64 of 32 bytes) to stdout, or with
+    /// --out write it to a new file and print its public key.
+    Keygen {
+        /// Write the private key to this new file (mode 0600; an existing file
+        /// is never overwritten) and print the public key instead.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
     /// Read a private key on stdin and print its public key.
     Pubkey,
     /// Run a Direction Coordinator in the foreground (logs to stderr; RUST_LOG sets the level).
@@ -82,10 +88,16 @@ fn init_logging() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Keygen => {
+        Command::Keygen { out: None } => {
             println!("{}", PrivateKey::generate().to_base64());
         }
+        Command::Keygen { out: Some(path) } => {
+            let key = PrivateKey::generate();
+            ntmtun::keyfile::create(&path, &key)?;
+            println!("{}", key.public_key());
+        }
         Command::Pubkey => {
+            ntmtun::keyfile::refuse_world_readable_stdin()?;
             let mut text = String::new();
             std::io::stdin()
                 .take(4096)

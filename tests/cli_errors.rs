@@ -452,3 +452,84 @@ fn every_bad_input_names_the_key_the_value_and_a_fix() {
         failures.join("\n\n")
     );
 }
+
+/// `keygen --out PATH` (issue 5: key files 0600, never world-readable): the file is created
+/// owner-only whatever the umask, the public key goes to stdout, an existing file is never
+/// overwritten, and `pubkey` refuses a key file every user can read.
+#[test]
+fn keygen_out_creates_an_owner_only_file_and_never_overwrites() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("node.key");
+    let p = path.to_str().expect("utf-8 path");
+    // A permissive umask: the mode must come from the open itself.
+    let out = Command::new("sh")
+        .args(["-c", "umask 000; exec \"$0\" keygen --out \"$1\""])
+        .args([env!("CARGO_BIN_EXE_ntmtun"), p])
+        .output()
+        .expect("run ntmtun keygen --out");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        fs::metadata(&path).expect("key file").permissions().mode() & 0o777,
+        0o600
+    );
+    let text = fs::read_to_string(&path).expect("read key file");
+    let key = PrivateKey::from_base64(text.trim()).expect("the file holds a private key");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        key.public_key().to_string(),
+        "stdout should be the file's public key"
+    );
+
+    let again = ntmtun(&["keygen", "--out", p], "");
+    let failures: Vec<String> = [
+        check("keygen --out EXISTING", &again, &[p, "already exists"]),
+        check(
+            "keygen --out in a missing directory",
+            &ntmtun(&["keygen", "--out", &format!("{p}.d/x.key")], ""),
+            &[&format!("{p}.d/x.key")],
+        ),
+        check(
+            "keygen --out",
+            &ntmtun(&["keygen", "--out"], ""),
+            &["--out"],
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        text,
+        "an existing key file was overwritten"
+    );
+
+    // Without --out: a private key on stdout, as before.
+    let plain = ntmtun(&["keygen"], "");
+    assert!(plain.status.success());
+    PrivateKey::from_base64(String::from_utf8_lossy(&plain.stdout).trim())
+        .expect("keygen prints a private key");
+
+    // pubkey reads the file; made world-readable, it is refused with the fix.
+    let pubkey_of = |mode: u32| {
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        Command::new(env!("CARGO_BIN_EXE_ntmtun"))
+            .arg("pubkey")
+            .stdin(fs::File::open(&path).expect("open key file"))
+            .output()
+            .expect("run ntmtun pubkey")
+    };
+    let ok = pubkey_of(0o600);
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        key.public_key().to_string(),
+        "{ok:?}"
+    );
+    if let Some(f) = check(
+        "pubkey < world-readable key file",
+        &pubkey_of(0o644),
+        &[p, "readable by every user", "chmod 600"],
+    ) {
+        panic!("{f}");
+    }
+}

@@ -267,3 +267,179 @@ fn plain_hosts_behind_two_gateways_reach_each_other() {
         "0"
     );
 }
+
+/// The first sample of metric `name` (no labels) in a `/metrics` text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.split([' ', '{']).next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+/// Handshake initiations the two gateways received, less the rekeys they started: grows only
+/// when a tunnel is built afresh, not when a session is rekeyed on schedule.
+fn fresh_handshakes(lab: &Lab) -> f64 {
+    ["gwa", "gwb"]
+        .iter()
+        .map(|gw| {
+            let m = lab.metrics(gw);
+            metric(&m, "ntmtun_node_handshakes_received_total")
+                - metric(&m, "ntmtun_node_rekeys_total")
+        })
+        .sum()
+}
+
+/// `(transmitted, received)` from a finished ping's summary line.
+fn ping_counts(out: &str) -> (u32, u32) {
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary in:\n{out}"));
+    let num = |i: usize| -> u32 {
+        line.split(',')
+            .nth(i)
+            .and_then(|f| f.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable ping summary {line:?}"))
+    };
+    (num(0), num(1))
+}
+
+/// issue 6, part 6: `[[route_grants]]` reload on SIGHUP. gwa advertises REFUSED from the start;
+/// granting it in dc.toml and SIGHUPping the DC makes gwb route it (a host address in it on
+/// gwa's LAN becomes reachable from hostb), and taking the grant back removes the route again.
+/// The gateways' tunnel carries a continuous ping throughout and is not rebuilt.
+#[test]
+fn route_grants_reload_on_sighup_without_dropping_the_tunnel() {
+    let Some(lab) = Lab::up("gateways") else {
+        return;
+    };
+    // A second subnet on gwa's LAN, inside the prefix gwa advertises but nobody granted.
+    const REFUSED_GW: &str = "192.0.2.193/27";
+    const REFUSED_HOST: &str = "192.0.2.200";
+    lab.exec_ok("gwa", &["ip", "address", "add", REFUSED_GW, "dev", "eth1"]);
+    lab.exec_ok(
+        "hosta",
+        &[
+            "ip",
+            "address",
+            "add",
+            &format!("{REFUSED_HOST}/27"),
+            "dev",
+            "eth0",
+        ],
+    );
+    let gwa_vip = lab.virtual_ip("gwa").to_string();
+    // gwb hears the new route list at once; gwa learns its own grant or refusal at its next
+    // registration refresh (every 20 s).
+    let wait_routes = |want: Vec<(String, String)>, state: &str| {
+        let ok = wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
+            let a = lab.status_json("gwa");
+            (routes(&lab.status_json("gwb")) == want && a["advertised_routes"][1]["state"] == state)
+                .then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "gwb should route {want:?} and gwa see {REFUSED} {state}: gwa {} / gwb {}\n{}",
+            lab.status_json("gwa"),
+            lab.status_json("gwb"),
+            lab.logs_tail()
+        );
+    };
+    let only_lan = vec![(GWA_GRANTED.to_string(), gwa_vip.clone())];
+    let with_refused = vec![
+        (GWA_GRANTED.to_string(), gwa_vip.clone()),
+        (REFUSED.to_string(), gwa_vip.clone()),
+    ];
+    wait_routes(only_lan.clone(), "refused");
+    let reach_refused = || {
+        lab.exec_t("hostb", 10, &["ping", "-c", "1", "-W", "2", REFUSED_HOST])
+            .status
+            .success()
+    };
+    assert!(
+        !reach_refused(),
+        "{REFUSED_HOST} answered before its prefix was granted"
+    );
+
+    // The node-to-node tunnel, up and pinged without pause through both reloads.
+    lab.exec_ok(
+        "gwb",
+        &["ping", "-c", "3", "-i", "0.3", "-W", "3", &gwa_vip],
+    );
+    let before = fresh_handshakes(&lab);
+    let ping_out = lab.path("grants-ping.out");
+    let mut ping = lab.spawn(
+        "gwb",
+        &["ping", "-i", "0.2", "-c", "600", "-W", "1", &gwa_vip],
+        &ping_out,
+        &lab.path("grants-ping.err"),
+    );
+
+    // Grant REFUSED to gwa and SIGHUP the DC.
+    let dc_toml = lab.path("dc.toml");
+    let original = fs::read_to_string(&dc_toml).expect("read dc.toml");
+    let granted = original.replace(
+        &format!("prefixes = [\"{GWA_GRANTED}\"]"),
+        &format!("prefixes = [\"{GWA_GRANTED}\", \"{REFUSED}\"]"),
+    );
+    assert_ne!(granted, original, "dc.toml has no gwa grant to extend");
+    fs::write(&dc_toml, &granted).expect("write dc.toml");
+    lab.signal("dc", "HUP");
+    wait_routes(with_refused, "granted");
+    let on_tun = lab.exec_ok("gwb", &["ip", "-4", "route", "show", "dev", "ntm0"]);
+    assert!(on_tun.contains(REFUSED), "gwb's TUN routes: {on_tun}");
+    let reached = wait_for(Duration::from_secs(10), Duration::from_millis(500), || {
+        reach_refused().then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "hostb cannot reach {REFUSED_HOST} after the grant\n{}",
+        lab.logs_tail()
+    );
+
+    // Take the grant back: the route goes from gwb, the address is unreachable again.
+    fs::write(&dc_toml, &original).expect("write dc.toml");
+    lab.signal("dc", "HUP");
+    wait_routes(only_lan, "refused");
+    let on_tun = lab.exec_ok("gwb", &["ip", "-4", "route", "show", "dev", "ntm0"]);
+    assert!(
+        !on_tun.contains("192.0.2.192"),
+        "gwb's TUN routes: {on_tun}"
+    );
+    assert!(
+        !reach_refused(),
+        "{REFUSED_HOST} still answers after the grant was withdrawn"
+    );
+    let dc_log = fs::read_to_string(lab.path("dc.log")).unwrap_or_default();
+    assert_eq!(
+        dc_log.matches("route_grants reloaded").count(),
+        2,
+        "{}",
+        file_tail(&lab.path("dc.log"), 30)
+    );
+
+    // The tunnel stayed: at most one ping lost, and no handshake beyond scheduled rekeys.
+    ping.signal("INT");
+    assert!(
+        ping.wait_timeout(Duration::from_secs(10)).is_some(),
+        "ping did not stop on SIGINT"
+    );
+    let (sent, got) = ping_counts(&fs::read_to_string(&ping_out).unwrap_or_default());
+    assert!(
+        sent >= 10 && sent - got <= 1,
+        "gwb -> gwa lost {} of {sent} pings across the reloads\n{}",
+        sent - got,
+        lab.logs_tail()
+    );
+    assert_eq!(
+        fresh_handshakes(&lab),
+        before,
+        "a tunnel was rebuilt during the reloads\n{}",
+        lab.logs_tail()
+    );
+    eprintln!(
+        "route_grants reload: {REFUSED} granted then withdrawn by SIGHUP; gwb -> gwa ping \
+         {got}/{sent} answered throughout, no new handshake"
+    );
+}

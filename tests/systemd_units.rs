@@ -2,21 +2,25 @@
 //! layer says what it could not check, on the real stderr, so that nothing passes silently:
 //!
 //! 1. Always: the unit files themselves. They must run ntmtun in the foreground, restart on
-//!    failure and stop on SIGTERM. The ExecStart lines must name the installed binary, an
-//!    existing subcommand and the config from the credential directory. The DC and the relay
+//!    failure, reload on `systemctl reload` (SIGHUP) and stop on SIGTERM. The ExecStart lines
+//!    must name the installed binary, an existing subcommand and the config in /etc/ntmtun/,
+//!    read in place so that a reload sees edits; each unit runs as its own system user,
+//!    declared in packaging/sysusers.d/ntmtun.conf. The DC and the relay
 //!    must get no privilege at all, the node exactly CAP_NET_ADMIN, and every unit the
 //!    hardening baseline. These are cross-checked against the code and the docs: the default
 //!    ports, the control socket's default path, and the documented `state_dir`.
 //! 2. When `systemd-analyze` is installed: `systemd-analyze verify` and
-//!    `systemd-analyze security --offline` (with an upper bound on the exposure score).
+//!    `systemd-analyze security --offline` (with an upper bound on the exposure score); when
+//!    `systemd-sysusers` is, the users file is applied to an empty root.
 //! 3. The lab (root, network namespaces; `NTMTUN_SKIP_LAB=1` skips it): the DC, a relay and a
 //!    node run under the identity, capabilities and file-system view that their units give
 //!    them, in the `symmetric` topology, where traffic between the nodes has to go through the
 //!    relay. No systemd is needed for this. `setpriv` and a read-only mount namespace emulate
-//!    what the units ask for, read from the unit files: DynamicUser= (a non-root UID),
+//!    what the units ask for, read from the unit files: User= (a non-root UID),
 //!    CapabilityBoundingSet=, AmbientCapabilities=, NoNewPrivileges=, ProtectSystem=strict with
-//!    only StateDirectory=/RuntimeDirectory= writable, ProcSubset=pid, LoadCredential= (a 0400
-//!    copy of the config owned by that UID) and ExecStart=. The emulation does not cover
+//!    only StateDirectory=/RuntimeDirectory= writable, ProcSubset=pid, the config owned by
+//!    root with that UID's group and mode 0640, ExecStart= and ExecReload= (each role applies
+//!    an edited key live). The emulation does not cover
 //!    seccomp (SystemCallFilter=, RestrictAddressFamilies=), the device cgroup (DeviceAllow=),
 //!    PrivateDevices=, PrivateUsers= or the ProtectKernel*= options; the test prints that
 //!    list.
@@ -49,7 +53,7 @@ struct Role {
     unit: &'static str,
     /// The ntmtun subcommand.
     sub: &'static str,
-    /// The config file's name under /etc/ntmtun/ and in the credential directory.
+    /// The config file's name under /etc/ntmtun/.
     config: &'static str,
 }
 
@@ -69,6 +73,20 @@ const NODE: Role = Role {
     config: "node.toml",
 };
 const ROLES: [Role; 3] = [DC, RELAY, NODE];
+
+impl Role {
+    /// The system user the unit runs as (packaging/sysusers.d/ntmtun.conf).
+    fn user(&self) -> String {
+        format!("ntmtun-{}", self.sub)
+    }
+
+    /// Where the operator keeps the config, and where the unit reads (and re-reads) it.
+    fn etc_config(&self) -> String {
+        format!("/etc/ntmtun/{}", self.config)
+    }
+}
+
+const SYSUSERS: &str = "packaging/sysusers.d/ntmtun.conf";
 
 /// Written past the test harness's output capture, so that skips show in every run.
 fn notice(msg: &str) {
@@ -300,9 +318,6 @@ fn every_unit_parses_with_the_usual_sections() {
 
 #[test]
 fn units_run_ntmtun_in_the_foreground_and_restart_on_failure() {
-    let sighup_handled = fs::read_to_string(repo_root().join("src/shutdown.rs"))
-        .expect("read src/shutdown.rs")
-        .contains("SIGHUP");
     for role in ROLES {
         let u = Unit::load(role.unit);
         let ty = u.service("Type").unwrap_or("simple");
@@ -350,22 +365,31 @@ fn units_run_ntmtun_in_the_foreground_and_restart_on_failure() {
             u.file
         );
 
-        // ExecStart: the installed binary, the role's subcommand, the config from the
-        // credential directory, which LoadCredential= fills from /etc/ntmtun/.
-        let cred_config = format!("${{CREDENTIALS_DIRECTORY}}/{}", role.config);
+        // ExecStart: the installed binary, the role's subcommand and the config where the
+        // operator keeps it. Read in place, not through LoadCredential=, whose copy is made once
+        // at start: SIGHUP must re-read the file the operator edited.
         assert_eq!(
             u.exec_start(),
-            [INSTALLED_BIN, role.sub, "--config", cred_config.as_str()],
+            [
+                INSTALLED_BIN,
+                role.sub,
+                "--config",
+                role.etc_config().as_str()
+            ],
             "{}: unexpected ExecStart=",
             u.file
         );
-        let load = format!("{}:/etc/ntmtun/{}", role.config, role.config);
-        assert_eq!(
-            u.values("Service", "LoadCredential"),
-            [load.as_str()],
-            "{}: the config must come in through LoadCredential= (a dynamic user cannot read \
-             a root-owned 0600 file)",
-            u.file
+        assert!(
+            u.values("Service", "LoadCredential").is_empty(),
+            "{}: LoadCredential= copies the config once at start, so a reload would re-read a \
+             stale copy; read /etc/ntmtun/{} in place",
+            u.file,
+            role.config
+        );
+        u.expect(
+            "ExecReload",
+            "/bin/kill -HUP $MAINPID",
+            "ntmtun reloads on SIGHUP (src/reload.rs); `systemctl reload` must send it",
         );
         // The subcommand and its --config option exist in the binary under test.
         let out = Command::new(ntmtun_bin())
@@ -386,20 +410,6 @@ fn units_run_ntmtun_in_the_foreground_and_restart_on_failure() {
             "{}: set Environment=RUST_LOG=... so operators see where the log level is set",
             u.file
         );
-        if !sighup_handled {
-            assert!(
-                u.service("ExecReload").is_none(),
-                "{}: ExecReload= but ntmtun does not handle SIGHUP (src/shutdown.rs): its \
-                 default action would end the process",
-                u.file
-            );
-        }
-    }
-    if sighup_handled {
-        notice(
-            "NOTE: src/shutdown.rs mentions SIGHUP: if ntmtun reloads on it now, the units \
-             could get ExecReload=/bin/kill -HUP $MAINPID (not checked)",
-        );
     }
 }
 
@@ -408,9 +418,19 @@ fn units_share_the_hardening_baseline() {
     for role in ROLES {
         let u = Unit::load(role.unit);
         let f = &u.file;
-        u.expect_yes(
+        u.expect_not_yes(
             "DynamicUser",
-            "a transient user: no account to create, no file owned",
+            "a transient user cannot be given read access to the config, which SIGHUP re-reads",
+        );
+        u.expect(
+            "User",
+            &role.user(),
+            "each role its own system user (packaging/sysusers.d/ntmtun.conf)",
+        );
+        u.expect(
+            "Group",
+            &role.user(),
+            "the config is root:ntmtun-<role> 0640: the group reads it",
         );
         u.expect_yes("NoNewPrivileges", "no setuid escalation, also for `ip`");
         u.expect(
@@ -466,12 +486,6 @@ fn units_share_the_hardening_baseline() {
             assert!(
                 u.service(key).is_none(),
                 "{f}: {key}= would cut ntmtun off from the network it serves"
-            );
-        }
-        for key in ["User", "Group"] {
-            assert!(
-                u.service(key).is_none(),
-                "{f}: {key}= is set, but DynamicUser= is the design (see the unit's comments)"
             );
         }
     }
@@ -669,6 +683,65 @@ fn node_gets_exactly_cap_net_admin_and_what_ip_needs() {
     }
 }
 
+#[test]
+fn sysusers_declares_each_units_user() {
+    let text = fs::read_to_string(repo_root().join(SYSUSERS))
+        .unwrap_or_else(|e| panic!("read {SYSUSERS}: {e}"));
+    // `u NAME ID "GECOS" HOME`: a system user and its same-named group.
+    let users: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.first(), Some(&"u"), "{SYSUSERS}: not a `u` line: {l:?}");
+            f[1]
+        })
+        .collect();
+    for role in ROLES {
+        let u = Unit::load(role.unit);
+        let user = u.service("User").unwrap_or_default();
+        assert!(
+            users.contains(&user),
+            "{}: User={user} is not declared in {SYSUSERS} ({users:?})",
+            u.file
+        );
+    }
+    let Some(sysusers) = find_in_path("systemd-sysusers") else {
+        notice(&format!(
+            "SKIPPED: systemd-sysusers is not installed; {SYSUSERS} was checked by this test's \
+             reader only"
+        ));
+        return;
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    fs::create_dir(root.path().join("etc")).unwrap();
+    let out = Command::new(sysusers)
+        .arg(format!("--root={}", root.path().display()))
+        .arg("-")
+        .stdin(fs::File::open(repo_root().join(SYSUSERS)).unwrap())
+        .output()
+        .expect("run systemd-sysusers");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let passwd = fs::read_to_string(root.path().join("etc/passwd")).unwrap_or_default();
+    let group = fs::read_to_string(root.path().join("etc/group")).unwrap_or_default();
+    for role in ROLES {
+        let user = role.user();
+        let entry = passwd
+            .lines()
+            .find(|l| l.starts_with(&format!("{user}:")))
+            .unwrap_or_else(|| panic!("systemd-sysusers created no {user}:\n{passwd}"));
+        assert!(
+            entry.ends_with("nologin"),
+            "{user} should get no shell: {entry}"
+        );
+        assert!(
+            group.lines().any(|l| l.starts_with(&format!("{user}:"))),
+            "no group {user}:\n{group}"
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Layer 2: systemd-analyze, when installed.
 
@@ -821,6 +894,8 @@ struct Sandboxed {
     uid: u32,
     bg: Bg,
     log: PathBuf,
+    /// The stand-in for /etc/ntmtun/<role>.toml: edit it, then `reload_as_systemd_would`.
+    config: PathBuf,
 }
 
 impl Sandboxed {
@@ -856,7 +931,7 @@ impl Sandboxed {
             .collect();
         assert!(
             uids.iter().all(|&u| u == self.uid),
-            "{}: runs with UIDs {uids:?}, expected the dynamic user {} everywhere",
+            "{}: runs with UIDs {uids:?}, expected the unit's user (uid {}) everywhere",
             self.role.unit,
             self.uid
         );
@@ -889,6 +964,21 @@ impl Sandboxed {
                 self.role.unit
             );
         }
+    }
+
+    /// `systemctl reload`: runs the unit's ExecReload= with $MAINPID set, as root.
+    fn reload_as_systemd_would(&self) {
+        let cmd = self
+            .unit
+            .service("ExecReload")
+            .unwrap_or_else(|| panic!("{}: no ExecReload=", self.role.unit))
+            .replace("$MAINPID", &self.bg.pid().to_string());
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let st = Command::new(words[0])
+            .args(&words[1..])
+            .status()
+            .unwrap_or_else(|e| panic!("{}: ExecReload={cmd}: {e}", self.role.unit));
+        assert!(st.success(), "{}: ExecReload={cmd}: {st}", self.role.unit);
     }
 
     /// SIGTERM (the unit's KillSignal=), and a clean exit within TimeoutStopSec=.
@@ -931,14 +1021,28 @@ fn chown_r(path: &Path, uid: u32) {
     );
 }
 
+fn chown(path: &Path, owner: &str) {
+    let out = Command::new("chown")
+        .arg(owner)
+        .arg(path)
+        .output()
+        .expect("run chown");
+    assert!(
+        out.status.success(),
+        "chown {owner} {}: {}",
+        path.display(),
+        describe_output(&out)
+    );
+}
+
 fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
 }
 
-/// Prepares the credential directory (the config, 0400, owned by the service's user, in a 0500
-/// directory: what LoadCredential= gives) and the writable directory, then starts the role in
-/// `host` the way its unit would.
+/// Writes the config as the operator installs it (owned by root, group = the service's user,
+/// mode 0640, in a 0755 directory: the stand-in for /etc/ntmtun/) and prepares the writable
+/// directory, then starts the role in `host` the way its unit would.
 fn start_sandboxed(
     lab: &Lab,
     host: &str,
@@ -949,17 +1053,19 @@ fn start_sandboxed(
     rw: Option<&Path>,
 ) -> Sandboxed {
     let unit = Unit::load(role.unit);
-    assert!(
-        unit.is_yes("DynamicUser"),
-        "{}: the emulation assumes DynamicUser=yes",
+    assert_eq!(
+        unit.service("User"),
+        Some(role.user().as_str()),
+        "{}: the emulation runs the unit's User= as uid {uid}",
         role.unit
     );
-    let cred = base.join(format!("{}-credentials", role.sub));
-    fs::create_dir_all(&cred).unwrap();
-    fs::write(cred.join(role.config), config).unwrap();
-    chown_r(&cred, uid);
-    set_mode(&cred.join(role.config), 0o400);
-    set_mode(&cred, 0o500);
+    let etc = base.join(format!("{}-etc", role.sub));
+    fs::create_dir_all(&etc).unwrap();
+    set_mode(&etc, 0o755);
+    let config_path = etc.join(role.config);
+    fs::write(&config_path, config).unwrap();
+    chown(&config_path, &format!("0:{uid}"));
+    set_mode(&config_path, 0o640);
     if let Some(rw) = rw {
         chown_r(rw, uid);
         set_mode(rw, 0o700);
@@ -1005,20 +1111,20 @@ fn start_sandboxed(
     if unit.is_yes("NoNewPrivileges") {
         args.push("--no-new-privs".into());
     }
-    // A clean environment, as systemd gives: its PATH, the unit's Environment=, and the
-    // credential directory.
+    // A clean environment, as systemd gives: its PATH and the unit's Environment=.
     args.extend(["env".into(), "-i".into(), format!("PATH={SYSTEMD_PATH}")]);
     args.extend(
         unit.values("Service", "Environment")
             .iter()
             .map(|e| e.to_string()),
     );
-    args.push(format!("CREDENTIALS_DIRECTORY={}", cred.display()));
     for word in unit.exec_start() {
         args.push(if word == INSTALLED_BIN {
             ntmtun_bin().to_string()
+        } else if word == role.etc_config() {
+            config_path.display().to_string()
         } else {
-            word.replace("${CREDENTIALS_DIRECTORY}", &cred.display().to_string())
+            word
         });
     }
     let out = lab.path(&format!("unit-{}.out", role.sub));
@@ -1031,6 +1137,7 @@ fn start_sandboxed(
         uid,
         bg,
         log,
+        config: config_path,
     }
 }
 
@@ -1135,7 +1242,8 @@ fn lab_dc_relay_and_node_run_under_their_units_restrictions() {
         .tempdir()
         .expect("tempdir");
     set_mode(base.path(), 0o755);
-    // UIDs from systemd's DynamicUser= range (61184-65519), with no account behind them.
+    // UIDs with no account behind them (from systemd's DynamicUser= range, 61184-65519), standing
+    // in for the system users ntmtun-dc, ntmtun-relay and ntmtun-node.
     let uid0 = 61184 + (std::process::id() % 1400) * 3;
 
     // The DC: its database moves to the stand-in for StateDirectory= (/var/lib/ntmtun), at the
@@ -1268,6 +1376,48 @@ fn lab_dc_relay_and_node_run_under_their_units_restrictions() {
         tails(&lab, &[&dc, &relay, &node], "")
     );
 
+    // `systemctl reload`: each role re-reads the file in place (not a copy made at start) and
+    // applies a key it can change live, while still running as its unit's user.
+    let prepend = |s: &Sandboxed, line: &str| {
+        let text = fs::read_to_string(&s.config).unwrap();
+        fs::write(&s.config, format!("{line}\n{text}")).unwrap();
+    };
+    let dc_text = fs::read_to_string(&dc.config).unwrap();
+    let rotated = dc_text.replace("auth_keys = [", "auth_keys = [\"unit-reload-token\", ");
+    assert_ne!(rotated, dc_text, "the lab's dc.toml has no auth_keys line");
+    fs::write(&dc.config, rotated).unwrap();
+    prepend(&relay, "session_rate_mbps = 500");
+    prepend(&node, "keepalive_secs = 20");
+    for (s, applied) in [
+        (&dc, "auth_keys reloaded"),
+        (&relay, "session_rate_mbps reloaded"),
+        (&node, "reload: applying"),
+    ] {
+        s.reload_as_systemd_would();
+        let ok = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+            fs::read_to_string(&s.log)
+                .is_ok_and(|t| t.contains(applied))
+                .then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "{}: `systemctl reload` (ExecReload=) did not apply the edited {} (no {applied:?} \
+             in its log){}",
+            s.role.unit,
+            s.config.display(),
+            tails(&lab, &[&dc, &relay, &node], "")
+        );
+    }
+    assert!(
+        ping_ok(&lab, "alice", "bob"),
+        "{}",
+        tails(
+            &lab,
+            &[&dc, &relay, &node],
+            "no ping alice -> bob after the reloads"
+        )
+    );
+
     // Stopping as systemd does: SIGTERM, a clean exit within TimeoutStopSec, nothing left.
     let node_took = node.stop_as_systemd_would();
     let rules = lab.exec_ok("alice", &["ip", "rule", "show"]);
@@ -1290,7 +1440,7 @@ fn lab_dc_relay_and_node_run_under_their_units_restrictions() {
     notice(&format!(
         "lab: DC (uid {}, no capabilities), relay (uid {}, no capabilities) and node (uid {}, \
          CAP_NET_ADMIN only) ran under their units' identity, capabilities, no_new_privs, \
-         read-only file system and credentials; alice kept {alice_vip}; alice<->bob relayed; \
+         read-only file system and config (root:user 0640, re-read by ExecReload=); alice kept {alice_vip}; alice<->bob relayed; \
          SIGTERM stopped them in {node_took:?} (node, rules removed), {relay_took:?} (relay), \
          {dc_took:?} (DC).\nNOT EMULATED (systemd-analyze checks the syntax only): \
          {NOT_EMULATED}. /dev/net/tun was given mode 0666 as systemd's udev rules do.",
