@@ -243,6 +243,17 @@ fn stub_mode_with_a_real_systemd_resolved() {
         r.logs()
     );
     assert_eq!(r.dig("www.example.test"), "198.51.100.80");
+    // A query of a routed zone the stub cannot answer itself is not forwarded back to
+    // resolved (alice's resolvers default to 127.0.0.53 here): SERVFAIL, not a timeout.
+    let soa = r.stdout(&[
+        "dig",
+        "+time=5",
+        "+tries=1",
+        "@127.0.0.53",
+        "SOA",
+        "18.198.in-addr.arpa",
+    ]);
+    assert!(soa.contains("status: SERVFAIL"), "{soa}\n{}", r.logs());
     // An unmodified app (glibc through /etc/resolv.conf -> 127.0.0.53) reaches bob by name.
     let ping = r.exec(&["ping", "-c", "1", "-W", "2", "bob.ntm.internal"]);
     assert!(
