@@ -47,6 +47,11 @@ usage() {
 
 libdir() { echo "$1/root/usr/lib/x86_64-linux-gnu/systemd"; }
 
+download() { # DIR
+    (cd "$1" && rm -f ./*.deb &&
+        timeout -k 5 120 apt-get -q -o APT::Sandbox::User=root download "${PKGS[@]}" >&2)
+}
+
 cmd_fetch() {
     [[ $# -eq 1 ]] || usage
     mkdir -p "$1"
@@ -61,11 +66,14 @@ cmd_fetch() {
     fi
     mkdir -p "$cache/debs"
     rm -rf "${cache:?}/root" "${cache:?}/bin"
-    # both packages at the candidate version, so resolved and its library match; the cache is
-    # root's, so apt's sandbox user could not write there
-    (cd "$cache/debs" && rm -f ./*.deb &&
-        timeout -k 5 120 apt-get -q -o APT::Sandbox::User=root download "${PKGS[@]}" >&2) ||
-        { echo "$ME: apt-get download ${PKGS[*]} failed (no package mirror?)" >&2; exit 3; }
+    # both packages at the candidate version, so resolved and its library match (the cache is
+    # root's, so apt's sandbox user could not write there); a fresh machine's empty package
+    # lists are updated once
+    if ! download "$cache/debs"; then
+        timeout -k 5 300 apt-get -q -o DPkg::Lock::Timeout=120 update >&2 || true
+        download "$cache/debs" ||
+            { echo "$ME: apt-get download ${PKGS[*]} failed (no package mirror?)" >&2; exit 3; }
+    fi
     local deb
     for deb in "$cache"/debs/*.deb; do
         dpkg -x "$deb" "$cache/root"

@@ -45,10 +45,14 @@ fn resolvectl(args: &[String]) -> Result<()> {
         "cannot run `resolvectl` (install systemd-resolved, or use [dns] mode = \"capture\")",
     )?;
     if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
         bail!(
-            "`resolvectl {}` failed: {}",
+            "`resolvectl {}` failed: {}{}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
+            stderr.trim(),
+            split_dns::refusal_hint(&stderr)
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
         );
     }
     Ok(())

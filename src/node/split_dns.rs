@@ -94,6 +94,18 @@ pub fn register_commands(tun: &str, stub: Ipv4Addr, domains: &[String]) -> Vec<V
     ]
 }
 
+/// The fix to name when resolvectl's error (`stderr`) is a refusal:
+/// systemd-resolved lets root change link settings, and other users only
+/// through polkit, which refuses a service that has no session. A capability
+/// such as CAP_NET_ADMIN does not count: over dbus-daemon resolved cannot
+/// see it.
+pub fn refusal_hint(stderr: &str) -> Option<&'static str> {
+    stderr.contains("Access denied").then_some(
+        "systemd-resolved lets only root change link settings: run the node as root (with the \
+         packaged unit: a drop-in with `DynamicUser=no`), or use [dns] mode = \"capture\"",
+    )
+}
+
 /// `resolvectl revert TUN`: drops every setting we made on the link.
 pub fn revert_command(tun: &str) -> Vec<String> {
     vec!["revert".into(), tun.into()]
@@ -222,6 +234,16 @@ mod tests {
             ]
         );
         assert_eq!(revert_command("ntm0").join(" "), "revert ntm0");
+    }
+
+    #[test]
+    fn an_access_denied_names_the_fix() {
+        let hint = refusal_hint("Failed to set DNS configuration: Access denied");
+        assert!(hint.is_some_and(|h| h.contains("DynamicUser=no")));
+        assert_eq!(
+            refusal_hint("Failed to resolve interface \"ntm0\": No such device"),
+            None
+        );
     }
 
     #[test]
