@@ -6,7 +6,9 @@ set -euo pipefail
 ME=${0##*/}
 export PATH="$PATH:/usr/sbin:/sbin"
 APT_PACKAGES=(iproute2 nftables iperf3 iputils-ping dnsutils netcat-openbsd tcpdump dnsmasq-base
-    ethtool curl procps)
+    ethtool curl procps
+    # tests/lab_resolved.rs: the private system bus of the lab's systemd-resolved
+    dbus-daemon util-linux)
 
 die() {
     echo "$ME: error: $*" >&2

@@ -1015,6 +1015,31 @@ fn a_narrow_path_from_the_start_is_found_within_seconds() {
 }
 
 #[test]
+fn stub_mode_never_forwards_to_a_loopback_resolver() {
+    let mut net = registered_pair();
+    net.nodes[1].core.set_dns_stub(true);
+    let stub = Ipv4Addr::new(198, 18, 0, 0);
+    let resolved = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53));
+    // systemd-resolved's own address first: skipped for the real one.
+    net.nodes[1]
+        .core
+        .apply(crate::reload::NodeChange::Resolvers(vec![
+            resolved,
+            IpAddr::V4(RESOLVER),
+        ]));
+    let (_, up) = net.forward_other_name(1, stub, 0x4444);
+    assert_eq!(up.map(|u| u.0), Some(SocketAddr::from((RESOLVER, 53))));
+    // Only resolved's address: SERVFAIL at once, nothing sent back to it.
+    net.nodes[1]
+        .core
+        .apply(crate::reload::NodeChange::Resolvers(vec![resolved]));
+    let (_, up) = net.forward_other_name(1, stub, 0x4545);
+    assert!(up.is_none(), "forwarded to {up:?}");
+    let c = net.nodes[1].core.counters();
+    assert_eq!(c.dns_failed.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
 fn stub_mode_answers_on_the_prefix_network_and_forwards_the_rest() {
     let mut net = registered_pair();
     net.nodes[1].core.set_dns_stub(true);

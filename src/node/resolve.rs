@@ -306,9 +306,17 @@ impl NodeCore {
         }
         let id = u16::from_be_bytes([query[0], query[1]]);
         // A captured query goes where it was headed; the stub forwards to
-        // the first configured resolver.
+        // the first configured resolver not on loopback. On a host with
+        // systemd-resolved the default (from resolv.conf) is its 127.0.0.53,
+        // which sent the query (only names of the zones routed to the stub
+        // reach it) and drops it when it comes back: the client would wait
+        // out its timeout.
         let to = if self.dns_stub {
-            self.s.resolvers.first().map(|&ip| SocketAddr::new(ip, 53))
+            self.s
+                .resolvers
+                .iter()
+                .find(|ip| !ip.is_loopback())
+                .map(|&ip| SocketAddr::new(ip, 53))
         } else {
             Some(resolver)
         };
@@ -323,7 +331,11 @@ impl NodeCore {
                     debug!("too many DNS queries in flight; answering SERVFAIL");
                     bump(&self.counters.dns_forward_full);
                 } else {
-                    warn!("stub mode has no resolver to forward to; answering SERVFAIL");
+                    warn!(
+                        "stub mode has no resolver to forward to (loopback ones send the query \
+                         back to the stub): set [dns] resolvers to the upstream servers; \
+                         answering SERVFAIL"
+                    );
                 }
                 self.counters.dns_failed.fetch_add(1, Ordering::Relaxed);
                 if let Some(bytes) = super::dns::servfail_for(query) {

@@ -45,10 +45,14 @@ fn resolvectl(args: &[String]) -> Result<()> {
         "cannot run `resolvectl` (install systemd-resolved, or use [dns] mode = \"capture\")",
     )?;
     if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
         bail!(
-            "`resolvectl {}` failed: {}",
+            "`resolvectl {}` failed: {}{}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
+            stderr.trim(),
+            split_dns::refusal_hint(&stderr)
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
         );
     }
     Ok(())
@@ -73,8 +77,9 @@ pub fn record(path: &Path, state: &State) -> Result<()> {
 }
 
 /// Undoes what the state file at `path` records, then removes it. Used at
-/// shutdown and, for a predecessor that crashed, at start. The capture
-/// rules are removed by `system::teardown` in any case.
+/// shutdown (with the TUN still open: resolvectl names the link) and, for a
+/// predecessor that crashed, at start. The capture rules are removed by
+/// `system::teardown` in any case.
 pub fn undo(path: &Path) {
     let Ok(text) = std::fs::read_to_string(path) else {
         return;
@@ -83,15 +88,24 @@ pub fn undo(path: &Path) {
         Some(State {
             tun,
             mode: DnsMode::Stub,
-        }) => {
-            // A crashed run's TUN is gone and resolved forgot the link with
-            // it; revert is for the link that still exists.
-            if let Err(e) = resolvectl(&split_dns::revert_command(&tun)) {
-                debug!(error = format!("{e:#}"), "resolvectl revert");
-            } else {
-                info!(tun, "systemd-resolved settings of the TUN reverted");
-            }
+        }) if !super::tun::exists(&tun) => {
+            // resolved dropped the link's settings with the link.
+            debug!(
+                tun,
+                "the TUN is gone, and its systemd-resolved settings with it"
+            );
         }
+        Some(State {
+            tun,
+            mode: DnsMode::Stub,
+        }) => match resolvectl(&split_dns::revert_command(&tun)) {
+            Ok(()) => info!(tun, "systemd-resolved settings of the TUN reverted"),
+            Err(e) => warn!(
+                tun,
+                error = format!("{e:#}"),
+                "cannot revert the systemd-resolved settings of the TUN; they go when the TUN does"
+            ),
+        },
         Some(_) => system::teardown(),
         None => warn!(path = %path.display(), "not an ntmtun DNS state file; removing it"),
     }

@@ -166,6 +166,9 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     // and one nobody reads would swallow them.
     let queues: Vec<Arc<_>> = queues.into_iter().map(Arc::new).collect();
     let control_tun = queues[0].clone();
+    // Keeps the TUN until its systemd-resolved settings are reverted at
+    // shutdown: resolvectl names the link, and a closed TUN is gone.
+    let tun_until_dns_undone = queues[0].clone();
     // Dual-stack where the host has IPv6, so IPv6 resolvers work too.
     let (upstream, upstream_v6) = match udp::bind(
         SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
@@ -313,6 +316,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
         let _ = h.join();
     }
     resolved::undo(&dns_state);
+    drop(tun_until_dns_undone);
     system::teardown();
     drop(gateway); // removes its nftables table, restores ip_forward
     info!(

@@ -69,17 +69,41 @@ pub fn routing_domains(domain: &str, prefix: Ipv4Net) -> Vec<String> {
     out
 }
 
-/// The `resolvectl` invocations that register the stub on `tun`: its DNS
-/// server, its routing domains, and no default route (other names keep
-/// going to the host's other links).
+/// The `resolvectl` invocations that register the stub on `tun`.
+///
+/// First the link's own protocol settings, so that nothing the host set
+/// globally reaches the stub: no LLMNR or mDNS (resolved would otherwise
+/// announce the host name and send single-label queries into the tunnel),
+/// no DNSSEC (the synthetic zone is unsigned: a host with `DNSSEC=yes`
+/// rejects every answer) and no DNS-over-TLS (the stub speaks plain DNS on
+/// port 53: a host with `DNSOverTLS=yes` never reaches it). Then no default
+/// route and the routing domains, so that only those names go to the link;
+/// the server last, so no query can reach it before the domains are set.
 pub fn register_commands(tun: &str, stub: Ipv4Addr, domains: &[String]) -> Vec<Vec<String>> {
+    let link = |verb: &str, value: &str| vec![verb.to_string(), tun.to_string(), value.to_string()];
     let mut domain = vec!["domain".to_string(), tun.to_string()];
     domain.extend(domains.iter().cloned());
     vec![
-        vec!["dns".into(), tun.into(), stub.to_string()],
+        link("llmnr", "no"),
+        link("mdns", "no"),
+        link("dnssec", "no"),
+        link("dnsovertls", "no"),
+        link("default-route", "false"),
         domain,
-        vec!["default-route".into(), tun.into(), "false".into()],
+        link("dns", &stub.to_string()),
     ]
+}
+
+/// The fix to name when resolvectl's error (`stderr`) is a refusal:
+/// systemd-resolved lets root change link settings, and other users only
+/// through polkit, which refuses a service that has no session. A capability
+/// such as CAP_NET_ADMIN does not count: over dbus-daemon resolved cannot
+/// see it.
+pub fn refusal_hint(stderr: &str) -> Option<&'static str> {
+    stderr.contains("Access denied").then_some(
+        "systemd-resolved lets only root change link settings: run the node as root (with the \
+         packaged unit: a drop-in with `DynamicUser=no`), or use [dns] mode = \"capture\"",
+    )
 }
 
 /// `resolvectl revert TUN`: drops every setting we made on the link.
@@ -190,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn register_sets_server_routing_domains_and_no_default_route() {
+    fn register_turns_off_host_protocols_then_routes_domains_then_sets_the_server() {
         let cmds = register_commands(
             "ntm0",
             Ipv4Addr::new(198, 18, 0, 0),
@@ -200,12 +224,26 @@ mod tests {
         assert_eq!(
             text,
             vec![
-                "dns ntm0 198.18.0.0",
+                "llmnr ntm0 no",
+                "mdns ntm0 no",
+                "dnssec ntm0 no",
+                "dnsovertls ntm0 no",
+                "default-route ntm0 false",
                 "domain ntm0 ~ntm.internal ~18.198.in-addr.arpa",
-                "default-route ntm0 false"
+                "dns ntm0 198.18.0.0",
             ]
         );
         assert_eq!(revert_command("ntm0").join(" "), "revert ntm0");
+    }
+
+    #[test]
+    fn an_access_denied_names_the_fix() {
+        let hint = refusal_hint("Failed to set DNS configuration: Access denied");
+        assert!(hint.is_some_and(|h| h.contains("DynamicUser=no")));
+        assert_eq!(
+            refusal_hint("Failed to resolve interface \"ntm0\": No such device"),
+            None
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn build(name: &str, offload: bool) -> std::io::Result<SyncDevice> {
 }
 
 /// Does a network interface called `name` exist in our network namespace?
-fn exists(name: &str) -> bool {
+pub(super) fn exists(name: &str) -> bool {
     std::ffi::CString::new(name)
         // SAFETY: a valid NUL-terminated string; the call only reads it.
         .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
