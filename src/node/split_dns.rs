@@ -102,7 +102,7 @@ pub fn register_commands(tun: &str, stub: Ipv4Addr, domains: &[String]) -> Vec<V
 pub fn refusal_hint(stderr: &str) -> Option<&'static str> {
     stderr.contains("Access denied").then_some(
         "systemd-resolved lets only root change link settings: run the node as root (with the \
-         packaged unit: a drop-in with `DynamicUser=no`), or use [dns] mode = \"capture\"",
+         packaged unit: a drop-in with `User=root` and `Group=root`), or use [dns] mode = \"capture\"",
     )
 }
 
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn an_access_denied_names_the_fix() {
         let hint = refusal_hint("Failed to set DNS configuration: Access denied");
-        assert!(hint.is_some_and(|h| h.contains("DynamicUser=no")));
+        assert!(hint.is_some_and(|h| h.contains("User=root")));
         assert_eq!(
             refusal_hint("Failed to resolve interface \"ntm0\": No such device"),
             None
