@@ -20,8 +20,8 @@
 #       the end they get SIGKILL, so heaptrack lists everything they held then as "leaked"
 #
 # bob runs `iperf3 -c alice.ntm.internal -t 20` back to back for the duration (by name, through
-# the tunnel). Exit status: 0 when no daemon's heap grew beyond -g and traffic never stopped (never two
-# iperf3 runs in a row that moved nothing), 1 otherwise, 2 for bad usage.
+# the tunnel). Exit status: 0 when no daemon's heap grew beyond -g and traffic never stopped
+# (never two iperf3 runs in a row that moved nothing), 1 otherwise, 2 for bad usage.
 #
 # Needs root; builds nothing: NTMTUN_BIN or target/release/ntmtun. The lab (prefix sk*) is torn
 # down on exit, also on failure and Ctrl-C. Logs stay in /tmp/ntmtun-soak-PREFIX/ after the run.
@@ -49,7 +49,7 @@ while getopts "d:c:g:H:h" opt; do
     c) CHURN=$OPTARG ;;
     g) GROWTH_KIB=$OPTARG ;;
     H) HEAP_DAEMON=$OPTARG ;;
-    *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 done
 [[ $DURATION =~ ^[0-9]{1,6}$ && $DURATION -ge 30 ]] || die "-d SECONDS must be a number >= 30, not '$DURATION'"
@@ -84,8 +84,9 @@ cleanup() {
         sleep 1
     done
     for p in "$OUT"/heaptrack.*.pipe; do # a pipe never opened: give its reader an end of file
-        [[ -p $p ]] && { timeout 2 dd of="$p" </dev/null 2>/dev/null || true; }
+        if [[ -p $p ]]; then timeout 2 dd of="$p" </dev/null 2>/dev/null || true; fi
     done
+    return 0 # under set -e a failing last command here would become the exit status
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
