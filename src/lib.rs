@@ -8,6 +8,7 @@
 pub mod config;
 pub mod dataplane;
 pub mod dc;
+pub mod heap;
 pub mod keyfile;
 pub mod keys;
 pub mod metrics;

@@ -126,6 +126,12 @@ pub fn serve(
         )
     })?;
     info!(%listen, "metrics at http://{listen}/metrics");
+    // Every role also publishes what its allocator holds (crate::heap).
+    let source: Source = Arc::new(move || {
+        let mut samples = source();
+        samples.extend(crate::heap::samples());
+        samples
+    });
     let handle = std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -233,6 +239,8 @@ mod tests {
             body.contains("200") && body.contains("ntmtun_test 7"),
             "{body}"
         );
+        #[cfg(target_env = "gnu")]
+        assert!(body.contains("ntmtun_heap_allocated_bytes "), "{body}");
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
     }

@@ -1,8 +1,10 @@
-//! A short soak (issue "Hostile networks and faults", part 7): `scripts/soak.sh -d 60` with the
-//! binary under test: the roam lab under iperf3 traffic while alice restarts, bob roams and both
-//! rekey every 10 s. The script judges (memory growth of the daemons that ran throughout, traffic
-//! that stopped); this test asserts its verdict and that its report is complete. The long run
-//! (`scripts/soak.sh`, 10 minutes) is recorded in docs/security.md. Needs root.
+//! A short soak (issue "Hostile networks and faults", part 7): `scripts/soak.sh -d 60 -g 512`
+//! with the binary under test: the roam lab under iperf3 traffic while alice restarts, bob roams
+//! and both rekey every 10 s. The script judges (heap growth of the daemons that ran throughout,
+//! traffic that stopped); this test asserts its verdict and that its report is complete. -g 512:
+//! over the ~40 s judged here, a leak at the rate the first 10-minute soaks showed in bob's VmRSS
+//! (about 16 KiB/s) would exceed it; docs/security.md (Soak) has the noise it must stay above and
+//! the long run (`scripts/soak.sh`, 10 minutes). Needs root.
 
 mod common;
 
@@ -17,7 +19,7 @@ fn one_minute_soak_keeps_traffic_and_memory_flat() {
     let out = Command::new("timeout")
         .args(["-k", "10", "300"])
         .arg(repo_root().join("scripts").join("soak.sh"))
-        .args(["-d", "60", "-c", "15"])
+        .args(["-d", "60", "-c", "15", "-g", "512"])
         .env("NTMTUN_BIN", ntmtun_bin())
         .stdin(Stdio::null())
         .output()
