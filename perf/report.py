@@ -258,7 +258,8 @@ def markdown(env, modes, samples, failures, med, ratios, targets, peers, ntm, ba
     udp_max = ""
     if ul:
         udp_max = ("## Loss-bounded UDP search\n\n"
-                   f"`iperf3 -u -b RATE -t {e.get('udp_max_seconds', 3)}`, at most "
+                   f"`iperf3 -u -b RATE -w {e.get('udp_max_window', '4M')} "
+                   f"-t {e.get('udp_max_seconds', 3)}` (-w: socket buffers of both iperf3 ends), at most "
                    f"{e.get('udp_max_steps', 6)} runs per search: from the flood's receiver rate "
                    "down by 0.7 until the loss is under "
                    f"{e.get('udp_max_loss_percent', 1)}%, then halving the gap to the lowest "
