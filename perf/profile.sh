@@ -2,7 +2,7 @@
 # Where ntmtun's cycles go: flame graphs of both nodes under load, the paper's per-packet time
 # split for a small packet, and callgrind instruction counts of the seal/open path.
 #
-#   flame      the `lan` lab, iperf3 TCP (1 stream; --flame-load udp: 1404-byte UDP datagrams at
+#   flame      the `lan` lab, iperf3 TCP (1 stream; --flame-load udp: 1400-byte UDP datagrams at
 #              --flame-rate) bob -> alice through the tunnel; `perf record
 #              -e cpu-clock --call-graph dwarf` of bob's node (sender) and alice's node
 #              (receiver), separately (this guest has no hardware PMU: cpu-clock sampling);
@@ -166,8 +166,8 @@ record_under_load() { # NAME PERF_ARGS... -- IPERF_ARGS...
 # ---------------------------------------------------------------------------------------------
 if has_part flame; then
     if [[ $FLAME_LOAD == udp ]]; then
-        load_args=(-u -l 1404 -b "${FLAME_RATE}M")
-        load_what="iperf3 UDP, 1404-byte datagrams at -b ${FLAME_RATE}M (0: a flood)"
+        load_args=(-u -l 1400 -b "${FLAME_RATE}M")
+        load_what="iperf3 UDP, 1400-byte datagrams at -b ${FLAME_RATE}M (0: a flood)"
         load_name="UDP"
     else
         load_args=(-P 1)
