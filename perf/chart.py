@@ -10,8 +10,9 @@ from xml.sax.saxutils import escape
 SERIES = [  # (label, key in medians, colour)
     ("TCP x1", "tcp.rx_mbps", "#1f77b4"),
     ("TCP x4", "tcp4.rx_mbps", "#aec7e8"),
-    ("UDP 1392 B", "udp.rx_mbps", "#ff7f0e"),
+    ("UDP 1404 B", "udp.rx_mbps", "#ff7f0e"),
     ("UDP 1400 B", "udp1400.rx_mbps", "#ffbb78"),
+    ("UDP <1% loss", "udpmax.rx_mbps", "#d62728"),
 ]
 LABEL_W, BAR_H, GAP, PANEL_W = 120, 7, 10, 330
 

@@ -2,7 +2,8 @@
 # Where ntmtun's cycles go: flame graphs of both nodes under load, the paper's per-packet time
 # split for a small packet, and callgrind instruction counts of the seal/open path.
 #
-#   flame      the `lan` lab, iperf3 TCP (1 stream) bob -> alice through the tunnel; `perf record
+#   flame      the `lan` lab, iperf3 TCP (1 stream; --flame-load udp: 1400-byte UDP datagrams at
+#              --flame-rate) bob -> alice through the tunnel; `perf record
 #              -e cpu-clock --call-graph dwarf` of bob's node (sender) and alice's node
 #              (receiver), separately (this guest has no hardware PMU: cpu-clock sampling);
 #              flame graphs (inferno) and the top symbols
@@ -22,6 +23,8 @@
 #   -t SECONDS     recording time per run (default 5)
 #   --rate PPS     packet rate of the paper run (default 10000)
 #   --len BYTES    UDP payload of the paper run (default 47, the paper's)
+#   --flame-load tcp|udp   the flame graphs' load (default tcp)
+#   --flame-rate MBPS      the UDP load's iperf3 -b in Mb/s (default 0: a flood)
 #   -p PREFIX      lab prefix (default pp + random hex)
 #   -o DIR         results directory (default perf/results)
 #   --nice N       run the nodes and iperf3 at nice N (e.g. -10, ahead of other jobs)
@@ -48,6 +51,8 @@ PREFIX=
 OUT_DIR="$ROOT/perf/results"
 BUILD=1
 PARTS=()
+FLAME_LOAD=tcp
+FLAME_RATE=0
 
 usage() {
     sed -n '/^# Usage:/,/^# Installs/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
@@ -59,6 +64,8 @@ while [[ $# -gt 0 ]]; do
     -t) SECS=${2:-}; shift 2 ;;
     --rate) RATE=${2:-}; shift 2 ;;
     --len) LEN=${2:-}; shift 2 ;;
+    --flame-load) FLAME_LOAD=${2:-}; shift 2 ;;
+    --flame-rate) FLAME_RATE=${2:-}; shift 2 ;;
     -p) PREFIX=${2:-}; shift 2 ;;
     -o) OUT_DIR=${2:-}; shift 2 ;;
     --nice) NICE=${2:-}; shift 2 ;;
@@ -72,6 +79,8 @@ done
 [[ $SECS =~ ^[1-9][0-9]?$ ]] || die "-t must be 1-99 seconds"
 [[ $RATE =~ ^[1-9][0-9]{2,6}$ ]] || die "--rate must be 100-9999999 packets/s"
 [[ $LEN =~ ^[1-9][0-9]{1,3}$ && $LEN -ge 16 && $LEN -le 1404 ]] || die "--len must be 16-1404 bytes"
+[[ $FLAME_LOAD == tcp || $FLAME_LOAD == udp ]] || die "--flame-load must be tcp or udp"
+[[ $FLAME_RATE =~ ^[0-9]{1,6}$ ]] || die "--flame-rate must be 0-999999 Mb/s"
 [[ $NICE =~ ^-?[0-9]{1,2}$ && $NICE -ge -20 && $NICE -le 19 ]] || die "--nice must be -20..19"
 set_nice "$NICE"
 [[ -n $PREFIX ]] || PREFIX=$(random_prefix pp)
@@ -156,13 +165,23 @@ record_under_load() { # NAME PERF_ARGS... -- IPERF_ARGS...
 
 # ---------------------------------------------------------------------------------------------
 if has_part flame; then
-    log "flame: iperf3 TCP through the tunnel, perf record -e cpu-clock --call-graph dwarf, $SECS s"
-    record_under_load flame -e cpu-clock -F 499 --call-graph dwarf,16384 -- -P 1
+    if [[ $FLAME_LOAD == udp ]]; then
+        load_args=(-u -l 1400 -b "${FLAME_RATE}M")
+        load_what="iperf3 UDP, 1400-byte datagrams at -b ${FLAME_RATE}M (0: a flood)"
+        load_name="UDP"
+    else
+        load_args=(-P 1)
+        load_what="iperf3 TCP, 1 stream"
+        load_name="TCP"
+    fi
+    log "flame: $load_what through the tunnel, perf record -e cpu-clock --call-graph dwarf, $SECS s"
+    record_under_load flame -e cpu-clock -F 499 --call-graph dwarf,16384 -- "${load_args[@]}"
     rx=$(jq -r '.end.sum_received.bits_per_second / 1e6 | floor' "$WORK/flame-client.json" 2>/dev/null || echo "?")
+    loss=$(jq -r '.end.sum_received.lost_percent // .end.sum.lost_percent // "n/a"' "$WORK/flame-client.json" 2>/dev/null || echo "?")
     {
-        echo "## Flame graphs under TCP load"
+        echo "## Flame graphs under $load_name load"
         echo
-        echo "iperf3 TCP, 1 stream, bob -> alice through the tunnel: $rx Mb/s received while recording."
+        echo "$load_what, bob -> alice through the tunnel: $rx Mb/s received while recording$([[ $FLAME_LOAD == udp ]] && echo " (loss $loss %)")."
         echo "\`perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p NODE -- sleep $SECS\`."
         echo
     } >>"$REPORT"
@@ -170,7 +189,7 @@ if has_part flame; then
         role=$([[ $h == bob ]] && echo sender || echo receiver)
         timeout 600 perf script -i "$WORK/flame-$h.data" 2>/dev/null >"$WORK/flame-$h.script" || true
         "$COLLAPSE" <"$WORK/flame-$h.script" >"$WORK/flame-$h.folded" 2>/dev/null || true
-        "$FLAMEGRAPH" --title "ntmtun $role ($h) under iperf3 TCP, cpu-clock" \
+        "$FLAMEGRAPH" --title "ntmtun $role ($h) under iperf3 $load_name, cpu-clock" \
             <"$WORK/flame-$h.folded" >"$BASE-flame-$role.svg" 2>/dev/null ||
             log "warning: no flame graph for $h (no samples?)"
         {

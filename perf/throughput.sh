@@ -10,10 +10,14 @@
 #     ends, divided by the gigabits moved ("CPU s per Gbit", n/a for plain)
 #   - iperf3 UDP flood, -u -b 0, -l 1404 (the largest datagram a 1432-byte tunnel MTU carries
 #     unfragmented) and -l 1400 (the paper's test): receiver throughput and loss
+#   - the highest UDP rate with under 1% loss, per datagram size (1404 and 1400 B): iperf3 -u -b
+#     RATE -w 4M -t 3, a bounded search (--udp-max-steps) starting at that repetition's flood receiver
+#     rate, stepping down by 0.7 until a rate passes, then halving the gap to the lowest failure
 #   - ping -c 20 -i 0.05 and ping -c 200 -i 0.002 ("ping_fast": threads stay warm)
 # Modes: plain (alice's underlay address, default veth offloads), plain_nooff (the same with
 # `ethtool -K tso off gso off gro off` on both hosts' veths and bridge ports), ntmtun (the node's
 # defaults), ntmtun_nooff (NTMTUN_OFFLOAD=0), ntmtun_io_VALUE (one per --ntmtun-io value),
+# ntmtun_busy_US (one per --ntmtun-busy budget: NTMTUN_BUSY_POLL_US=US),
 # wireguard_go and boringtun (each started in alice and bob only for its own runs, on its own
 # interface, MTU 1432, overlay 198.19.250.0/24, keys from `wg genkey`, killed by PID after).
 # A mode that does not come up is reported as failed (with the reason) and the others go on.
@@ -31,6 +35,11 @@
 #   --ntmtun-io "V1 V2"  one extra ntmtun row per value of node.toml's `io` ("epoll uring"):
 #                        the nodes are restarted with NTMTUN_LAB_IO=VALUE and `io = "VALUE"` in
 #                        their config (default: none, the node's default io)
+#   --ntmtun-busy "US1 US2"   one extra ntmtun row per busy-poll budget in microseconds
+#                        (ntmtun_busy_US: the nodes restarted with NTMTUN_BUSY_POLL_US=US)
+#   --udp-max "1404 1400"   datagram sizes of the loss-bounded UDP search (default both;
+#                        "" skips it)
+#   --udp-max-steps N    iperf3 runs per loss-bounded search (default 6, 1-12; -t 3 each)
 #   --no-offload-baseline   skip the plain_nooff mode
 #   --no-peers           skip wireguard-go and boringtun
 #   --nice N             run the tunnel ends, iperf3 and ping at nice N (e.g. -10: ahead of
@@ -66,6 +75,15 @@ BUILD=1
 REV=
 ONLY_MODES=
 NTMTUN_IO=
+NTMTUN_BUSY=
+UDP_MAX_SIZES="1404 1400"
+UDP_MAX_STEPS=6
+UDP_MAX_SECS=3   # each step of the loss-bounded search
+UDP_MAX_LOSS=1   # percent: a rate passes below this loss
+# iperf3 socket buffers of the search (-w, both ends; net.core.rmem_max here is 4 MiB): with the
+# 208 KiB default the receiving iperf3's own socket overflows whenever it is descheduled for
+# a millisecond, in every mode, and the search would measure that instead of the tunnel
+UDP_MAX_WINDOW=4M
 
 PLAIN_TARGET=198.51.100.11 # alice's underlay address in the lan topology
 BOB_UNDERLAY=198.51.100.12
@@ -85,6 +103,9 @@ while [[ $# -gt 0 ]]; do
     -o) OUT_DIR=${2:-}; shift 2 ;;
     --modes) ONLY_MODES=${2:-}; shift 2 ;;
     --ntmtun-io) NTMTUN_IO=${2:-}; shift 2 ;;
+    --ntmtun-busy) NTMTUN_BUSY=${2:-}; shift 2 ;;
+    --udp-max) UDP_MAX_SIZES=${2-}; shift 2 ;;
+    --udp-max-steps) UDP_MAX_STEPS=${2:-}; shift 2 ;;
     --no-offload-baseline) OFFLOAD_BASELINE=0; shift ;;
     --no-peers) PEERS=0; shift ;;
     --nice) NICE=${2:-}; shift 2 ;;
@@ -96,6 +117,13 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $REPEATS =~ ^[1-9][0-9]?$ ]] || die "-n must be 1-99"
 [[ $SECS =~ ^[1-9][0-9]?$ ]] || die "-t must be 1-99 seconds"
+for v in $NTMTUN_BUSY; do
+    [[ $v =~ ^[0-9]{1,4}$ ]] || die "--ntmtun-busy: invalid budget '$v' (microseconds, e.g. \"50 200\")"
+done
+[[ $UDP_MAX_STEPS =~ ^[1-9][0-9]?$ && $UDP_MAX_STEPS -le 12 ]] || die "--udp-max-steps must be 1-12"
+for v in $UDP_MAX_SIZES; do
+    [[ $v == 1404 || $v == 1400 ]] || die "--udp-max: sizes are 1404 and 1400 (got '$v')"
+done
 [[ $NICE =~ ^-?[0-9]{1,2}$ && $NICE -ge -20 && $NICE -le 19 ]] || die "--nice must be -20..19"
 set_nice "$NICE"
 [[ -n $PREFIX ]] || PREFIX=$(random_prefix pf)
@@ -115,6 +143,7 @@ MODES=(plain)
 [[ $OFFLOAD_BASELINE -eq 1 ]] && MODES+=(plain_nooff)
 MODES+=(ntmtun ntmtun_nooff)
 for v in $NTMTUN_IO; do MODES+=("ntmtun_io_$v"); done
+for v in $NTMTUN_BUSY; do MODES+=("ntmtun_busy_$v"); done
 [[ $PEERS -eq 1 ]] && MODES+=(wireguard_go boringtun)
 if [[ -n $ONLY_MODES ]]; then
     declare -A known=()
@@ -209,13 +238,14 @@ since_restart() { # LOG -> its lines since lab.sh's last restart-node marker
     awk '/^===== lab.sh restart-node/ {n = 0} {l[n++] = $0} END {for (i = 0; i < n; i++) print l[i]}' "$1" 2>/dev/null
 }
 
-ntmtun_restart() { # ENV ("default", "offload=0" or "io=VALUE") -> non-zero with FAIL_REASON
+ntmtun_restart() { # ENV ("default", "offload=0", "io=VALUE" or "busy=US") -> non-zero with FAIL_REASON
     local want=$1 n io='' why
     local -a env=()
     [[ $want == "$NTM_ENV" ]] && return 0
     case $want in
     offload=0) env=(NTMTUN_OFFLOAD=0) ;;
     io=*) io=${want#io=} env=(NTMTUN_LAB_IO="$io") ;;
+    busy=*) env=(NTMTUN_BUSY_POLL_US="${want#busy=}") ;;
     esac
     for n in alice bob; do
         # the config keeps the io key only for io=VALUE runs; a lab.sh that writes it from
@@ -342,10 +372,11 @@ mode_up() { # MODE -> non-zero with FAIL_REASON
     case $1 in
     plain) TARGET=$PLAIN_TARGET ;;
     plain_nooff) TARGET=$PLAIN_TARGET; offloads_off ;;
-    ntmtun | ntmtun_nooff | ntmtun_io_*)
+    ntmtun | ntmtun_nooff | ntmtun_io_* | ntmtun_busy_*)
         local want=default
         [[ $1 == ntmtun_nooff ]] && want=offload=0
         [[ $1 == ntmtun_io_* ]] && want=io=${1#ntmtun_io_}
+        [[ $1 == ntmtun_busy_* ]] && want=busy=${1#ntmtun_busy_}
         ntmtun_restart "$want" || return 1
         tunnel_ready || { FAIL_REASON="tunnel not ready after restart ($want)"; return 1; }
         TARGET=$VIP
@@ -453,6 +484,67 @@ run_iperf() { # REP MODE TEST TARGET
     printf '%s: rep %d %-14s %-7s %10.1f Mb/s\n' "$ME" "$rep" "$mode" "$test" "$rx" >&2
 }
 
+udp_paced() { # LEN RATE_MBPS OUT -> "RX_MBPS LOSS_PERCENT" of one paced iperf3 UDP run, or non-zero
+    local len=$1 rate=$2 out=$3 rx loss
+    start_server
+    if ! in_ns bob $((UDP_MAX_SECS + 30)) "${NICE_CMD[@]}" iperf3 -c "$TARGET" -p "$PORT" -u \
+        -b "${rate}M" -l "$len" -w "$UDP_MAX_WINDOW" -t "$UDP_MAX_SECS" --connect-timeout 3000 -J \
+        >"$out" 2>"$out.err"; then
+        stop_server
+        return 1
+    fi
+    stop_server
+    rx=$(jq '.end.sum_received.bits_per_second // empty | . / 1e6' "$out" 2>/dev/null || true)
+    loss=$(jq '.end.sum_received.lost_percent // .end.sum.lost_percent // empty' "$out" 2>/dev/null || true)
+    [[ -n $rx && -n $loss ]] || return 1
+    echo "$rx $loss"
+}
+
+# The highest offered rate that the receiver gets with under UDP_MAX_LOSS % loss, by a bounded
+# search: start at this repetition's flood receiver rate (1000 Mb/s if that run failed), step
+# down by 0.7 until a rate passes, then bisect between the best pass and the lowest failure
+# (stopping once they are within 5%). Records rx_mbps, loss_percent and offered_mbps of the best
+# pass, the steps run, and below_mbps (the lowest rate tried) when no rate passed.
+run_udp_max() { # REP MODE TEST LEN FLOOD_TEST
+    local rep=$1 mode=$2 test=$3 len=$4 flood=$5 step rate res rx loss
+    local pass='' pass_rx='' pass_loss='' fail='' steps=0
+    rate=$(jq '.end.sum_received.bits_per_second // empty | . / 1e6 | floor' \
+        "$WORK/$rep-$mode-$flood.json" 2>/dev/null || true)
+    [[ $rate =~ ^[0-9]+$ && $rate -ge 10 ]] || rate=1000
+    for ((step = 1; step <= UDP_MAX_STEPS; step++)); do
+        steps=$step
+        if ! res=$(udp_paced "$len" "$rate" "$WORK/$rep-$mode-$test-$step.json"); then
+            log "warning: $test $mode (rep $rep) at ${rate} Mb/s failed: $(head -c 200 "$WORK/$rep-$mode-$test-$step.json.err")"
+            break
+        fi
+        read -r rx loss <<<"$res"
+        printf '%s: rep %d %-14s %-10s -b %6dM: %8.1f Mb/s, %5.2f%% loss\n' "$ME" "$rep" "$mode" "$test" "$rate" "$rx" "$loss" >&2
+        if awk -v l="$loss" -v m="$UDP_MAX_LOSS" 'BEGIN {exit !(l < m)}'; then
+            pass=$rate pass_rx=$rx pass_loss=$loss
+        else
+            fail=$rate
+        fi
+        if [[ -z $pass ]]; then
+            rate=$((rate * 7 / 10))
+        elif [[ -z $fail ]] || ((fail - pass <= pass / 20)); then
+            break
+        else
+            rate=$(((pass + fail) / 2))
+        fi
+        [[ $rate -ge 1 ]] || break
+        sleep 0.5
+    done
+    sample "$rep" "$mode" "$test" steps "$steps"
+    if [[ -n $pass ]]; then
+        sample "$rep" "$mode" "$test" rx_mbps "$pass_rx"
+        sample "$rep" "$mode" "$test" loss_percent "$pass_loss"
+        sample "$rep" "$mode" "$test" offered_mbps "$pass"
+    else
+        sample "$rep" "$mode" "$test" below_mbps "$rate"
+        log "warning: $test $mode (rep $rep): no rate down to ${rate} Mb/s had under $UDP_MAX_LOSS% loss"
+    fi
+}
+
 run_ping() { # REP MODE TEST TARGET COUNT INTERVAL
     local rep=$1 mode=$2 test=$3 target=$4 count=$5 interval=$6 out
     if ! out=$(in_ns bob 30 "${NICE_CMD[@]}" ping -q -c "$count" -i "$interval" -W 2 "$target" 2>&1); then
@@ -474,13 +566,19 @@ run_ping() { # REP MODE TEST TARGET COUNT INTERVAL
     printf '%s: rep %d %-14s %-9s %7.1f us avg\n' "$ME" "$rep" "$mode" "$test" "$avg" >&2
 }
 
-TESTS=(tcp tcp4 udp udp1400 ping ping_fast)
+TESTS=(tcp tcp4 udp udp1400)
+for v in $UDP_MAX_SIZES; do
+    [[ $v == 1404 ]] && TESTS+=(udpmax) || TESTS+=(udpmax1400)
+done
+TESTS+=(ping ping_fast)
 
 measure_mode() { # REP MODE: every test, one after the other
     local rep=$1 mode=$2 test
     for test in "${TESTS[@]}"; do
         case $test in
         tcp | tcp4 | udp | udp1400) run_iperf "$rep" "$mode" "$test" "$TARGET" ;;
+        udpmax) run_udp_max "$rep" "$mode" udpmax 1404 udp ;;
+        udpmax1400) run_udp_max "$rep" "$mode" udpmax1400 1400 udp1400 ;;
         ping) run_ping "$rep" "$mode" ping "$TARGET" 20 0.05 ;;
         ping_fast) run_ping "$rep" "$mode" ping_fast "$TARGET" 200 0.002 ;;
         esac
@@ -532,12 +630,16 @@ ENV_JSON=$(jq -n \
     --arg iperf "$(iperf3 --version | head -n1)" --arg bin "$NTMTUN_BIN" \
     --arg prefix "$PREFIX" --arg vip "$VIP" --arg peer_net "$PEER_NET.0/24" \
     --argjson repeats "$REPEATS" --argjson secs "$SECS" --argjson mtu "$TUNNEL_MTU" \
-    --argjson nice "$NICE" \
+    --argjson nice "$NICE" --arg udp_max "$UDP_MAX_SIZES" --argjson udp_max_steps "$UDP_MAX_STEPS" \
+    --argjson udp_max_secs "$UDP_MAX_SECS" --argjson udp_max_loss "$UDP_MAX_LOSS" \
+    --arg udp_max_window "$UDP_MAX_WINDOW" \
     '{started: $started, finished: $finished, kernel: $kernel, cpus: ($cpus | tonumber),
       cpu: $cpu, hypervisor: $hyper, loadavg_before: $load, loadavg_after: $load_after,
       commit: $commit, iperf3: $iperf, ntmtun_bin: $bin, lab_prefix: $prefix, repeats: $repeats,
       iperf3_seconds: $secs, tunnel_mtu: $mtu, plain_target: "198.51.100.11",
-      tunnel_target: $vip, peer_overlay: $peer_net, nice: $nice}')
+      tunnel_target: $vip, peer_overlay: $peer_net, nice: $nice, udp_max_sizes: $udp_max,
+      udp_max_steps: $udp_max_steps, udp_max_seconds: $udp_max_secs,
+      udp_max_loss_percent: $udp_max_loss, udp_max_window: $udp_max_window}')
 
 python3 "$ROOT/perf/report.py" "$SAMPLES" "$FAILURES" "$MODE_INFO" "$ENV_JSON" "$BASE"
 python3 "$ROOT/perf/chart.py" "$BASE.json" "$BASE.svg"

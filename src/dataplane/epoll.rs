@@ -23,8 +23,9 @@ const RX_CALLS: usize = 4;
 pub fn run(w: &Worker, bufs: &mut Buffers) {
     let fds = [w.tun.as_raw_fd(), w.udp.as_raw_fd()];
     let mut rx = UdpRx::new(RX_MSGS);
+    let mut wait = IDLE_WAKE;
     while !w.stop.load(Ordering::Relaxed) {
-        let ready = match poll::readable(&fds, IDLE_WAKE) {
+        let ready = match poll::readable(&fds, wait) {
             Ok(r) => r,
             Err(e) => {
                 warn!(worker = w.id, error = %e, "poll failed; worker stops");
@@ -44,6 +45,8 @@ pub fn run(w: &Worker, bufs: &mut Buffers) {
         if ready.is(1) {
             udp_batch(w, &path, bufs, &mut rx);
         }
+        let busy = ready.is(0) || ready.is(1);
+        wait = bufs.spin.next_wait(Instant::now(), busy, IDLE_WAKE);
     }
 }
 
