@@ -790,7 +790,11 @@ mod tests {
         let later = now + DEAD_AFTER + Duration::from_secs(1);
         let (t, events) = x.handle_timeout(later, 5);
         assert!(events.is_empty(), "not withdrawn at once: {events:?}");
-        assert_eq!(x.domains().len(), 1, "still announced while it may come back");
+        assert_eq!(
+            x.domains().len(),
+            1,
+            "still announced while it may come back"
+        );
         assert!(!x.is_up(0));
         assert!(
             t.iter().any(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT),
@@ -823,7 +827,11 @@ mod tests {
         let (_, events) = x.handle_timeout(gone, 7);
         assert_eq!(events, vec![FedEvent::Withdrawn(0)]);
         assert!(x.domains().is_empty());
-        assert_eq!(x.peer_for_domain("y.ntm.internal"), Some(0), "still dialled");
+        assert_eq!(
+            x.peer_for_domain("y.ntm.internal"),
+            Some(0),
+            "still dialled"
+        );
         assert!(x.handle_timeout(gone, 8).1.is_empty(), "withdrawn once");
 
         // Y answers again: the domain is announced again.
