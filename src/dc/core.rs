@@ -157,6 +157,8 @@ pub struct DcStats {
     pub handshakes_answered: u64,
     pub cookie_replies: u64,
     pub bad_mac1: u64,
+    /// Federation initiations answered with a cookie reply under load.
+    pub fed_cookie_replies: u64,
 }
 
 pub struct DcCore {
@@ -396,6 +398,11 @@ impl DcCore {
                 "Registration handshakes dropped for a mac1 not made for the DC's key.",
                 s.bad_mac1,
             ),
+            Sample::counter(
+                "ntmtun_dc_federation_cookie_replied",
+                "Federation handshakes without a valid mac2 answered with a cookie reply under load.",
+                s.fed_cookie_replies,
+            ),
             Sample::gauge(
                 "ntmtun_dc_relay_pairs",
                 "Pairs currently holding a relay session.",
@@ -442,10 +449,28 @@ impl DcCore {
         if datagram.first() == Some(&relay_frames::PONG) {
             return self.handle_pong(from, datagram, now, unix_now);
         }
+        if datagram.first() == Some(&cookie::FED_COOKIE_REPLY) {
+            return self
+                .fed
+                .handle_cookie_reply(datagram, now)
+                .into_iter()
+                .collect();
+        }
         match wire::kind(datagram) {
             Ok(wire::DC_HANDSHAKE_INIT) => self.handle_register(from, datagram, now, unix_now),
             Ok(wire::DC_DATA) => self.handle_data(from, datagram, now, unix_now),
             Ok(wire::FED_HANDSHAKE_INIT) if !self.fed.is_empty() => {
+                if !self.mac1.verify(datagram) {
+                    debug!(%from, "federation handshake with a bad mac1 dropped");
+                    self.stats.dropped += 1;
+                    return Vec::new();
+                }
+                if let Some(reply) =
+                    self.cookie_challenge(cookie::FED_COOKIE_REPLY, from, datagram, now)
+                {
+                    self.stats.fed_cookie_replies += 1;
+                    return reply;
+                }
                 if !self.register_limit.allow(from.ip(), now) {
                     self.stats.dropped += 1;
                     return Vec::new();
@@ -492,20 +517,9 @@ impl DcCore {
             self.stats.dropped += 1;
             return Vec::new();
         }
-        // Under load a node proves its address with a cookie first, so the
-        // per-source limit counts real senders and spoofed floods cost us
-        // a hash and a small reply, never a Diffie-Hellman.
-        if self.load.record(now) && !self.cookies.check_mac2(datagram, from, now) {
-            return match self
-                .cookies
-                .reply(cookie::DC_COOKIE_REPLY, datagram, from, now)
-            {
-                Some(bytes) => {
-                    self.stats.cookie_replies += 1;
-                    vec![Transmit { to: from, bytes }]
-                }
-                None => Vec::new(),
-            };
+        if let Some(reply) = self.cookie_challenge(cookie::DC_COOKIE_REPLY, from, datagram, now) {
+            self.stats.cookie_replies += 1;
+            return reply;
         }
         if !self.register_limit.allow(from.ip(), now) {
             debug!(%from, "registration over the rate limit dropped");
@@ -655,6 +669,30 @@ impl DcCore {
             return out;
         }
         vec![Transmit { to: from, bytes }]
+    }
+
+    /// Counts an initiation (a node's or a federated DC's, each would cost
+    /// a Diffie-Hellman) and, under load, answers one without a valid mac2
+    /// with a cookie reply of type `kind` instead: the sender proves its
+    /// address first, so the per-source limit counts real senders and a
+    /// spoofed flood costs a hash and a small reply. None: go on.
+    fn cookie_challenge(
+        &mut self,
+        kind: u8,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Option<Vec<Transmit>> {
+        if !self.load.record(now) || self.cookies.check_mac2(datagram, from, now) {
+            return None;
+        }
+        let reply = self.cookies.reply(kind, datagram, from, now);
+        Some(
+            reply
+                .map(|bytes| Transmit { to: from, bytes })
+                .into_iter()
+                .collect(),
+        )
     }
 
     /// Enrols or re-admits a node; Err carries a reason for the node's log.

@@ -7,6 +7,7 @@
 use super::core::Transmit;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
+use crate::proto::cookie::{self, Cookie};
 use crate::proto::handshake::{Initiator, Mac1Key, Responder};
 use crate::proto::session::Session;
 use crate::proto::signal::{self, DcToDc, FedHello, FedReply, FederatedDomain};
@@ -65,6 +66,13 @@ struct Peer {
     /// A DNS lookup was handed to the shell and has not come back.
     lookup_pending: bool,
     attempt: Option<(Initiator, Instant)>,
+    /// Where the attempt went and its bytes (resent with mac2 after a
+    /// cookie reply).
+    attempt_sent: Option<(SocketAddr, Vec<u8>)>,
+    /// The other DC's last cookie (it was under load) and when it came;
+    /// whether the attempt in flight was already resent with it.
+    cookie: Option<(Cookie, Instant)>,
+    cookie_retried: bool,
     current: Option<Session>,
     /// The session the newest one replaced: records sealed before the
     /// other side switched still open.
@@ -124,6 +132,9 @@ impl Federation {
                 lookup_pending: false,
                 spec,
                 attempt: None,
+                attempt_sent: None,
+                cookie: None,
+                cookie_retried: false,
                 current: None,
                 previous: None,
                 to: None,
@@ -422,6 +433,30 @@ impl Federation {
         }
     }
 
+    /// A FED_COOKIE_REPLY: the other DC is under load. Keeps its cookie and
+    /// returns our initiation again at once, with mac2 (once per attempt).
+    /// None for a forged reply, or none in flight.
+    pub fn handle_cookie_reply(&mut self, datagram: &[u8], now: Instant) -> Option<Transmit> {
+        let receiver = cookie::reply_receiver(datagram)?;
+        let p = self.peers.iter_mut().find(|p| {
+            p.attempt
+                .as_ref()
+                .is_some_and(|(a, _)| a.local_index == receiver)
+        })?;
+        let (to, sent) = p.attempt_sent.as_mut()?;
+        let c = cookie::open_reply(cookie::FED_COOKIE_REPLY, &p.spec.public_key, sent, datagram)?;
+        debug!(domain = %p.spec.domain, "the federated DC is under load: retrying with its cookie");
+        p.cookie = Some((c, now));
+        if std::mem::replace(&mut p.cookie_retried, true) {
+            return None;
+        }
+        cookie::set_mac2(sent, &c);
+        Some(Transmit {
+            to: *to,
+            bytes: sent.clone(),
+        })
+    }
+
     /// A FED_DATA record: the message, and which DC sent it.
     pub fn handle_data(
         &mut self,
@@ -556,8 +591,16 @@ impl Federation {
             index,
             &payload,
         ) {
-            Ok((initiator, bytes)) => {
+            Ok((initiator, mut bytes)) => {
                 let p = &mut self.peers[peer];
+                p.cookie = p
+                    .cookie
+                    .filter(|(_, at)| now.saturating_duration_since(*at) < cookie::COOKIE_USE);
+                if let Some((c, _)) = &p.cookie {
+                    cookie::set_mac2(&mut bytes, c);
+                }
+                p.attempt_sent = Some((to, bytes.clone()));
+                p.cookie_retried = false;
                 p.attempt = Some((initiator, now));
                 p.next_attempt = now + REKEY;
                 debug!(domain = %p.spec.domain, dc = %to, "federation handshake");

@@ -7,6 +7,7 @@ use crate::dc::federation::FederationSpec;
 use crate::dc::store::Store;
 use crate::keys::PrivateKey;
 use crate::net::packet;
+use crate::proto::cookie::{COOKIE_REPLY_LEN, FED_COOKIE_REPLY};
 use crate::proto::ticket::TicketKey;
 use crate::proto::wire;
 use crate::relay::core::{Action as RelayAction, RelayCore};
@@ -25,6 +26,8 @@ const RESOLVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 const UNIX_BASE: u64 = 1_700_000_000_000_000_000;
 
 struct Fed {
+    /// X's and Y's keys.
+    keys: (PrivateKey, PrivateKey),
     epoch: Instant,
     now: Instant,
     /// (address, core): X then Y.
@@ -75,6 +78,16 @@ impl Fed {
 
     /// Like `new`, with X's relays at `relays`.
     fn with_relays(y_prefix: &str, relays: &[&str]) -> Fed {
+        let mut f = Fed::bare(y_prefix, relays);
+        let (kx, ky) = f.keys.clone();
+        f.add_node("alice", "198.51.100.11:1000", &kx);
+        f.add_node("bob", "198.51.100.12:2000", &ky);
+        f.advance(Duration::from_secs(2));
+        f
+    }
+
+    /// The two DCs and X's relays, no nodes, nothing exchanged yet.
+    fn bare(y_prefix: &str, relays: &[&str]) -> Fed {
         let now = Instant::now();
         let (kx, ky) = (PrivateKey::generate(), PrivateKey::generate());
         let relay_keys: Vec<PrivateKey> = relays.iter().map(|_| PrivateKey::generate()).collect();
@@ -112,7 +125,8 @@ impl Fed {
             }],
             now,
         );
-        let mut f = Fed {
+        Fed {
+            keys: (kx, ky),
             epoch: now,
             now,
             dcs: vec![(X_DC.parse().unwrap(), x), (Y_DC.parse().unwrap(), y)],
@@ -123,11 +137,7 @@ impl Fed {
             routed: Vec::new(),
             upstream: 0,
             wire: VecDeque::new(),
-        };
-        f.add_node("alice", "198.51.100.11:1000", &kx);
-        f.add_node("bob", "198.51.100.12:2000", &ky);
-        f.advance(Duration::from_secs(2));
-        f
+        }
     }
 
     fn add_node(&mut self, name: &str, addr: &str, dc_key: &PrivateKey) {
@@ -441,4 +451,48 @@ fn a_domain_whose_dc_stays_unreachable_loses_its_route_and_gets_it_back() {
     let bob_vip = f.vip(1);
     let ans = f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
     assert_eq!(a_record(&ans), Some(bob_vip));
+}
+
+/// `ntmtun_dc_federation_up` of a DC (its one federated domain).
+fn federation_up(dc: &DcCore) -> u64 {
+    dc.metrics()
+        .iter()
+        .find(|m| m.name == "ntmtun_dc_federation_up")
+        .map_or(0, |m| m.value)
+}
+
+#[test]
+fn under_load_federation_initiations_meet_a_cookie_first() {
+    let mut f = Fed::bare("198.19.0.0/16", &[]);
+    for (_, dc) in &mut f.dcs {
+        dc.set_backlog(true);
+    }
+    let unix = f.unix();
+    let init = f.dcs[0]
+        .1
+        .handle_timeout(f.now, unix)
+        .into_iter()
+        .find(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT)
+        .expect("X dials Y");
+    // A copy from a spoofed source (valid mac1, no mac2): a cookie reply
+    // to that source, before any Diffie-Hellman.
+    let spoofed: SocketAddr = "198.51.100.99:7446".parse().unwrap();
+    let out = f.dcs[1]
+        .1
+        .handle(spoofed, &mut init.bytes.clone(), f.now, unix);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].to, spoofed);
+    assert_eq!(out[0].bytes[0], FED_COOKIE_REPLY);
+    assert_eq!(out[0].bytes.len(), COOKIE_REPLY_LEN);
+    assert_eq!(f.dcs[1].1.stats.fed_cookie_replies, 1);
+    assert_eq!(federation_up(&f.dcs[1].1), 0);
+
+    // The real initiations (X's, and Y's own) meet the cookie, come back
+    // with mac2, and the DCs federate while both stay under load.
+    f.wire.push_back((f.dcs[0].0, init.to, init.bytes));
+    f.advance(Duration::from_secs(3));
+    assert_eq!(federation_up(&f.dcs[0].1), 1);
+    assert_eq!(federation_up(&f.dcs[1].1), 1);
+    assert!(f.dcs[1].1.stats.fed_cookie_replies >= 2);
+    assert!(f.dcs[0].1.stats.fed_cookie_replies >= 1);
 }
