@@ -136,13 +136,14 @@
 # the old interface disappears, sockets bound to the old address break, the new one works at
 # once (no DAD). The switch itself takes a few milliseconds.
 #
-# fed: DC federation. Two DCs of two domains on one segment, no NAT, no relay: dc .10 serves
+# fed: DC federation. Two DCs of two domains on one segment, no NAT: dc .10 serves
 # x.ntm.internal (virtual_prefix 198.18.0.0/16) and finds dc2 with the DNS SRV record
 # _ntmtun._udp.y.ntm.internal -> dc2.example.test:7446 (served by dnsmasq, A/AAAA .13);
 # dc2 .13 serves y.ntm.internal (198.19.0.0/16) and has dc's address in its [[federation]]
 # entry. alice registers with dc, bob with dc2; alice.x.ntm.internal <-> bob.y.ntm.internal.
-#     dc .10   alice .11   bob .12   dc2 .13   dns .53
-#     ==+=========+==========+==========+=========+==  br0 (dual-stack)
+# dc has two relays (relay1, relay2) for pairs across the domains that its nodes start.
+#     dc .10   alice .11   bob .12   dc2 .13   relay1 .20   relay2 .21   dns .53
+#     ==+=========+==========+==========+==========+============+===========+==  br0 (dual-stack)
 #
 # What `start` writes (RUN/*.toml): dc.toml listens on 198.51.100.10 and 2001:db8:100::10 port
 # 7446 and, when relays run, has one [[relays]] entry per relay and address family (same key).
@@ -254,7 +255,7 @@ topo_hosts() { # TOPO -> the host namespaces (besides PREFIX-sw)
     roam) echo dc relay1 dns core alice bob ;;
     hostile) echo dc relay1 dns alice bob hostile ;;
     gateways) echo dc relay1 dns nata natb gwa gwb hosta hostb ;;
-    fed) echo dc dc2 dns alice bob ;;
+    fed) echo dc dc2 relay1 relay2 dns alice bob ;;
     *) return 1 ;;
     esac
 }
@@ -268,8 +269,8 @@ topo_nodes() { # TOPO -> the ntmtun nodes it runs
 
 topo_relays() { # TOPO -> the relays it has
     case $1 in
-    lan | fed) ;;
-    relay-failover) echo relay1 relay2 ;;
+    lan) ;;
+    relay-failover | fed) echo relay1 relay2 ;;
     *) echo relay1 ;;
     esac
 }
@@ -1112,10 +1113,12 @@ EOT
 }
 
 # fed: dc serves x.ntm.internal and finds dc2 by DNS SRV; dc2 serves y.ntm.internal and has
-# dc's address; alice registers with dc, bob with dc2.
+# dc's address; alice registers with dc, bob with dc2; dc's relays are relay1 and relay2.
 start_fed() { # PREFIX RUN
     local prefix=$1 run=$2 n rec
-    for n in dc dc2 "${NODES[@]}"; do
+    local -a relays
+    read -r -a relays <<<"$(topo_relays fed)"
+    for n in dc dc2 "${relays[@]}" "${NODES[@]}"; do
         rec=$(recorded "$run" "$n")
         # shellcheck disable=SC2086
         if [[ -n $rec ]] && proc_alive $rec; then
@@ -1123,10 +1126,11 @@ start_fed() { # PREFIX RUN
         fi
         gen_key "$run" "$n"
     done
-    : >"$run/relays"
+    printf '%s\n' "${relays[@]}" >"$run/relays"
     mkdir -p "$run/dc-state" "$run/dc2-state"
     chmod 0700 "$run/dc-state" "$run/dc2-state"
-    write_private "$run/dc.toml" <<EOT
+    {
+        cat <<EOT
 listen = ["$SEG1_V4.10:$DC_PORT", "[$SEG1_V6:10]:$DC_PORT"]
 domain = "x.ntm.internal"
 private_key = "$(cat "$run/dc.key")"
@@ -1139,6 +1143,27 @@ metrics_listen = "127.0.0.1:$METRICS_PORT"
 domain = "y.ntm.internal"
 public_key = "$(cat "$run/dc2.pub")"
 EOT
+        for n in "${relays[@]}"; do
+            cat <<EOT
+
+[[relays]]
+address = "$SEG1_V4.${HOSTNUM[$n]}:$RELAY_PORT"
+public_key = "$(cat "$run/$n.pub")"
+
+[[relays]]
+address = "[$SEG1_V6:${HOSTNUM[$n]}]:$RELAY_PORT"
+public_key = "$(cat "$run/$n.pub")"
+EOT
+        done
+    } | write_private "$run/dc.toml"
+    for n in "${relays[@]}"; do
+        write_private "$run/$n.toml" <<EOT
+listen = ["$SEG1_V4.${HOSTNUM[$n]}:$RELAY_PORT", "[$SEG1_V6:${HOSTNUM[$n]}]:$RELAY_PORT"]
+private_key = "$(cat "$run/$n.key")"
+dc_public_key = "$(cat "$run/dc.pub")"
+metrics_listen = "127.0.0.1:$METRICS_PORT"
+EOT
+    done
     write_private "$run/dc2.toml" <<EOT
 listen = ["$SEG1_V4.${HOSTNUM[dc2]}:$DC_PORT", "[$SEG1_V6:${HOSTNUM[dc2]}]:$DC_PORT"]
 domain = "y.ntm.internal"
@@ -1176,11 +1201,14 @@ EOT
     start_bg "$run" dc2 "$prefix-dc2" "$run/dc2.out" "$run/dc2.log" \
         env RUST_LOG="${RUST_LOG:-info}" "$NTMTUN_BIN" dc --config "$run/dc2.toml" >/dev/null
     wait_listening "$prefix" "$run" dc2 "$prefix-dc2" "$DC_PORT" "the DC dc2"
+    for n in "${relays[@]}"; do
+        start_relay "$prefix" "$run" "$n"
+    done
     for n in "${NODES[@]}"; do
         start_node "$prefix" "$run" "$n"
     done
     wait_registered "$prefix" "$run" "${NTMTUN_LAB_WAIT:-15}"
-    log "DCs (dc: x.ntm.internal, dc2: y.ntm.internal) and nodes running and registered in lab '$prefix' (fed)"
+    log "DCs (dc: x.ntm.internal, dc2: y.ntm.internal), relays (${relays[*]}) and nodes running and registered in lab '$prefix' (fed)"
 }
 
 cmd_restart_dc() {

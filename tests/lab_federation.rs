@@ -7,8 +7,8 @@ mod common;
 
 use common::{file_tail, sha256_file, wait_for, Lab};
 use std::fs;
-use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
 
 /// `dig +short NAME` in `host`, retried (bounded) until it gives an address.
 fn resolve(lab: &Lab, host: &str, name: &str) -> Ipv4Addr {
@@ -83,5 +83,93 @@ fn nodes_of_two_federated_domains_reach_each_other_by_name() {
     assert!(
         peers.iter().any(|p| p["name"] == "bob.y.ntm.internal"),
         "alice's peers: {peers:?}"
+    );
+}
+
+/// Issue 6 part 2, a pair across domains on a relay: alice (x) cannot reach
+/// bob (y) directly (nftables in alice's namespace), so their pair goes
+/// through one of dc's two relays. Killing that relay, dc (whose relay it
+/// was) directs the pair again through dc2, and ping resumes through the
+/// other relay within seconds.
+#[test]
+fn a_pair_across_domains_moves_to_another_relay_when_its_relay_dies() {
+    let Some(lab) = Lab::up("fed") else { return };
+    let bob = lab.host("bob");
+    let (Some(IpAddr::V4(b4)), Some(IpAddr::V6(b6))) = (bob.v4, bob.v6) else {
+        panic!("bob is not dual-stack in the fed lab: {bob:?}");
+    };
+    lab.sh_ok(
+        "alice",
+        &format!(
+            "nft add table inet fedblock && \
+             nft 'add chain inet fedblock out {{ type filter hook output priority 0; }}' && \
+             nft 'add chain inet fedblock in {{ type filter hook input priority 0; }}' && \
+             nft add rule inet fedblock out ip daddr {b4} drop && \
+             nft add rule inet fedblock out ip6 daddr {b6} drop && \
+             nft add rule inet fedblock in ip saddr {b4} drop && \
+             nft add rule inet fedblock in ip6 saddr {b6} drop"
+        ),
+    );
+    let name = "bob.y.ntm.internal";
+    let ping = || {
+        lab.exec_t("alice", 5, &["ping", "-n", "-c", "1", "-W", "1", name])
+            .status
+            .success()
+    };
+    wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
+        ping().then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "alice never reached {name} through a relay\n{}",
+            lab.logs_tail()
+        )
+    });
+    let relay_of = |node: &str| -> Option<String> {
+        let st = lab.status_json(node);
+        let p = st["peers"].as_array()?.first()?.clone();
+        (p["path"] == "relay").then(|| p["relay"].as_str().map(String::from))?
+    };
+    let used = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        relay_of("alice")
+    })
+    .unwrap_or_else(|| panic!("alice's path to bob is not the relay\n{}", lab.logs_tail()));
+    let (dead, spare) = if used.contains(".20:") || used.contains("::20]") {
+        ("relay1", ".21")
+    } else {
+        ("relay2", ".20")
+    };
+    eprintln!("fed failover: killing {dead} ({used})");
+    let killed_at = Instant::now();
+    lab.kill_relay(dead);
+    let took = wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
+        ping().then(|| killed_at.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "traffic never resumed after killing {dead}\n----- dc2.log -----\n{}{}",
+            file_tail(&lab.path("dc2.log"), 30),
+            lab.logs_tail()
+        )
+    });
+    for node in ["alice", "bob"] {
+        let now_used = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+            relay_of(node).filter(|r| !r.contains(&used))
+        })
+        .unwrap_or_else(|| panic!("{node} still relays through {used}\n{}", lab.logs_tail()));
+        assert!(
+            now_used.contains(spare) || now_used.contains(&format!(":{}]", &spare[1..])),
+            "{node} relays through {now_used}, expected the other relay"
+        );
+    }
+    let dc_log = fs::read_to_string(lab.path("dc.log")).unwrap_or_default();
+    assert!(
+        dc_log.contains("relay of a pair across domains died"),
+        "dc did not direct the pair again:\n{}",
+        file_tail(&lab.path("dc.log"), 30)
+    );
+    eprintln!(
+        "fed failover: ping resumed {:.1} s after killing {dead}",
+        took.as_secs_f64()
     );
 }

@@ -1,6 +1,6 @@
 //! Sans-IO DC logic: datagrams and times in, datagrams out.
 
-use super::cross_domain::FedPending;
+use super::cross_domain::{FedPair, FedPending};
 use super::direction::{self, Decision, View};
 use super::federation::{FedEvent, Federation, FederationSpec};
 use super::routes;
@@ -103,11 +103,14 @@ impl RelayState {
 }
 
 /// The relay session a pair was given (kept so refreshes extend it).
-struct PairRelay {
+pub(super) struct PairRelay {
     relay: usize,
     sid: u32,
     secrets: [[u8; 32]; 2],
     expires_unix: u64,
+    /// Set when one side is a node of a federated domain: this DC gave the
+    /// grant, so it re-directs the pair when the relay dies.
+    pub(super) remote: Option<FedPair>,
 }
 
 /// A node that is currently registered.
@@ -154,6 +157,8 @@ pub struct DcStats {
     pub handshakes_answered: u64,
     pub cookie_replies: u64,
     pub bad_mac1: u64,
+    /// Federation initiations answered with a cookie reply under load.
+    pub fed_cookie_replies: u64,
 }
 
 pub struct DcCore {
@@ -167,7 +172,7 @@ pub struct DcCore {
     next_index: u32,
     relays: Vec<RelayState>,
     /// Keyed by the pair's keys in sorted order (side 0 is the smaller).
-    pairs: HashMap<(PublicKey, PublicKey), PairRelay>,
+    pub(super) pairs: HashMap<(PublicKey, PublicKey), PairRelay>,
     mac1: Mac1Key,
     /// Registrations per source address: each costs a DH and a store
     /// lookup. Generous, since many nodes can share one NAT address.
@@ -393,6 +398,11 @@ impl DcCore {
                 "Registration handshakes dropped for a mac1 not made for the DC's key.",
                 s.bad_mac1,
             ),
+            Sample::counter(
+                "ntmtun_dc_federation_cookie_replied",
+                "Federation handshakes without a valid mac2 answered with a cookie reply under load.",
+                s.fed_cookie_replies,
+            ),
             Sample::gauge(
                 "ntmtun_dc_relay_pairs",
                 "Pairs currently holding a relay session.",
@@ -439,10 +449,28 @@ impl DcCore {
         if datagram.first() == Some(&relay_frames::PONG) {
             return self.handle_pong(from, datagram, now, unix_now);
         }
+        if datagram.first() == Some(&cookie::FED_COOKIE_REPLY) {
+            return self
+                .fed
+                .handle_cookie_reply(datagram, now)
+                .into_iter()
+                .collect();
+        }
         match wire::kind(datagram) {
             Ok(wire::DC_HANDSHAKE_INIT) => self.handle_register(from, datagram, now, unix_now),
             Ok(wire::DC_DATA) => self.handle_data(from, datagram, now, unix_now),
             Ok(wire::FED_HANDSHAKE_INIT) if !self.fed.is_empty() => {
+                if !self.mac1.verify(datagram) {
+                    debug!(%from, "federation handshake with a bad mac1 dropped");
+                    self.stats.dropped += 1;
+                    return Vec::new();
+                }
+                if let Some(reply) =
+                    self.cookie_challenge(cookie::FED_COOKIE_REPLY, from, datagram, now)
+                {
+                    self.stats.fed_cookie_replies += 1;
+                    return reply;
+                }
                 if !self.register_limit.allow(from.ip(), now) {
                     self.stats.dropped += 1;
                     return Vec::new();
@@ -489,20 +517,9 @@ impl DcCore {
             self.stats.dropped += 1;
             return Vec::new();
         }
-        // Under load a node proves its address with a cookie first, so the
-        // per-source limit counts real senders and spoofed floods cost us
-        // a hash and a small reply, never a Diffie-Hellman.
-        if self.load.record(now) && !self.cookies.check_mac2(datagram, from, now) {
-            return match self
-                .cookies
-                .reply(cookie::DC_COOKIE_REPLY, datagram, from, now)
-            {
-                Some(bytes) => {
-                    self.stats.cookie_replies += 1;
-                    vec![Transmit { to: from, bytes }]
-                }
-                None => Vec::new(),
-            };
+        if let Some(reply) = self.cookie_challenge(cookie::DC_COOKIE_REPLY, from, datagram, now) {
+            self.stats.cookie_replies += 1;
+            return reply;
         }
         if !self.register_limit.allow(from.ip(), now) {
             debug!(%from, "registration over the rate limit dropped");
@@ -644,12 +661,38 @@ impl DcCore {
             if routes_changed {
                 out.extend(self.push_routes(Some(&key)));
             }
-            if !domains.is_empty() {
+            // Always, when federating: a node that missed a withdrawal
+            // learns it here.
+            if !self.fed.is_empty() {
                 out.extend(self.send(&key, &FromDc::Federation(domains)));
             }
             return out;
         }
         vec![Transmit { to: from, bytes }]
+    }
+
+    /// Counts an initiation (a node's or a federated DC's, each would cost
+    /// a Diffie-Hellman) and, under load, answers one without a valid mac2
+    /// with a cookie reply of type `kind` instead: the sender proves its
+    /// address first, so the per-source limit counts real senders and a
+    /// spoofed flood costs a hash and a small reply. None: go on.
+    fn cookie_challenge(
+        &mut self,
+        kind: u8,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Option<Vec<Transmit>> {
+        if !self.load.record(now) || self.cookies.check_mac2(datagram, from, now) {
+            return None;
+        }
+        let reply = self.cookies.reply(kind, datagram, from, now);
+        Some(
+            reply
+                .map(|bytes| Transmit { to: from, bytes })
+                .into_iter()
+                .collect(),
+        )
     }
 
     /// Enrols or re-admits a node; Err carries a reason for the node's log.
@@ -852,6 +895,7 @@ impl DcCore {
                     sid,
                     secrets: [rand::random(), rand::random()],
                     expires_unix: 0,
+                    remote: None,
                 },
             );
             self.stats.relayed_pairs += 1;
@@ -967,10 +1011,11 @@ impl DcCore {
             out.extend(self.push_routes(None));
         }
 
-        out.extend(
-            self.fed
-                .handle_timeout(now, unix_now.saturating_mul(1_000_000_000)),
-        );
+        let (fed_out, fed_events) = self
+            .fed
+            .handle_timeout(now, unix_now.saturating_mul(1_000_000_000));
+        out.extend(fed_out);
+        out.extend(self.on_fed_events(fed_events, now, unix_now));
         out.extend(self.expire_fed_lookups(now));
         let mut died = Vec::new();
         for (i, r) in self.relays.iter_mut().enumerate() {
@@ -993,14 +1038,20 @@ impl DcCore {
             }
         }
         for i in died {
-            out.extend(self.move_pairs(|p| p.relay == i, unix_now));
+            out.extend(self.move_pairs(|p| p.relay == i, now, unix_now));
         }
         out
     }
 
     /// Drops the relay sessions of the pairs `off` selects and directs those
-    /// pairs again (to another relay, or a direct path).
-    fn move_pairs(&mut self, off: impl Fn(&PairRelay) -> bool, unix_now: u64) -> Vec<Transmit> {
+    /// pairs again (to another relay, or a direct path). A pair across
+    /// domains is directed again through the other DC.
+    fn move_pairs(
+        &mut self,
+        off: impl Fn(&PairRelay) -> bool,
+        now: Instant,
+        unix_now: u64,
+    ) -> Vec<Transmit> {
         let moved: Vec<(PublicKey, PublicKey)> = self
             .pairs
             .iter()
@@ -1009,8 +1060,12 @@ impl DcCore {
             .collect();
         let mut out = Vec::new();
         for (a, b) in moved {
-            self.pairs.remove(&(a, b));
-            if let Some((for_a, for_b)) = self.direct_pair(a, b, unix_now) {
+            let Some(pair) = self.pairs.remove(&(a, b)) else {
+                continue;
+            };
+            if let Some(remote) = pair.remote {
+                out.extend(self.redirect_remote(remote, now));
+            } else if let Some((for_a, for_b)) = self.direct_pair(a, b, unix_now) {
                 out.extend(self.send(&a, &FromDc::Direction(for_a)));
                 out.extend(self.send(&b, &FromDc::Direction(for_b)));
             }
@@ -1097,7 +1152,7 @@ impl DcCore {
             };
             self.relays.push(state);
         }
-        let out = self.move_pairs(|p| !kept.contains_key(&p.relay), unix_now);
+        let out = self.move_pairs(|p| !kept.contains_key(&p.relay), now, unix_now);
         for p in self.pairs.values_mut() {
             if let Some(&i) = kept.get(&p.relay) {
                 p.relay = i;
@@ -1160,8 +1215,8 @@ impl DcCore {
         let mut out = Vec::new();
         for ev in events {
             match ev {
-                FedEvent::Up(_) => {
-                    // Nodes learn the new domain now, not at their next refresh.
+                FedEvent::Up(_) | FedEvent::Withdrawn(_) => {
+                    // Nodes learn the change now, not at their next refresh.
                     let msg = FromDc::Federation(self.fed.domains());
                     for key in self.online.keys() {
                         out.extend(self.send(key, &msg));

@@ -1,12 +1,15 @@
 //! Lookups across domains (docs/protocol.md, "DC federation"): a node asks
 //! its DC about `bob.y.ntm.internal`; the DC asks Y's DC over the
 //! federation channel, which directs the pair as it would a local one; the
-//! asking DC adds its relay grants and answers its node.
+//! asking DC adds its relay grants and answers its node. The asking DC's
+//! relay carries the pair, so that DC also directs the pair again when the
+//! relay dies (a fresh lookup, answered to its node as a direction).
 
 use super::core::{directed, DcCore, Transmit};
 use super::direction::{self, View};
 use crate::keys::PublicKey;
 use crate::proto::signal::{DcToDc, FromDc, PeerInfo, RemoteNode, Resolution, Target};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -17,11 +20,23 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// A lookup sent to another DC on behalf of one of our nodes.
 pub struct FedPending {
     asker: PublicKey,
-    /// The node's own request id.
-    asker_id: u64,
+    /// The node's own request id; `None` for a pair this DC directs again
+    /// (the node gets a direction, not an answer).
+    asker_id: Option<u64>,
     peer: usize,
     direct: bool,
     pub(super) deadline: Instant,
+}
+
+/// A relayed pair across domains, as the DC that granted the relay keeps
+/// it: enough to look the remote node up again.
+#[derive(Debug, Clone, Copy)]
+pub struct FedPair {
+    /// Our node.
+    local: PublicKey,
+    /// The federated DC of the other node, and that node's address.
+    peer: usize,
+    remote_vip: Ipv4Addr,
 }
 
 impl DcCore {
@@ -63,10 +78,43 @@ impl DcCore {
         peer: usize,
         now: Instant,
     ) -> Vec<Transmit> {
-        let answer = |dc: &DcCore, result| dc.send(&asker, &FromDc::Resolved { id, result });
+        match self.ask_remote(asker, Some(id), target, direct, peer, now) {
+            Some(t) => vec![t],
+            None => self
+                .send(
+                    &asker,
+                    &FromDc::Resolved {
+                        id,
+                        result: Resolution::Offline,
+                    },
+                )
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// The relay of a pair across domains died: look the remote node up
+    /// again for our node, so both get a new direction with a new grant.
+    pub(super) fn redirect_remote(&mut self, pair: FedPair, now: Instant) -> Option<Transmit> {
+        info!(node = %pair.local.short(), remote = %pair.remote_vip, domain = self.fed.domain(pair.peer), "relay of a pair across domains died: directing it again");
+        let target = Target::Address(pair.remote_vip);
+        self.ask_remote(pair.local, None, target, true, pair.peer, now)
+    }
+
+    /// Sends a lookup to federated DC `peer` for our node `asker` and
+    /// remembers it; `None` if the node or that DC is not reachable.
+    fn ask_remote(
+        &mut self,
+        asker: PublicKey,
+        asker_id: Option<u64>,
+        target: Target,
+        direct: bool,
+        peer: usize,
+        now: Instant,
+    ) -> Option<Transmit> {
         let (Some(node), true) = (self.online.get(&asker), self.fed.is_up(peer)) else {
             debug!(node = %asker.short(), domain = self.fed.domain(peer), "federated DC not reachable");
-            return answer(self, Resolution::Offline).into_iter().collect();
+            return None;
         };
         let target = match target {
             Target::Name(n) => {
@@ -90,21 +138,20 @@ impl DcCore {
             direct,
             asker: asker_info,
         };
-        let Some(t) = self.fed.send(peer, &msg, now) else {
-            return answer(self, Resolution::Offline).into_iter().collect();
-        };
-        // Bounded: one entry per node request, and they expire.
+        let t = self.fed.send(peer, &msg, now)?;
+        // Bounded: one entry per node request or moved pair, and they
+        // expire.
         self.fed_pending.insert(
             fed_id,
             FedPending {
                 asker,
-                asker_id: id,
+                asker_id,
                 peer,
                 direct,
                 deadline: now + LOOKUP_TIMEOUT,
             },
         );
-        vec![t]
+        Some(t)
     }
 
     /// Lookups the other DC did not answer in time: `Offline` to the node.
@@ -117,11 +164,15 @@ impl DcCore {
             .collect();
         let mut out = Vec::new();
         for id in late {
-            if let Some(p) = self.fed_pending.remove(&id) {
+            if let Some((p, asker_id)) = self
+                .fed_pending
+                .remove(&id)
+                .and_then(|p| Some((p.asker, p.asker_id?)))
+            {
                 out.extend(self.send(
-                    &p.asker,
+                    &p,
                     &FromDc::Resolved {
-                        id: p.asker_id,
+                        id: asker_id,
                         result: Resolution::Offline,
                     },
                 ));
@@ -288,6 +339,18 @@ impl DcCore {
                         if let Some((grant_a, grant_b)) =
                             self.grants(p.asker, remote, asker_v4, peer_v4, unix_now)
                         {
+                            let key = if p.asker < remote {
+                                (p.asker, remote)
+                            } else {
+                                (remote, p.asker)
+                            };
+                            if let Some(pair) = self.pairs.get_mut(&key) {
+                                pair.remote = Some(FedPair {
+                                    local: p.asker,
+                                    peer,
+                                    remote_vip: info.virtual_ip,
+                                });
+                            }
                             info.relay = Some(grant_a);
                             for_peer.relay = Some(grant_b);
                             let msg = DcToDc::Direction {
@@ -302,13 +365,15 @@ impl DcCore {
             }
             other => other,
         };
-        out.extend(self.send(
-            &p.asker,
-            &FromDc::Resolved {
-                id: p.asker_id,
-                result,
-            },
-        ));
+        let msg = match (p.asker_id, result) {
+            (Some(id), result) => FromDc::Resolved { id, result },
+            (None, Resolution::Found(info)) => FromDc::Direction(info),
+            (None, other) => {
+                debug!(node = %p.asker.short(), result = ?other, "pair across domains not directed again");
+                return out;
+            }
+        };
+        out.extend(self.send(&p.asker, &msg));
         out
     }
 }

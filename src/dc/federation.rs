@@ -7,6 +7,7 @@
 use super::core::Transmit;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
+use crate::proto::cookie::{self, Cookie};
 use crate::proto::handshake::{Initiator, Mac1Key, Responder};
 use crate::proto::session::Session;
 use crate::proto::signal::{self, DcToDc, FedHello, FedReply, FederatedDomain};
@@ -26,6 +27,11 @@ pub const REKEY: Duration = Duration::from_secs(120);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// A domain whose DC session stays down this long is withdrawn from the
+/// nodes (their routes to its prefix go away). Shorter outages (a DC
+/// restart, a partition between the DCs only) leave the nodes' tunnels to
+/// that domain alone: they do not need the DCs once set up.
+pub const WITHDRAW_AFTER: Duration = Duration::from_secs(300);
 /// DNS answers are kept at least this long (a TTL of 0 would mean a lookup
 /// per handshake attempt).
 pub const MIN_ADDRESS_TTL: Duration = Duration::from_secs(30);
@@ -44,9 +50,12 @@ pub struct FederationSpec {
 pub enum FedEvent {
     /// A message from federated DC number `peer`.
     Message(usize, Box<DcToDc>),
-    /// A session with `peer` came up for the first time since it was down:
-    /// its domain is now reachable (tell the nodes).
+    /// A session with `peer` came up and its domain (or its prefix) is new
+    /// to the nodes: announce it.
     Up(usize),
+    /// `peer`'s session stayed down for [`WITHDRAW_AFTER`]: its domain is
+    /// withdrawn from the nodes.
+    Withdrawn(usize),
 }
 
 struct Peer {
@@ -57,6 +66,13 @@ struct Peer {
     /// A DNS lookup was handed to the shell and has not come back.
     lookup_pending: bool,
     attempt: Option<(Initiator, Instant)>,
+    /// Where the attempt went and its bytes (resent with mac2 after a
+    /// cookie reply).
+    attempt_sent: Option<(SocketAddr, Vec<u8>)>,
+    /// The other DC's last cookie (it was under load) and when it came;
+    /// whether the attempt in flight was already resent with it.
+    cookie: Option<(Cookie, Instant)>,
+    cookie_retried: bool,
     current: Option<Session>,
     /// The session the newest one replaced: records sealed before the
     /// other side switched still open.
@@ -72,6 +88,10 @@ struct Peer {
     next_attempt: Instant,
     /// Highest handshake timestamp seen from this DC (replay guard).
     remote_timestamp: u64,
+    /// The prefix the nodes were told for this domain, while announced.
+    announced: Option<Ipv4Net>,
+    /// When the session last went down (cleared when it comes back).
+    down_since: Option<Instant>,
 }
 
 impl Peer {
@@ -112,6 +132,9 @@ impl Federation {
                 lookup_pending: false,
                 spec,
                 attempt: None,
+                attempt_sent: None,
+                cookie: None,
+                cookie_retried: false,
                 current: None,
                 previous: None,
                 to: None,
@@ -122,6 +145,8 @@ impl Federation {
                 failures: 0,
                 next_attempt: now,
                 remote_timestamp: 0,
+                announced: None,
+                down_since: None,
             })
             .collect();
         Federation {
@@ -139,15 +164,15 @@ impl Federation {
         self.peers.is_empty()
     }
 
-    /// Domains whose DC has a session now, with their prefixes.
+    /// Domains announced to the nodes, with their prefixes: those whose DC
+    /// has a session, or lost it less than [`WITHDRAW_AFTER`] ago.
     pub fn domains(&self) -> Vec<FederatedDomain> {
         self.peers
             .iter()
-            .filter(|p| p.up())
             .filter_map(|p| {
                 Some(FederatedDomain {
                     domain: p.spec.domain.clone(),
-                    prefix: p.prefix?,
+                    prefix: p.announced?,
                 })
             })
             .collect()
@@ -273,11 +298,15 @@ impl Federation {
         p.established = Some(now);
         p.last_heard = now;
         p.failures = 0;
+        p.down_since = None;
         if was_up {
             debug!(domain = %p.spec.domain, "federation session rekeyed");
-            Vec::new()
         } else {
             info!(domain = %p.spec.domain, %prefix, dc = %to, "federation session up");
+        }
+        if p.announced.replace(prefix) == Some(prefix) {
+            Vec::new()
+        } else {
             vec![FedEvent::Up(peer)]
         }
     }
@@ -404,6 +433,30 @@ impl Federation {
         }
     }
 
+    /// A FED_COOKIE_REPLY: the other DC is under load. Keeps its cookie and
+    /// returns our initiation again at once, with mac2 (once per attempt).
+    /// None for a forged reply, or none in flight.
+    pub fn handle_cookie_reply(&mut self, datagram: &[u8], now: Instant) -> Option<Transmit> {
+        let receiver = cookie::reply_receiver(datagram)?;
+        let p = self.peers.iter_mut().find(|p| {
+            p.attempt
+                .as_ref()
+                .is_some_and(|(a, _)| a.local_index == receiver)
+        })?;
+        let (to, sent) = p.attempt_sent.as_mut()?;
+        let c = cookie::open_reply(cookie::FED_COOKIE_REPLY, &p.spec.public_key, sent, datagram)?;
+        debug!(domain = %p.spec.domain, "the federated DC is under load: retrying with its cookie");
+        p.cookie = Some((c, now));
+        if std::mem::replace(&mut p.cookie_retried, true) {
+            return None;
+        }
+        cookie::set_mac2(sent, &c);
+        Some(Transmit {
+            to: *to,
+            bytes: sent.clone(),
+        })
+    }
+
     /// A FED_DATA record: the message, and which DC sent it.
     pub fn handle_data(
         &mut self,
@@ -457,9 +510,15 @@ impl Federation {
         Some(Transmit { to, bytes })
     }
 
-    /// Handshakes that are due, keepalives, and dead sessions.
-    pub fn handle_timeout(&mut self, now: Instant, unix_nanos: u64) -> Vec<Transmit> {
+    /// Handshakes that are due, keepalives, dead sessions, and domains
+    /// down long enough to withdraw.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        unix_nanos: u64,
+    ) -> (Vec<Transmit>, Vec<FedEvent>) {
         let mut out = Vec::new();
+        let mut events = Vec::new();
         let ours = self.key.public_key();
         for i in 0..self.peers.len() {
             let p = &mut self.peers[i];
@@ -468,6 +527,15 @@ impl Federation {
                 p.current = None;
                 p.previous = None;
                 p.next_attempt = now;
+                p.down_since = Some(now);
+            }
+            if p.announced.is_some()
+                && p.down_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= WITHDRAW_AFTER)
+            {
+                warn!(domain = %p.spec.domain, down_secs = WITHDRAW_AFTER.as_secs(), "federated DC unreachable for long: domain withdrawn from the nodes");
+                p.announced = None;
+                events.push(FedEvent::Withdrawn(i));
             }
             if let Some((_, sent)) = &p.attempt {
                 if now.saturating_duration_since(*sent) >= HANDSHAKE_TIMEOUT {
@@ -496,7 +564,7 @@ impl Federation {
                 out.extend(self.send(i, &DcToDc::Keepalive, now));
             }
         }
-        out
+        (out, events)
     }
 
     fn initiate(&mut self, peer: usize, now: Instant, unix_nanos: u64) -> Option<Transmit> {
@@ -523,8 +591,16 @@ impl Federation {
             index,
             &payload,
         ) {
-            Ok((initiator, bytes)) => {
+            Ok((initiator, mut bytes)) => {
                 let p = &mut self.peers[peer];
+                p.cookie = p
+                    .cookie
+                    .filter(|(_, at)| now.saturating_duration_since(*at) < cookie::COOKIE_USE);
+                if let Some((c, _)) = &p.cookie {
+                    cookie::set_mac2(&mut bytes, c);
+                }
+                p.attempt_sent = Some((to, bytes.clone()));
+                p.cookie_retried = false;
                 p.attempt = Some((initiator, now));
                 p.next_attempt = now + REKEY;
                 debug!(domain = %p.spec.domain, dc = %to, "federation handshake");
@@ -565,6 +641,9 @@ impl Federation {
                     t = t
                         .min(p.last_sent + KEEPALIVE)
                         .min(p.last_heard + DEAD_AFTER);
+                }
+                if let (Some(down), Some(_)) = (p.down_since, p.announced) {
+                    t = t.min(down + WITHDRAW_AFTER);
                 }
                 t
             })
@@ -650,10 +729,11 @@ mod tests {
         let (mut x, mut y, now) = pair("198.19.0.0/16", true);
         let mut out: Vec<(bool, Transmit)> = x
             .handle_timeout(now, 1)
+            .0
             .into_iter()
             .map(|t| (true, t))
             .collect();
-        out.extend(y.handle_timeout(now, 1).into_iter().map(|t| (false, t)));
+        out.extend(y.handle_timeout(now, 1).0.into_iter().map(|t| (false, t)));
         assert_eq!(out.len(), 2, "each side dials the other");
         let events = exchange(&mut x, &mut y, out, now);
         assert!(
@@ -691,6 +771,7 @@ mod tests {
         let (mut x, mut y, now) = pair("198.18.128.0/17", true);
         let out: Vec<(bool, Transmit)> = x
             .handle_timeout(now, 1)
+            .0
             .into_iter()
             .map(|t| (true, t))
             .collect();
@@ -703,7 +784,7 @@ mod tests {
     #[test]
     fn a_replayed_initiation_does_not_install_a_session() {
         let (mut x, mut y, now) = pair("198.19.0.0/16", true);
-        let init = x.handle_timeout(now, 1).pop().unwrap();
+        let init = x.handle_timeout(now, 1).0.pop().unwrap();
         let from: SocketAddr = X_ADDR.parse().unwrap();
         assert_eq!(
             y.handle_init(from, &init.bytes, now).1,
@@ -717,7 +798,7 @@ mod tests {
     fn srv_lookup_is_asked_once_then_used_and_renewed_after_its_ttl() {
         let (mut x, _, now) = pair("198.19.0.0/16", false);
         assert!(
-            x.handle_timeout(now, 1).is_empty(),
+            x.handle_timeout(now, 1).0.is_empty(),
             "no address yet: nothing to dial"
         );
         assert_eq!(x.wanted_lookups(now), vec!["y.ntm.internal".to_string()]);
@@ -731,7 +812,7 @@ mod tests {
             Duration::from_secs(60),
             now,
         );
-        let t = x.handle_timeout(now, 2);
+        let t = x.handle_timeout(now, 2).0;
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].to, Y_ADDR.parse::<SocketAddr>().unwrap());
         assert!(x.wanted_lookups(now + Duration::from_secs(59)).is_empty());
@@ -743,17 +824,71 @@ mod tests {
         let (mut x, mut y, now) = pair("198.19.0.0/16", true);
         let out: Vec<(bool, Transmit)> = x
             .handle_timeout(now, 1)
+            .0
             .into_iter()
             .map(|t| (true, t))
             .collect();
         exchange(&mut x, &mut y, out, now);
         assert!(x.is_up(0));
         let later = now + DEAD_AFTER + Duration::from_secs(1);
-        let t = x.handle_timeout(later, 5);
+        let (t, events) = x.handle_timeout(later, 5);
+        assert!(events.is_empty(), "not withdrawn at once: {events:?}");
+        assert_eq!(
+            x.domains().len(),
+            1,
+            "still announced while it may come back"
+        );
         assert!(!x.is_up(0));
         assert!(
             t.iter().any(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT),
             "redials at once"
         );
+    }
+
+    #[test]
+    fn a_domain_down_for_long_is_withdrawn_and_announced_again_when_it_returns() {
+        let (mut x, mut y, now) = pair("198.19.0.0/16", true);
+        let out: Vec<(bool, Transmit)> = x
+            .handle_timeout(now, 1)
+            .0
+            .into_iter()
+            .map(|t| (true, t))
+            .collect();
+        exchange(&mut x, &mut y, out, now);
+        let died = now + DEAD_AFTER + Duration::from_secs(1);
+        x.handle_timeout(died, 5);
+        assert!(!x.is_up(0));
+        assert_eq!(
+            x.poll_timeout().map(|t| t <= died + WITHDRAW_AFTER),
+            Some(true),
+            "the withdrawal is a timer"
+        );
+        let before = died + WITHDRAW_AFTER - Duration::from_secs(1);
+        assert!(x.handle_timeout(before, 6).1.is_empty());
+        assert_eq!(x.domains().len(), 1);
+        let gone = died + WITHDRAW_AFTER;
+        let (_, events) = x.handle_timeout(gone, 7);
+        assert_eq!(events, vec![FedEvent::Withdrawn(0)]);
+        assert!(x.domains().is_empty());
+        assert_eq!(
+            x.peer_for_domain("y.ntm.internal"),
+            Some(0),
+            "still dialled"
+        );
+        assert!(x.handle_timeout(gone, 8).1.is_empty(), "withdrawn once");
+
+        // Y answers again: the domain is announced again.
+        let back = gone + Duration::from_secs(60);
+        let out: Vec<(bool, Transmit)> = y
+            .handle_timeout(back, 9)
+            .0
+            .into_iter()
+            .filter(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT)
+            .map(|t| (false, t))
+            .collect();
+        assert!(!out.is_empty(), "Y redials");
+        let events = exchange(&mut x, &mut y, out, back);
+        assert!(events.contains(&(true, FedEvent::Up(0))), "{events:?}");
+        assert_eq!(x.domains().len(), 1);
     }
 }

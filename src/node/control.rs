@@ -45,6 +45,8 @@ pub struct Control {
     pub pings: Vec<PendingPing>,
     /// Other gateways' LAN prefixes currently routed into the TUN.
     pub subnet_routes: Vec<ipnet::Ipv4Net>,
+    /// Federated domains' virtual prefixes currently routed into the TUN.
+    pub federated_routes: Vec<ipnet::Ipv4Net>,
     /// The data plane's shell, workers and offloads, for `status`.
     pub dataplane: crate::status::DataplaneStatus,
 }
@@ -294,16 +296,20 @@ impl Control {
                     }
                 }
                 Output::SubnetRoutes(wanted) => {
-                    self.subnet_routes =
-                        super::subnet::sync_routes(&self.tun_name, &self.subnet_routes, &wanted);
+                    self.subnet_routes = super::subnet::sync_routes(
+                        &self.tun_name,
+                        "subnet",
+                        &self.subnet_routes,
+                        &wanted,
+                    );
                 }
                 Output::FederatedRoutes(prefixes) => {
-                    if let Err(e) = system::route_federated(&self.tun_name, &prefixes) {
-                        warn!(
-                            error = format!("{e:#}"),
-                            "cannot route federated prefixes; names in other domains will not be reachable"
-                        );
-                    }
+                    self.federated_routes = super::subnet::sync_routes(
+                        &self.tun_name,
+                        "federated",
+                        &self.federated_routes,
+                        &prefixes,
+                    );
                 }
                 Output::Configure(reg) => {
                     let ipv6 = self.dns_mode == DnsMode::Capture

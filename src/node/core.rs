@@ -78,8 +78,8 @@ pub enum Output {
         path: &'static str,
         endpoint: String,
     },
-    /// The DC federates with these domains: route their virtual prefixes
-    /// into the TUN.
+    /// The DC federates with these domains: route exactly their virtual
+    /// prefixes into the TUN (a withdrawn domain's route goes).
     FederatedRoutes(Vec<Ipv4Net>),
 }
 

@@ -1,5 +1,5 @@
 //! Federation end to end in memory: two DCs of two domains, a node on each,
-//! a relay of the first DC; datagrams delivered by address, simulated time.
+//! relays of the first DC; datagrams delivered by address, simulated time.
 
 use super::core::{NodeCore, NodeSettings, Output};
 use crate::dc::core::{DcCore, DcSettings, RelaySpec};
@@ -7,9 +7,13 @@ use crate::dc::federation::FederationSpec;
 use crate::dc::store::Store;
 use crate::keys::PrivateKey;
 use crate::net::packet;
+use crate::proto::cookie::{COOKIE_REPLY_LEN, FED_COOKIE_REPLY};
+use crate::proto::ticket::TicketKey;
 use crate::proto::wire;
+use crate::relay::core::{Action as RelayAction, RelayCore};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+use ipnet::Ipv4Net;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -17,16 +21,27 @@ use std::time::{Duration, Instant};
 const X_DC: &str = "198.51.100.10:7446";
 const Y_DC: &str = "198.51.100.13:7446";
 const RELAY: &str = "198.51.100.20:7447";
+const RELAY2: &str = "198.51.100.21:7447";
 const RESOLVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 const UNIX_BASE: u64 = 1_700_000_000_000_000_000;
 
 struct Fed {
+    /// X's and Y's keys.
+    keys: (PrivateKey, PrivateKey),
     epoch: Instant,
     now: Instant,
     /// (address, core): X then Y.
     dcs: Vec<(SocketAddr, DcCore)>,
     /// (address, core, packets written into its TUN).
     nodes: Vec<(SocketAddr, NodeCore, Vec<Vec<u8>>)>,
+    /// X's relays: (address, core, answering).
+    relays: Vec<(SocketAddr, RelayCore, bool)>,
+    /// DCs that neither send nor receive (unreachable).
+    dcs_down: Vec<SocketAddr>,
+    /// Node-to-node datagrams are lost (only the relays connect nodes).
+    direct_blocked: bool,
+    /// Per node: the federated prefixes it last routed into its TUN.
+    routed: Vec<Vec<Ipv4Net>>,
     /// Datagrams the upstream resolver got (names not intercepted).
     upstream: usize,
     wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
@@ -36,7 +51,7 @@ fn dc(
     key: &PrivateKey,
     domain: &str,
     prefix: &str,
-    relay: Option<RelaySpec>,
+    relays: Vec<RelaySpec>,
     now: Instant,
 ) -> DcCore {
     DcCore::new(
@@ -46,7 +61,7 @@ fn dc(
             prefix: prefix.parse().unwrap(),
             auth_keys: vec!["t".into()],
             expiry: Duration::from_secs(90),
-            relays: relay.into_iter().collect(),
+            relays,
         },
         Store::in_memory().unwrap(),
         3,
@@ -58,14 +73,42 @@ impl Fed {
     /// X (x.ntm.internal, 198.18.0.0/16, a relay) knows Y's address; Y
     /// (`y_prefix`) knows X's. alice registers with X, bob with Y.
     fn new(y_prefix: &str) -> Fed {
+        Fed::with_relays(y_prefix, &[RELAY])
+    }
+
+    /// Like `new`, with X's relays at `relays`.
+    fn with_relays(y_prefix: &str, relays: &[&str]) -> Fed {
+        let mut f = Fed::bare(y_prefix, relays);
+        let (kx, ky) = f.keys.clone();
+        f.add_node("alice", "198.51.100.11:1000", &kx);
+        f.add_node("bob", "198.51.100.12:2000", &ky);
+        f.advance(Duration::from_secs(2));
+        f
+    }
+
+    /// The two DCs and X's relays, no nodes, nothing exchanged yet.
+    fn bare(y_prefix: &str, relays: &[&str]) -> Fed {
         let now = Instant::now();
         let (kx, ky) = (PrivateKey::generate(), PrivateKey::generate());
-        let relay = RelaySpec {
-            public_key: PrivateKey::generate().public_key(),
-            addresses: vec![RELAY.parse().unwrap()],
-        };
-        let mut x = dc(&kx, "x.ntm.internal", "198.18.0.0/16", Some(relay), now);
-        let mut y = dc(&ky, "y.ntm.internal", y_prefix, None, now);
+        let relay_keys: Vec<PrivateKey> = relays.iter().map(|_| PrivateKey::generate()).collect();
+        let specs = relays
+            .iter()
+            .zip(&relay_keys)
+            .map(|(a, k)| RelaySpec {
+                public_key: k.public_key(),
+                addresses: vec![a.parse().unwrap()],
+            })
+            .collect();
+        let relays = relays
+            .iter()
+            .zip(&relay_keys)
+            .map(|(a, k)| {
+                let key = TicketKey::derive(k, &kx.public_key());
+                (a.parse().unwrap(), RelayCore::new(key, u64::MAX), true)
+            })
+            .collect();
+        let mut x = dc(&kx, "x.ntm.internal", "198.18.0.0/16", specs, now);
+        let mut y = dc(&ky, "y.ntm.internal", y_prefix, Vec::new(), now);
         x.federate(
             vec![FederationSpec {
                 domain: "y.ntm.internal".into(),
@@ -82,18 +125,19 @@ impl Fed {
             }],
             now,
         );
-        let mut f = Fed {
+        Fed {
+            keys: (kx, ky),
             epoch: now,
             now,
             dcs: vec![(X_DC.parse().unwrap(), x), (Y_DC.parse().unwrap(), y)],
             nodes: Vec::new(),
+            relays,
+            dcs_down: Vec::new(),
+            direct_blocked: false,
+            routed: Vec::new(),
             upstream: 0,
             wire: VecDeque::new(),
-        };
-        f.add_node("alice", "198.51.100.11:1000", &kx);
-        f.add_node("bob", "198.51.100.12:2000", &ky);
-        f.advance(Duration::from_secs(2));
-        f
+        }
     }
 
     fn add_node(&mut self, name: &str, addr: &str, dc_key: &PrivateKey) {
@@ -116,6 +160,7 @@ impl Fed {
         );
         core.set_local_endpoints(vec![addr]);
         self.nodes.push((addr, core, Vec::new()));
+        self.routed.push(Vec::new());
     }
 
     fn unix(&self) -> u64 {
@@ -123,12 +168,13 @@ impl Fed {
     }
 
     fn collect(&mut self) {
-        for (addr, core, tun) in &mut self.nodes {
+        for (i, (addr, core, tun)) in self.nodes.iter_mut().enumerate() {
             while let Some(o) = core.poll_output() {
                 match o {
                     Output::Udp { to, bytes } => self.wire.push_back((*addr, to, bytes)),
                     Output::Tun(p) => tun.push(p),
                     Output::Upstream { .. } => self.upstream += 1,
+                    Output::FederatedRoutes(p) => self.routed[i] = p,
                     _ => {}
                 }
             }
@@ -143,9 +189,23 @@ impl Fed {
                 return;
             };
             let unix = self.unix();
+            let is_node = |a: SocketAddr| self.nodes.iter().any(|n| n.0 == a);
+            if self.dcs_down.contains(&to) || (self.direct_blocked && is_node(from) && is_node(to))
+            {
+                continue;
+            }
             if let Some((_, dc)) = self.dcs.iter_mut().find(|(a, _)| *a == to) {
                 for t in dc.handle(from, &mut bytes, self.now, unix) {
                     self.wire.push_back((to, t.to, t.bytes));
+                }
+            } else if let Some((_, relay, up)) = self.relays.iter_mut().find(|r| r.0 == to) {
+                if !*up {
+                    continue;
+                }
+                match relay.handle(from, &bytes, self.now, unix) {
+                    RelayAction::Forward(dst) => self.wire.push_back((to, dst, bytes)),
+                    RelayAction::Reply(r) => self.wire.push_back((to, from, r)),
+                    RelayAction::Drop(_) => {}
                 }
             } else if let Some((_, core, _)) = self.nodes.iter_mut().find(|(a, _, _)| *a == to) {
                 core.handle_udp(from, &mut bytes, self.now);
@@ -163,12 +223,37 @@ impl Fed {
             }
             let unix = self.unix();
             for (addr, dc) in &mut self.dcs {
+                if self.dcs_down.contains(addr) {
+                    continue;
+                }
                 for t in dc.handle_timeout(self.now, unix) {
                     self.wire.push_back((*addr, t.to, t.bytes));
                 }
             }
             self.settle();
         }
+    }
+
+    /// A packet from node `a`'s TUN to node `b`: whether it came out of
+    /// `b`'s TUN.
+    fn deliver(&mut self, a: usize, b: usize, tag: u8) -> bool {
+        let mut pkt = Vec::new();
+        packet::build_ipv4_udp(
+            SocketAddrV4::new(self.vip(a), 7000),
+            SocketAddrV4::new(self.vip(b), 7001),
+            &[tag; 40],
+            &mut pkt,
+        );
+        self.nodes[b].2.clear();
+        self.nodes[a].1.handle_tun(pkt.clone(), self.now);
+        self.settle();
+        self.nodes[b].2.contains(&pkt)
+    }
+
+    /// The relay address of node `i`'s grant for its one peer.
+    fn grant(&self, i: usize) -> Option<SocketAddr> {
+        let p = self.nodes[i].1.peers.values().next()?;
+        p.relay.as_ref().map(|r| r.grant.address)
     }
 
     fn vip(&self, i: usize) -> Ipv4Addr {
@@ -302,4 +387,112 @@ fn overlapping_prefixes_keep_the_domains_apart() {
     f.dns(0, "bob.y.ntm.internal");
     assert_eq!(f.upstream, 1, "the name was not treated as federated");
     assert!(f.nodes[0].1.status(f.now).peers.is_empty());
+}
+
+#[test]
+fn a_pair_across_domains_moves_off_a_dead_relay_directed_by_the_granting_dc() {
+    let mut f = Fed::with_relays("198.19.0.0/16", &[RELAY, RELAY2]);
+    f.direct_blocked = true;
+    f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
+    f.advance(Duration::from_secs(5));
+    assert!(
+        f.deliver(0, 1, 1) && f.deliver(1, 0, 2),
+        "no data through X's relay"
+    );
+    let first = f.grant(0).expect("alice has no relay grant");
+    assert_eq!(f.grant(1), Some(first), "one relay for the pair");
+    let status = f.nodes[0].1.status(f.now);
+    assert_eq!(status.peers[0].path, "relay");
+    assert_eq!(status.peers[0].endpoint, Some(first));
+
+    // The relay dies. No data flows, so neither node notices by itself:
+    // X (whose relay it was) moves the pair, through Y for bob.
+    f.relays.iter_mut().find(|r| r.0 == first).unwrap().2 = false;
+    f.advance(Duration::from_secs(5));
+    let second = f.grant(0).expect("alice lost her relay grant");
+    assert_ne!(
+        second, first,
+        "alice still holds a grant for the dead relay"
+    );
+    assert_eq!(f.grant(1), Some(second), "bob was not moved with alice");
+    assert!(
+        f.deliver(0, 1, 3) && f.deliver(1, 0, 4),
+        "no data through the new relay"
+    );
+    for i in 0..2 {
+        assert_eq!(f.nodes[i].1.status(f.now).peers[0].endpoint, Some(second));
+    }
+}
+
+#[test]
+fn a_domain_whose_dc_stays_unreachable_loses_its_route_and_gets_it_back() {
+    let mut f = Fed::new("198.19.0.0/16");
+    let y_prefix: Ipv4Net = "198.19.0.0/16".parse().unwrap();
+    assert_eq!(f.routed[0], vec![y_prefix]);
+    let y: SocketAddr = Y_DC.parse().unwrap();
+    f.dcs_down.push(y);
+    // A short outage changes nothing for the nodes.
+    f.advance(Duration::from_secs(60));
+    assert_eq!(f.routed[0], vec![y_prefix], "withdrawn too early");
+    f.advance(crate::dc::federation::WITHDRAW_AFTER);
+    assert!(
+        f.routed[0].is_empty(),
+        "Y's prefix still routed into the TUN"
+    );
+    assert!(f.nodes[0].1.take_table().unwrap().federated.is_empty());
+    let before = f.upstream;
+    f.dns(0, "bob.y.ntm.internal");
+    assert_eq!(f.upstream, before + 1, "Y's names still intercepted");
+
+    // Y answers again: the route and the names come back.
+    f.dcs_down.clear();
+    f.advance(Duration::from_secs(35));
+    assert_eq!(f.routed[0], vec![y_prefix]);
+    let bob_vip = f.vip(1);
+    let ans = f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
+    assert_eq!(a_record(&ans), Some(bob_vip));
+}
+
+/// `ntmtun_dc_federation_up` of a DC (its one federated domain).
+fn federation_up(dc: &DcCore) -> u64 {
+    dc.metrics()
+        .iter()
+        .find(|m| m.name == "ntmtun_dc_federation_up")
+        .map_or(0, |m| m.value)
+}
+
+#[test]
+fn under_load_federation_initiations_meet_a_cookie_first() {
+    let mut f = Fed::bare("198.19.0.0/16", &[]);
+    for (_, dc) in &mut f.dcs {
+        dc.set_backlog(true);
+    }
+    let unix = f.unix();
+    let init = f.dcs[0]
+        .1
+        .handle_timeout(f.now, unix)
+        .into_iter()
+        .find(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT)
+        .expect("X dials Y");
+    // A copy from a spoofed source (valid mac1, no mac2): a cookie reply
+    // to that source, before any Diffie-Hellman.
+    let spoofed: SocketAddr = "198.51.100.99:7446".parse().unwrap();
+    let out = f.dcs[1]
+        .1
+        .handle(spoofed, &mut init.bytes.clone(), f.now, unix);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].to, spoofed);
+    assert_eq!(out[0].bytes[0], FED_COOKIE_REPLY);
+    assert_eq!(out[0].bytes.len(), COOKIE_REPLY_LEN);
+    assert_eq!(f.dcs[1].1.stats.fed_cookie_replies, 1);
+    assert_eq!(federation_up(&f.dcs[1].1), 0);
+
+    // The real initiations (X's, and Y's own) meet the cookie, come back
+    // with mac2, and the DCs federate while both stay under load.
+    f.wire.push_back((f.dcs[0].0, init.to, init.bytes));
+    f.advance(Duration::from_secs(3));
+    assert_eq!(federation_up(&f.dcs[0].1), 1);
+    assert_eq!(federation_up(&f.dcs[1].1), 1);
+    assert!(f.dcs[1].1.stats.fed_cookie_replies >= 2);
+    assert!(f.dcs[0].1.stats.fed_cookie_replies >= 1);
 }

@@ -303,6 +303,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
         v6,
         pings: Vec::new(),
         subnet_routes: Vec::new(),
+        federated_routes: Vec::new(),
         dataplane: crate::status::DataplaneStatus {
             io: Some(shell.as_str().into()),
             workers: Some(workers),

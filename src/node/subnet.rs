@@ -17,17 +17,23 @@ use tracing::{debug, info, warn};
 pub const NFT_TABLE: &str = "ntmtun";
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
-/// Makes the TUN carry exactly `wanted` (other gateways' prefixes), given
+/// Makes the TUN carry exactly `wanted` (other gateways' prefixes, or
+/// federated domains' virtual prefixes: `kind` names which in logs), given
 /// that `installed` is what it carries now; returns what it carries after.
-pub fn sync_routes(tun: &str, installed: &[Ipv4Net], wanted: &[Ipv4Net]) -> Vec<Ipv4Net> {
+pub fn sync_routes(
+    tun: &str,
+    kind: &str,
+    installed: &[Ipv4Net],
+    wanted: &[Ipv4Net],
+) -> Vec<Ipv4Net> {
     let mut now: Vec<Ipv4Net> = Vec::new();
     for p in installed {
         if wanted.contains(p) {
             now.push(*p);
         } else if let Err(e) = ip(&["-4", "route", "del", &p.to_string(), "dev", tun]) {
-            warn!(prefix = %p, error = format!("{e:#}"), "cannot remove a subnet route");
+            warn!(prefix = %p, kind, error = format!("{e:#}"), "cannot remove a route from the TUN");
         } else {
-            info!(prefix = %p, tun, "subnet route removed");
+            info!(prefix = %p, kind, tun, "route removed from the TUN");
         }
     }
     for p in wanted {
@@ -36,13 +42,14 @@ pub fn sync_routes(tun: &str, installed: &[Ipv4Net], wanted: &[Ipv4Net]) -> Vec<
         }
         match ip(&["-4", "route", "replace", &p.to_string(), "dev", tun]) {
             Ok(()) => {
-                info!(prefix = %p, tun, "subnet route into the tunnel");
+                info!(prefix = %p, kind, tun, "route into the tunnel");
                 now.push(*p);
             }
             Err(e) => warn!(
                 prefix = %p,
+                kind,
                 error = format!("{e:#}"),
-                "cannot route a subnet into the TUN; its hosts are unreachable from here"
+                "cannot route a prefix into the TUN; its hosts are unreachable from here"
             ),
         }
     }

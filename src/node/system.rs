@@ -69,21 +69,6 @@ pub fn configure_address(tun: &str, vip: Ipv4Addr, prefix_len: u8, ipv6: bool) -
     Ok(())
 }
 
-/// Routes the virtual prefixes of federated domains into the TUN. The
-/// routes belong to the TUN and go away with it.
-pub fn route_federated(tun: &str, prefixes: &[ipnet::Ipv4Net]) -> Result<()> {
-    for p in prefixes {
-        ip(&["-4", "route", "replace", &p.to_string(), "dev", tun])
-            .with_context(|| format!("routing federated prefix {p} into {tun}"))?;
-    }
-    info!(
-        tun,
-        ?prefixes,
-        "federated virtual prefixes routed into the TUN"
-    );
-    Ok(())
-}
-
 /// Routes UDP DNS for `resolvers` (IPv4 and IPv6) into the TUN: the paper's
 /// capture mode. Our own sockets carry `FWMARK` and keep the main table.
 pub fn capture_dns(tun: &str, resolvers: &[IpAddr]) -> Result<()> {

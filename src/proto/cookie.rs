@@ -30,6 +30,8 @@ pub const COOKIE_REPLY: u8 = 0x04;
 /// DC-to-node cookie reply (answers `DC_HANDSHAKE_INIT`). Not 0x14: that
 /// starts the federation types (`wire::FED_HANDSHAKE_INIT`).
 pub const DC_COOKIE_REPLY: u8 = 0x17;
+/// DC-to-DC cookie reply (answers `FED_HANDSHAKE_INIT`).
+pub const FED_COOKIE_REPLY: u8 = 0x18;
 /// Length of a cookie, and of the `mac2` it keys.
 pub const COOKIE_LEN: usize = 16;
 pub const MAC2_LEN: usize = MAC_LEN;
