@@ -471,7 +471,9 @@ impl NodeCore {
         let Some(s) = p.current.clone() else { return };
         let targets: Vec<Endpoint> = p.probe_targets();
         if let Some(ep @ Endpoint::Direct(_)) = p.endpoint {
-            p.upgrade = Some((ep, p.upgrade_misses().saturating_add(1)));
+            let misses = p.upgrade_misses();
+            info!(peer = %p.name, endpoint = %ep, ?targets, misses, "probing better-ranked direct candidates");
+            p.upgrade = Some((ep, misses.saturating_add(1)));
         }
         let id = self.next_ping();
         for t in targets {
