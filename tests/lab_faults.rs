@@ -99,3 +99,55 @@ fn restarted_node_is_reached_again_within_seconds() {
         t.elapsed()
     );
 }
+
+/// The status entry `node` keeps for `peer`: (endpoint, path MTU).
+fn peer_path(lab: &Lab, node: &str, peer: &str) -> Option<(String, u64)> {
+    let st = lab.try_status_json(node).ok()?;
+    let p = st["peers"].as_array()?.iter().find(|p| p["name"] == peer)?;
+    Some((p["endpoint"].as_str()?.to_string(), p["path_mtu"].as_u64()?))
+}
+
+/// A dual-stack pair on the LAN settles on IPv4, the DC's first-ranked
+/// family, after every restart, whichever of the simultaneous IPv4 and
+/// IPv6 initiations the other side handled first (docs/architecture.md,
+/// "Why a pair converges on the best-ranked direct family").
+#[test]
+fn restarted_dual_stack_pair_settles_on_ipv4() {
+    let Some(lab) = Lab::up("lan") else { return };
+    let on_ipv4 = |lab: &Lab| {
+        let a = peer_path(lab, "alice", "bob")?;
+        let b = peer_path(lab, "bob", "alice")?;
+        (a.0.starts_with("198.51.100.12:")
+            && b.0.starts_with("198.51.100.11:")
+            && a.1 == 1432
+            && b.1 == 1432)
+            .then_some(())
+    };
+    for round in 0..4 {
+        lab.restart_node(if round % 2 == 0 { "bob" } else { "alice" });
+        lab.wait_registered(Duration::from_secs(15));
+        let settled = wait_for(Duration::from_secs(20), Duration::from_millis(500), || {
+            lab.ping_once("alice", "bob")
+                .then(|| on_ipv4(&lab))
+                .flatten()
+        });
+        assert!(
+            settled.is_some(),
+            "round {round}: not settled on IPv4 with MTU 1432: alice {:?}, bob {:?}\n{}",
+            peer_path(&lab, "alice", "bob"),
+            peer_path(&lab, "bob", "alice"),
+            lab.logs_tail()
+        );
+        // Traffic the other way, then the pair must still be on IPv4.
+        let back = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+            lab.ping_once("bob", "alice").then_some(())
+        });
+        assert!(back.is_some(), "round {round}: bob cannot ping alice");
+        assert!(
+            on_ipv4(&lab).is_some(),
+            "round {round}: left IPv4: alice {:?}, bob {:?}",
+            peer_path(&lab, "alice", "bob"),
+            peer_path(&lab, "bob", "alice")
+        );
+    }
+}

@@ -264,6 +264,9 @@ impl Path<'_> {
         route
             .stats
             .record_rx(payload.len(), !seen.is_relay(), self.now);
+        if seen == route.endpoint {
+            route.stats.record_route_rx(self.now);
+        }
         let control = payload.first().is_some_and(|b| b >> 4 != 4);
         // Control messages (probes) carry their own endpoint rules.
         if seen != route.endpoint && !control {

@@ -464,6 +464,9 @@ impl NodeCore {
             return;
         };
         p.stats.record_rx(range.len(), !from.is_relay(), now);
+        if p.endpoint == Some(from) {
+            p.stats.record_route_rx(now);
+        }
         let (vip, index) = (p.virtual_ip, session.local_index);
         let payload = &datagram[range];
         let control = payload.first().is_some_and(|b| b >> 4 != 4);
@@ -645,6 +648,7 @@ impl NodeCore {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.last_redirect = None;
                     p.direct_banned_until = None;
+                    p.upgrade = None;
                 }
                 self.redirect(key, now);
             }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 #[path = "core_tests_flood.rs"]
 mod flood;
+#[path = "core_tests_path.rs"]
+mod path;
 
 const DC_ADDR: &str = "198.51.100.10:7446";
 const RELAY_ADDR: &str = "198.51.100.20:7447";
@@ -66,6 +68,8 @@ impl Nat {
 
 struct Node {
     addr: SocketAddr,
+    /// A dual-stack node's IPv6 address (sources what it sends to IPv6).
+    addr6: Option<SocketAddr>,
     /// Index into `Net::nats` when behind a NAT.
     nat: Option<usize>,
     core: NodeCore,
@@ -96,6 +100,11 @@ struct Net {
     /// Larger UDP payloads are lost on the way (a narrow link whose
     /// router's ICMP never arrives).
     max_datagram: usize,
+    /// Datagrams to IPv6 addresses are delivered before the others (a
+    /// responder whose workers hand the IPv6 initiation over first).
+    v6_first: bool,
+    /// IPv4 between nodes is lost (the DC and the relay still answer).
+    v4_down: bool,
 }
 
 fn dc_core(key: &PrivateKey, store: Store, relays: Vec<RelaySpec>, now: Instant) -> DcCore {
@@ -132,6 +141,8 @@ impl Net {
             relay_up: true,
             relayed: 0,
             max_datagram: usize::MAX,
+            v6_first: false,
+            v4_down: false,
         }
     }
 
@@ -226,6 +237,7 @@ impl Net {
         core.set_local_endpoints(vec![addr]);
         self.nodes.push(Node {
             addr,
+            addr6: None,
             nat,
             core,
             tun: Vec::new(),
@@ -244,7 +256,10 @@ impl Net {
                 Output::Udp { to, bytes } if self.nodes[i].online => {
                     // Leaving the LAN through the node's NAT, unless the
                     // destination is on the same LAN.
-                    let inner = self.nodes[i].addr;
+                    let inner = match self.nodes[i].addr6 {
+                        Some(a6) if to.is_ipv6() => a6,
+                        _ => self.nodes[i].addr,
+                    };
                     let from = match self.nodes[i].nat {
                         Some(k) if !self.nodes.iter().any(|n| n.nat == Some(k) && n.addr == to) => {
                             self.nats[k].outbound(inner, to)
@@ -273,9 +288,12 @@ impl Net {
             .iter()
             .find(|n| n.addr == from)
             .and_then(|n| n.nat);
+        if self.v4_down && to.is_ipv4() && self.nodes.iter().any(|n| n.addr == from) {
+            return;
+        }
         let direct = self.nodes.iter().position(|n| {
             n.online
-                && n.addr == to
+                && (n.addr == to || n.addr6 == Some(to))
                 && (n.nat.is_none() || (sender_nat.is_some() && n.nat == sender_nat))
         });
         let target = direct.or_else(|| {
@@ -298,7 +316,11 @@ impl Net {
             for i in 0..self.nodes.len() {
                 self.collect(i);
             }
-            let Some((from, to, mut bytes)) = self.wire.pop_front() else {
+            let next = match self.wire.iter().position(|d| d.1.is_ipv6()) {
+                Some(k) if self.v6_first => self.wire.remove(k),
+                _ => self.wire.pop_front(),
+            };
+            let Some((from, to, mut bytes)) = next else {
                 return;
             };
             if bytes.len() > self.max_datagram {

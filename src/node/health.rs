@@ -4,6 +4,7 @@
 
 use super::core::NodeCore;
 use super::dns::Resolution as DnsResolution;
+use super::path_choice;
 use super::table::Endpoint;
 use crate::keys::PublicKey;
 use crate::proto::signal::Target;
@@ -162,16 +163,23 @@ impl NodeCore {
             .is_some_and(|t| now.saturating_duration_since(t) >= PATH_TIMEOUT)
             && p.last_switch
                 .is_none_or(|t| now.saturating_duration_since(t) >= PATH_TIMEOUT);
+        // Relayed: probe the direct candidates. On a direct endpoint of a
+        // worse-ranked family: probe the better ones, backing off.
         let relayed = p.endpoint.is_some_and(|e| e.is_relay());
-        let probe = relayed
-            && !p.candidates.is_empty()
+        let interval = if relayed {
+            PROBE_INTERVAL
+        } else {
+            path_choice::upgrade_interval(p.upgrade_misses())
+        };
+        let probe = !p.probe_targets().is_empty()
             && p.direct_banned_until.is_none_or(|t| now >= t)
             && p.last_probe
-                .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL);
+                .is_none_or(|t| now.saturating_duration_since(t) >= interval);
         let persistent = keepalive.is_some_and(|k| since(tx) >= k);
 
         if suspect {
             p.awaiting_since = Some(now);
+            p.suspected = Some(now);
             p.last_switch = Some(now);
             let name = p.name.clone();
             let on_direct = matches!(p.endpoint, Some(Endpoint::Direct(_)));

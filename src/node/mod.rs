@@ -15,6 +15,7 @@ pub mod dns;
 mod federation_tests;
 mod health;
 pub mod metrics;
+pub mod path_choice;
 pub mod peer;
 pub mod pmtu;
 mod resolve;

@@ -3,6 +3,7 @@
 //! sessions, a handshake in flight, path health, and what waits for the
 //! tunnel (queued packets, DNS answers, pings).
 
+use super::path_choice;
 use super::pmtu::PathMtu;
 use super::table::{Endpoint, PeerStats};
 use super::tun::TUN_MTU;
@@ -71,6 +72,13 @@ pub struct Peer {
     pub relay: Option<RelayLink>,
     /// Where the last authenticated packet came from; where we send.
     pub endpoint: Option<Endpoint>,
+    /// When an authenticated packet last moved us to (or found us on)
+    /// `endpoint`, as the control thread saw it; the workers' count is
+    /// `stats.last_route_rx`.
+    pub endpoint_heard: Option<Instant>,
+    /// Upgrade probes to better-ranked direct candidates sent without
+    /// success while on this direct endpoint (`path_choice`).
+    pub upgrade: Option<(Endpoint, u32)>,
     pub current: Option<Arc<Session>>,
     pub previous: Option<Arc<Session>>,
     /// When `current` was established, and whether we initiated it.
@@ -88,6 +96,8 @@ pub struct Peer {
     pub stats: Arc<PeerStats>,
     /// Path health: since when we have sent data without hearing back.
     pub awaiting_since: Option<Instant>,
+    /// When path health last found the path not answering.
+    pub suspected: Option<Instant>,
     /// After the direct path failed, direct endpoints are not trusted again
     /// until this time (no flapping between a half-open path and the relay).
     pub direct_banned_until: Option<Instant>,
@@ -117,6 +127,8 @@ impl Peer {
             initiate: false,
             relay: None,
             endpoint: None,
+            endpoint_heard: None,
+            upgrade: None,
             current: None,
             previous: None,
             established: None,
@@ -128,6 +140,7 @@ impl Peer {
             dns_waiters: Vec::new(),
             stats,
             awaiting_since: None,
+            suspected: None,
             direct_banned_until: None,
             last_switch: None,
             last_probe: None,
@@ -151,20 +164,68 @@ impl Peer {
         full
     }
 
-    /// Installs a new session, keeping the old one for records in flight.
+    /// Installs a new session that completed over `offered`, keeping the
+    /// old one for records in flight. The pair stays on its current
+    /// endpoint if that ranks better and still answers (`path_choice`).
     pub fn install(
         &mut self,
         session: Session,
-        endpoint: Endpoint,
+        offered: Endpoint,
         now: Instant,
         we_initiated: bool,
     ) {
+        if !self.keeps_endpoint(offered, now) {
+            self.move_to(offered, now);
+        }
         self.previous = self.current.take();
         self.current = Some(Arc::new(session));
-        self.endpoint = Some(endpoint);
         self.established = Some(now);
         self.we_initiated = we_initiated;
         self.awaiting_since = None;
+    }
+
+    /// Whether an authenticated packet over `offered` leaves the pair on
+    /// its current endpoint: a better-ranked direct one that is not dead.
+    pub fn keeps_endpoint(&self, offered: Endpoint, now: Instant) -> bool {
+        let Some(current) = self.endpoint else {
+            return false;
+        };
+        let heard = self.stats.last_route_rx().max(self.endpoint_heard);
+        let liveness = path_choice::Liveness {
+            heard,
+            last_rx: self.stats.last_rx(),
+            suspected: self.suspected,
+        };
+        let dead = liveness.dead(now, super::health::PATH_TIMEOUT);
+        path_choice::keeps(&self.candidates, current, offered, dead)
+    }
+
+    /// Sends to `ep` from now on: an authenticated packet just came from
+    /// it (or a handshake completed over it).
+    pub fn move_to(&mut self, ep: Endpoint, now: Instant) {
+        self.endpoint = Some(ep);
+        self.endpoint_heard = Some(now);
+    }
+
+    /// Where upgrade probes go: every direct candidate while relayed; the
+    /// candidates of better-ranked families while on a direct endpoint.
+    pub fn probe_targets(&self) -> Vec<Endpoint> {
+        match self.endpoint {
+            Some(Endpoint::Direct(current)) => path_choice::better(&self.candidates, current)
+                .iter()
+                .take(MAX_ENDPOINTS)
+                .map(|&c| Endpoint::Direct(c))
+                .collect(),
+            _ => self.direct_targets(),
+        }
+    }
+
+    /// Upgrade probes sent in vain from the current endpoint.
+    pub fn upgrade_misses(&self) -> u32 {
+        match self.upgrade {
+            Some((ep, misses)) if Some(ep) == self.endpoint => misses,
+            _ => 0,
+        }
     }
 
     /// The bound relay endpoint, if any.

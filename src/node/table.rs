@@ -29,6 +29,9 @@ pub struct PeerStats {
     last_data_tx_ms: AtomicU64,
     /// Last authenticated receive over a direct path (not the relay).
     last_direct_rx_ms: AtomicU64,
+    /// Last authenticated receive from the endpoint the route sends to:
+    /// whether that endpoint still answers (`node::path_choice`).
+    last_route_rx_ms: AtomicU64,
 }
 
 impl PeerStats {
@@ -44,6 +47,7 @@ impl PeerStats {
             last_data_rx_ms: AtomicU64::new(0),
             last_data_tx_ms: AtomicU64::new(0),
             last_direct_rx_ms: AtomicU64::new(0),
+            last_route_rx_ms: AtomicU64::new(0),
         }
     }
 
@@ -64,6 +68,12 @@ impl PeerStats {
             self.rx_packets.fetch_add(1, Ordering::Relaxed);
             self.last_data_rx_ms.store(ms, Ordering::Relaxed);
         }
+    }
+
+    /// Notes that a received record came from the endpoint the route sends
+    /// to (counted by `record_rx` as well).
+    pub fn record_route_rx(&self, now: Instant) {
+        self.last_route_rx_ms.store(self.ms(now), Ordering::Relaxed);
     }
 
     /// Counts a sent record; `bytes == 0` is a keepalive.
@@ -91,6 +101,10 @@ impl PeerStats {
 
     pub fn last_direct_rx(&self) -> Option<Instant> {
         self.at(self.last_direct_rx_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn last_route_rx(&self) -> Option<Instant> {
+        self.at(self.last_route_rx_ms.load(Ordering::Relaxed))
     }
 
     pub fn last_data_rx(&self) -> Option<Instant> {

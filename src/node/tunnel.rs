@@ -69,7 +69,11 @@ impl NodeCore {
         peer.name = info.name.clone();
         peer.virtual_ip = info.virtual_ip;
         peer.path = info.path;
-        peer.candidates = info.endpoints.clone();
+        if peer.candidates != info.endpoints {
+            // New candidates: upgrade probing starts over.
+            peer.upgrade = None;
+            peer.candidates = info.endpoints.clone();
+        }
         peer.initiate = info.initiate;
         let new_grant = info.relay.clone();
         let same_session = match (&peer.relay, &new_grant) {
@@ -408,15 +412,20 @@ impl NodeCore {
             return;
         };
         if p.endpoint == Some(from) {
+            p.endpoint_heard = Some(now);
             return;
         }
         // Follow the path the peer's records take: that is the peer's
         // choice, made after its own checks (a roaming peer, a peer that
         // fell back to the relay, or one that proved the direct path with a
-        // probe). Upgrade probes themselves never get here. Only a direct
-        // path that failed us moments ago is not taken back at once.
+        // probe). Upgrade probes themselves never get here. A direct path
+        // that failed us moments ago is not taken back at once, and a live
+        // direct endpoint does not give way to a worse-ranked family
+        // (records still in flight there after an upgrade, a rekey's copy).
         let take = match (p.endpoint, from) {
-            (_, Endpoint::Direct(_)) => p.direct_banned_until.is_none_or(|t| now >= t),
+            (_, Endpoint::Direct(_)) => {
+                p.direct_banned_until.is_none_or(|t| now >= t) && !p.keeps_endpoint(from, now)
+            }
             // Records still in flight on the relay after both moved to a
             // direct path must not pull us back while direct is alive.
             (Some(Endpoint::Direct(_)), Endpoint::Relay { .. }) => p
@@ -427,7 +436,7 @@ impl NodeCore {
         };
         if take {
             info!(peer = %p.name, old = ?p.endpoint.map(|e| e.to_string()), new = %from, "peer endpoint changed");
-            p.endpoint = Some(from);
+            p.move_to(from, now);
             p.last_switch = Some(now);
             p.awaiting_since = None;
             self.table_dirty = true;
@@ -449,16 +458,23 @@ impl NodeCore {
         }
     }
 
-    /// Probes straight to the peer's direct candidates while we are relayed:
-    /// the peer answers each one from where it arrived, and an answer that
-    /// reaches us moves us to the direct path; our data then moves the peer.
+    /// Probes straight to the peer's direct candidates while we are relayed,
+    /// or to the better-ranked ones while on a worse-ranked direct endpoint
+    /// (`path_choice`): the peer answers each one from where it arrived,
+    /// and an answer that reaches us moves us there; our keepalive then
+    /// moves the peer.
     pub(super) fn probe_direct(&mut self, key: PublicKey, now: Instant) {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
         p.last_probe = Some(now);
         let Some(s) = p.current.clone() else { return };
-        let targets: Vec<Endpoint> = p.direct_targets();
+        let targets: Vec<Endpoint> = p.probe_targets();
+        if let Some(ep @ Endpoint::Direct(_)) = p.endpoint {
+            let misses = p.upgrade_misses();
+            info!(peer = %p.name, endpoint = %ep, ?targets, misses, "probing better-ranked direct candidates");
+            p.upgrade = Some((ep, misses.saturating_add(1)));
+        }
         let id = self.next_ping();
         for t in targets {
             if let Ok(bytes) = s.seal_to_vec(wire::DATA, &Self::control_message(CTL_PROBE, id)) {
@@ -635,12 +651,16 @@ impl NodeCore {
                 }
             }
             CTL_PROBE_ACK => {
-                if let Some(p) = self.peers.get(&key) {
-                    if p.endpoint != Some(from) {
-                        info!(peer = %p.name, endpoint = %from, "direct path works both ways: leaving the relay");
-                    }
-                }
+                let before = self.peers.get(&key).and_then(|p| p.endpoint);
                 self.handle_endpoint_seen(index, from, now);
+                let Some(p) = self.peers.get(&key) else {
+                    return;
+                };
+                if p.endpoint != before {
+                    info!(peer = %p.name, endpoint = %from, "a better path works both ways: moving to it");
+                    // Tell the peer now, not with our next data.
+                    self.keepalive(key, now);
+                }
             }
             CTL_PING => {
                 self.handle_endpoint_seen(index, from, now);
