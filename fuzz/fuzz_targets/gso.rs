@@ -159,7 +159,10 @@ fn round_trip(pkts: &[Vec<u8>], uso: bool) {
         let hdr_len = usize::from(u16::from_ne_bytes([w[2], w[3]]));
         let gso_size = usize::from(u16::from_ne_bytes([w[4], w[5]]));
         let pkt_len = w.len() - VNET_HDR_LEN;
-        assert!(gso_size > 0 && hdr_len + gso_size < pkt_len, "a super-packet of one segment");
+        assert!(
+            gso_size > 0 && hdr_len + gso_size < pkt_len,
+            "a super-packet of one segment"
+        );
         let mut reader = TunReader::new(true, VNET_HDR_LEN, 0, MAX_PACKETS);
         let mut buf = w.to_vec();
         let need = reader.plan(&mut buf);
@@ -172,5 +175,8 @@ fn round_trip(pkts: &[Vec<u8>], uso: bool) {
     }
     taken.sort();
     back.sort();
-    assert!(taken == back, "split(coalesce(packets)) differs from the packets");
+    assert!(
+        taken == back,
+        "split(coalesce(packets)) differs from the packets"
+    );
 }
