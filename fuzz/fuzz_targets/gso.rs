@@ -144,6 +144,7 @@ fn round_trip(pkts: &[Vec<u8>], uso: bool) {
     assert!(c.len() <= taken.len());
     c.finish();
     let mut back: Vec<Vec<u8>> = Vec::new();
+    let mut reader = TunReader::new(true, VNET_HDR_LEN, 0, MAX_PACKETS);
     for i in 0..c.len() {
         let w = c.packet(i);
         assert!(w.len() > VNET_HDR_LEN && w.len() <= VNET_HDR_LEN + MAX_PACKET);
@@ -161,7 +162,6 @@ fn round_trip(pkts: &[Vec<u8>], uso: bool) {
             gso_size > 0 && hdr_len + gso_size < pkt_len,
             "a super-packet of one segment"
         );
-        let mut reader = TunReader::new(true, VNET_HDR_LEN, 0, MAX_PACKETS);
         let mut buf = w.to_vec();
         let need = reader.plan(&mut buf);
         assert!(need > 1, "the reader refused a super-packet");
