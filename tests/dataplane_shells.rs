@@ -6,12 +6,15 @@
 //! Outbound: an app datagram to the peer's virtual address, and a UDP GSO
 //! send of several segments (a USO super-packet on the TUN), arrive at the
 //! peer as records that open to the app's packets. Inbound: a record the
-//! peer seals arrives at the app socket on the TUN address. Then the stop
-//! flag ends the shell, which returns normally.
+//! peer seals arrives at the app socket on the TUN address, and a GSO
+//! train of six records (UDP datagrams of one flow, which our GRO writes
+//! as one USO super-packet where the TUN has USO) arrives whole and in
+//! order. Then the stop flag ends the shell, which returns normally.
 
 mod common;
 
 use arc_swap::ArcSwap;
+use ntmtun::dataplane::gro;
 use ntmtun::dataplane::io::Shell;
 use ntmtun::dataplane::worker::{DataplaneCounters, Worker};
 use ntmtun::dataplane::{epoll, uring};
@@ -180,6 +183,50 @@ fn round_trip(shell: Shell) {
     assert_eq!(&buf[..n], b"hello, app");
     assert_eq!(from, SocketAddr::from((PEER, 7777)));
 
+    // Inbound, six datagrams of one flow (198.18.0.2:4000 -> :5001, right
+    // checksums) sealed into equal records and sent as one GSO train.
+    let sink = UdpSocket::bind((LOCAL, 5001)).unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut train = Vec::new();
+    let mut rec_len = 0;
+    for k in 0..6u8 {
+        let spec = gro::Spec {
+            udp: true,
+            id: u16::from(k),
+            ttl: 64,
+            ..gro::Spec::default()
+        };
+        let mut pkt = Vec::new();
+        gro::build(&spec, &[k; 1000], &mut pkt);
+        let rec = theirs.seal_to_vec(DATA, &pkt).unwrap();
+        rec_len = rec.len();
+        train.extend_from_slice(&rec);
+    }
+    let seg = rec_len as i32;
+    // SAFETY: `seg` outlives the call; the length matches.
+    let r = unsafe {
+        libc::setsockopt(
+            peer.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&seg as *const i32).cast(),
+            4,
+        )
+    };
+    assert_eq!(r, 0);
+    peer.send_to(&train, worker_addr).unwrap();
+    for k in 0..6u8 {
+        let (n, from) = sink
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("{shell:?}: datagram {k} of the train missing: {e}"));
+        assert_eq!(from, SocketAddr::from((PEER, 4000)));
+        assert_eq!(n, 1000, "{shell:?}: datagram {k}");
+        assert!(
+            buf[..n].iter().all(|&b| b == k),
+            "{shell:?}: datagram {k} out of order or mixed"
+        );
+    }
+
     stop.store(true, Ordering::Relaxed);
     let result = handle.join().expect("worker panicked");
     assert_eq!(result, Ok(()), "{shell:?} shell failed");
@@ -191,7 +238,7 @@ fn round_trip(shell: Shell) {
     );
     assert_eq!(
         stats.rx_packets.load(Ordering::Relaxed),
-        1,
+        7,
         "{shell:?}: received records counted"
     );
 }

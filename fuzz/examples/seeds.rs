@@ -213,6 +213,41 @@ fn main() {
         &[vip_packet(NODE_VIP, PEER_VIP, b"payload"), v6],
     );
 
+    // gso: a TSO super-packet as the coalescer writes it (for the split),
+    // the same segments raw (for the coalescer), and in-order steps of
+    // each of the four built flows (TCP/UDP, v4/v6).
+    let mut segs = Vec::new();
+    let mut w = ntmtun::dataplane::gro::Coalescer::new(8, true, true);
+    for k in 0..4u16 {
+        let spec = ntmtun::dataplane::gro::Spec {
+            id: k,
+            seq: u32::from(k) * 1000,
+            flags: 0x10,
+            ttl: 64,
+            ..Default::default()
+        };
+        let mut p = Vec::new();
+        ntmtun::dataplane::gro::build(&spec, &[k as u8; 1000], &mut p);
+        assert!(w.push(&p));
+        segs.push(p);
+    }
+    w.finish();
+    let mut split = vec![0];
+    split.extend_from_slice(w.packet(0));
+    let mut raw = vec![1, 1];
+    for p in &segs {
+        raw.extend_from_slice(&(p.len() as u16).to_le_bytes());
+        raw.extend_from_slice(p);
+    }
+    let mut steps = vec![2, 1];
+    for f in 0..4u8 {
+        for _ in 0..4 {
+            steps.push(0x24 | f); // no twist
+            steps.extend_from_slice(&1200u16.to_le_bytes());
+        }
+    }
+    write(dir, "gso", &[split, raw, steps]);
+
     // config: the documented examples with real keys, and a relay config.
     let k = |n| key(n).to_base64();
     let p = |n| public(n).to_base64();

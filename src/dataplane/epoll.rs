@@ -1,7 +1,8 @@
 //! The poll(2) shell: each wake-up drains a bounded batch from the TUN
 //! (one `read` per packet or super-packet) and from the socket (recvmmsg),
-//! sends with sendmmsg and writes the TUN with tun-rs's coalescing
-//! `send_multiple`. Works on every kernel; `uring` is the faster shell.
+//! sends with sendmmsg and writes the TUN through our GRO (`gro`), one
+//! `write` per coalesced packet. Works on every kernel; `uring` is the
+//! faster shell.
 
 use super::gso::{self, UdpRx};
 use super::path::Path;
@@ -115,8 +116,8 @@ fn udp_batch(w: &Worker, path: &Path, bufs: &mut Buffers, rx: &mut UdpRx) {
     flush_tun(w, bufs);
 }
 
-/// Writes the queued packets to the TUN (both shells: tun-rs coalesces
-/// and writes, one `write` per coalesced packet).
+/// Writes the queued packets to the TUN (both shells: coalesced as they
+/// were queued, one `write` per packet left).
 pub fn flush_tun(w: &Worker, bufs: &mut Buffers) {
     if let Err(e) = bufs.writer.flush(&w.tun) {
         debug!(worker = w.id, error = %e, "TUN write failed");

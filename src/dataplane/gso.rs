@@ -1,13 +1,13 @@
 //! Offloads, in one place: the TUN's virtio header and super-packets (TSO/
-//! USO reads split into segments, coalesced GRO writes through tun-rs), UDP
+//! USO reads split into segments, writes coalesced by `gro`), UDP
 //! GSO sends (one `sendmsg` per run of records, `UDP_SEGMENT` cmsg) and UDP
 //! GRO receives (`UDP_GRO` cmsg, coalesced datagrams split back into
 //! records). The worker above sees plain IP packets and plain datagrams.
 //!
 //! Everything here is allocated once, in the `new` functions; the per-batch
-//! paths only fill preallocated buffers. (tun-rs's GRO coalescing allocates
-//! a copy of each packet it considers; see `TunWriter`.)
+//! paths only fill preallocated buffers.
 
+use super::gro::Coalescer;
 use crate::net::batch::{from_sockaddr, to_sockaddr};
 use crate::net::udp;
 use std::io;
@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use tracing::{debug, info, warn};
 use tun_rs::{
-    GROTable, SyncDevice, VirtioNetHdr, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    SyncDevice, VirtioNetHdr, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
     VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN,
 };
 
@@ -337,74 +337,62 @@ fn plan_split(pkt: &[u8], mut hdr: VirtioNetHdr) -> Option<(Option<(VirtioNetHdr
     ))
 }
 
-/// Collects IP packets for the TUN and writes them with tun-rs's
-/// `send_multiple`, which (on an offload TUN) coalesces TCP segments, and
-/// UDP datagrams where the TUN has USO, of one flow into super-packets
-/// before writing. Each buffer keeps `VNET_HDR_LEN` bytes in front and has
-/// capacity for a whole coalesced packet (tun-rs coalesces nothing into a
-/// buffer with less than 2 * offset + its length).
-///
-/// tun-rs 2.8.16's `tcp_gro`/`udp_gro` copy every packet they examine into
-/// a fresh `Vec` (`.to_vec()`): one allocation per TCP/UDP packet written
-/// on an offload TUN. That is inside tun-rs; everything here is reused.
+/// Collects IP packets for the TUN and writes them: our own GRO
+/// (`gro::Coalescer`) merges TCP segments, and UDP datagrams where the TUN
+/// has USO, of one flow into super-packets as they are queued; `flush`
+/// writes one `write` per packet left. Nothing here allocates after `new`.
 pub struct TunWriter {
-    bufs: Vec<Vec<u8>>,
-    n: usize,
-    gro: GROTable,
+    gro: Coalescer,
 }
 
 impl TunWriter {
-    pub fn new(count: usize) -> TunWriter {
-        let cap = 2 * VNET_HDR_LEN + MAX_PACKET + 1;
+    /// `offload`: the TUN has IFF_VNET_HDR (virtio headers, TSO); `uso`:
+    /// it also takes UDP_L4 super-packets.
+    pub fn new(count: usize, offload: bool, uso: bool) -> TunWriter {
         TunWriter {
-            bufs: (0..count)
-                .map(|_| {
-                    let mut b = Vec::with_capacity(cap);
-                    b.resize(VNET_HDR_LEN, 0);
-                    b
-                })
-                .collect(),
-            n: 0,
-            gro: GROTable::new(),
+            gro: Coalescer::new(count, offload, uso),
         }
     }
 
-    pub fn is_full(&self) -> bool {
-        self.n == self.bufs.len()
-    }
-
     pub fn is_empty(&self) -> bool {
-        self.n == 0
+        self.gro.is_empty()
     }
 
     /// Packets that can still be queued before a flush.
     pub fn room(&self) -> usize {
-        self.bufs.len() - self.n
+        self.gro.room()
     }
 
-    /// Queues a copy of `pkt`; false if the batch is full or `pkt` too big.
+    /// Queues a copy of `pkt` (or of its payload, onto its flow's last
+    /// packet); false if the batch is full or `pkt` too big.
     pub fn push(&mut self, pkt: &[u8]) -> bool {
-        if self.is_full() || pkt.len() > MAX_PACKET {
-            return false;
-        }
-        let b = &mut self.bufs[self.n];
-        // Within capacity: no reallocation. (After a coalesced write tun-rs
-        // may have swapped buffers around; they all have the same capacity.)
-        b.truncate(VNET_HDR_LEN);
-        b.resize(VNET_HDR_LEN, 0);
-        b.extend_from_slice(pkt);
-        self.n += 1;
-        true
+        self.gro.push(pkt)
     }
 
-    /// Writes everything queued (one `write` per packet left after
-    /// coalescing). On a TUN without offload, tun-rs skips the header room.
+    /// Writes everything queued to the TUN, one `write` per packet.
     pub fn flush(&mut self, tun: &SyncDevice) -> io::Result<usize> {
-        let n = std::mem::take(&mut self.n);
-        if n == 0 {
-            return Ok(0);
+        self.flush_to(tun.as_raw_fd())
+    }
+
+    /// Writes everything queued to `fd` (a TUN queue; tests use any file),
+    /// one `write` per packet, and empties the batch. Every packet is
+    /// tried; the last error, if any, is returned.
+    pub fn flush_to(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.gro.finish();
+        let mut total = 0;
+        let mut result = Ok(());
+        for i in 0..self.gro.len() {
+            let p = self.gro.packet(i);
+            // SAFETY: `p` is a live buffer of `p.len()` bytes.
+            let n = unsafe { libc::write(fd, p.as_ptr().cast(), p.len()) };
+            if n < 0 {
+                result = Err(io::Error::last_os_error());
+            } else {
+                total += n as usize;
+            }
         }
-        tun.send_multiple(&mut self.gro, &mut self.bufs[..n], VNET_HDR_LEN)
+        self.gro.clear();
+        result.map(|()| total)
     }
 }
 

@@ -6,11 +6,12 @@
 //! io_uring reads and receives into provided-buffer rings, batched SENDMSG)
 //! and `epoll` (poll(2) + recvmmsg/sendmmsg). Both run the per-packet code
 //! of `path` and the offloads of `gso` (TUN TSO/USO super-packets, UDP GSO
-//! sends, UDP GRO receives, GRO coalesced TUN writes; `NTMTUN_OFFLOAD=0`
+//! sends, UDP GRO receives) and `gro` (coalesced TUN writes); `NTMTUN_OFFLOAD=0`
 //! turns them off), behind the same `ToControl` channel and `PeerTable`
 //! snapshot.
 
 pub mod epoll;
+pub mod gro;
 pub mod gso;
 pub mod io;
 pub mod mtu;

@@ -5,8 +5,10 @@
 //! each is handled by the shared `path` code, its buffer handed straight
 //! back to the kernel, and the batch's records leave on a second ring as
 //! one SENDMSG (UDP_SEGMENT for GSO trains) per run, all submitted in one
-//! `io_uring_enter`. TUN writes go through tun-rs's coalescing
-//! `send_multiple` as in the epoll shell (one write per coalesced packet).
+//! `io_uring_enter`. TUN writes go through our GRO as in the epoll shell
+//! (one `write` per coalesced packet; a flush of bulk TCP is one or two
+//! super-packets, so batching those writes on the ring is left for when a
+//! profile shows them).
 //!
 //! The wait times out after `IDLE_WAKE`, so the stop flag is seen within
 //! that; teardown cancels both requests and waits (bounded) for the kernel

@@ -9,9 +9,8 @@
 //! message per run of records to one destination (UDP GSO trains).
 //! Inbound: datagrams (UDP GRO trains split back into records) are opened
 //! in place, and the IPv4 payloads written to the TUN in one coalescing
-//! batch. The per-packet path reuses preallocated buffers (tun-rs's GRO
-//! coalescing aside, see `gso::TunWriter`); only packets bound for the
-//! control thread are copied.
+//! batch (`gro`). The per-packet path reuses preallocated buffers; only
+//! packets bound for the control thread are copied.
 
 use super::gso::{TunReader, TunWriter, UdpTx};
 use super::io::Shell;
@@ -140,7 +139,7 @@ impl Worker {
         Buffers {
             reader: TunReader::new(offload, PAYLOAD_AT, TAG_LEN, TX_SLOTS),
             tx: UdpTx::new(self.v6, gso, TX_SLOTS),
-            writer: TunWriter::new(TUN_WRITES),
+            writer: TunWriter::new(TUN_WRITES, offload, self.tun.udp_gso()),
             spin: BusyPoll::new(budget),
         }
     }
