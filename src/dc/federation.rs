@@ -688,6 +688,15 @@ mod tests {
         (x, y, now)
     }
 
+    /// x's first dial at `now`, tagged as sent by x, for `exchange`.
+    fn dials_from_x(x: &mut Federation, now: Instant) -> Vec<(bool, Transmit)> {
+        x.handle_timeout(now, 1)
+            .0
+            .into_iter()
+            .map(|t| (true, t))
+            .collect()
+    }
+
     /// Delivers every datagram between the two until both are quiet.
     fn exchange(
         x: &mut Federation,
@@ -727,12 +736,7 @@ mod tests {
     #[test]
     fn both_dial_and_the_sessions_carry_messages_both_ways() {
         let (mut x, mut y, now) = pair("198.19.0.0/16", true);
-        let mut out: Vec<(bool, Transmit)> = x
-            .handle_timeout(now, 1)
-            .0
-            .into_iter()
-            .map(|t| (true, t))
-            .collect();
+        let mut out = dials_from_x(&mut x, now);
         out.extend(y.handle_timeout(now, 1).0.into_iter().map(|t| (false, t)));
         assert_eq!(out.len(), 2, "each side dials the other");
         let events = exchange(&mut x, &mut y, out, now);
@@ -769,12 +773,7 @@ mod tests {
     #[test]
     fn overlapping_prefixes_are_refused_on_both_sides() {
         let (mut x, mut y, now) = pair("198.18.128.0/17", true);
-        let out: Vec<(bool, Transmit)> = x
-            .handle_timeout(now, 1)
-            .0
-            .into_iter()
-            .map(|t| (true, t))
-            .collect();
+        let out = dials_from_x(&mut x, now);
         let events = exchange(&mut x, &mut y, out, now);
         assert!(events.is_empty(), "{events:?}");
         assert!(!x.is_up(0) && !y.is_up(0));
@@ -822,12 +821,7 @@ mod tests {
     #[test]
     fn a_silent_session_is_declared_dead_and_redialled() {
         let (mut x, mut y, now) = pair("198.19.0.0/16", true);
-        let out: Vec<(bool, Transmit)> = x
-            .handle_timeout(now, 1)
-            .0
-            .into_iter()
-            .map(|t| (true, t))
-            .collect();
+        let out = dials_from_x(&mut x, now);
         exchange(&mut x, &mut y, out, now);
         assert!(x.is_up(0));
         let later = now + DEAD_AFTER + Duration::from_secs(1);
@@ -848,12 +842,7 @@ mod tests {
     #[test]
     fn a_domain_down_for_long_is_withdrawn_and_announced_again_when_it_returns() {
         let (mut x, mut y, now) = pair("198.19.0.0/16", true);
-        let out: Vec<(bool, Transmit)> = x
-            .handle_timeout(now, 1)
-            .0
-            .into_iter()
-            .map(|t| (true, t))
-            .collect();
+        let out = dials_from_x(&mut x, now);
         exchange(&mut x, &mut y, out, now);
         let died = now + DEAD_AFTER + Duration::from_secs(1);
         x.handle_timeout(died, 5);
