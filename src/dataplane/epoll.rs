@@ -34,12 +34,7 @@ pub fn run(w: &Worker, bufs: &mut Buffers) {
             }
         };
         let table = w.table.load();
-        let path = Path {
-            table: &table,
-            to_control: &w.to_control,
-            counters: &w.counters,
-            now: Instant::now(),
-        };
+        let path = w.path(&table);
         if ready.is(0) {
             tun_batch(w, &path, bufs);
         }

@@ -297,12 +297,7 @@ fn serve(
             continue;
         }
         let table = w.table.load();
-        let path = Path {
-            table: &table,
-            to_control: &w.to_control,
-            counters: &w.counters,
-            now: Instant::now(),
-        };
+        let path = w.path(&table);
         let mut used = 0;
         for c in &cqes[..n] {
             match c.data {

@@ -14,7 +14,7 @@
 
 use super::gso::{TunReader, TunWriter, UdpTx};
 use super::io::Shell;
-use super::path::{Sent, PAYLOAD_AT};
+use super::path::{Path, Sent, PAYLOAD_AT};
 use super::spin::{self, BusyPoll};
 use super::{epoll, uring, ToControl};
 use crate::net::udp;
@@ -26,7 +26,7 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use tun_rs::SyncDevice;
 
@@ -82,6 +82,16 @@ pub struct Buffers {
 }
 
 impl Worker {
+    /// The shared per-packet code over `table` (this wake-up's snapshot).
+    pub(super) fn path<'a>(&'a self, table: &'a PeerTable) -> Path<'a> {
+        Path {
+            table,
+            to_control: &self.to_control,
+            counters: &self.counters,
+            now: Instant::now(),
+        }
+    }
+
     pub fn run(self) {
         if let Some(core) = self.core {
             let pinned = core_affinity::set_for_current(core);
