@@ -367,7 +367,20 @@ fn route_grants_reload_on_sighup_without_dropping_the_tunnel() {
         "gwb",
         &["ping", "-c", "3", "-i", "0.3", "-W", "3", &gwa_vip],
     );
-    let before = fresh_handshakes(&lab);
+    // Both gateways punch at once, so the second one's initiation may still be
+    // retried (1 s) after the first pings: count from when the count holds still.
+    let mut before = f64::NAN;
+    let settled = wait_for(Duration::from_secs(20), Duration::from_millis(2500), || {
+        let now = fresh_handshakes(&lab);
+        let still = now == before;
+        before = now;
+        still.then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "handshakes never stopped between the gateways\n{}",
+        lab.logs_tail()
+    );
     let ping_out = lab.path("grants-ping.out");
     let mut ping = lab.spawn(
         "gwb",

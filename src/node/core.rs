@@ -287,6 +287,7 @@ impl NodeCore {
         info!(routes = ?self.domain_routes, "subnet routes");
         self.out.push_back(Output::SubnetRoutes(built.installed()));
         self.routes = Arc::new(built);
+        self.refresh_candidates();
         self.table_dirty = true;
     }
 
@@ -426,6 +427,7 @@ impl NodeCore {
                 Some(msg) => self.on_dc_message(msg, now),
                 None => debug!(%from, "DC record rejected"),
             },
+            _ if self.looped(from) => {}
             _ => self.handle_peer_datagram(Endpoint::Direct(from), datagram, now),
         }
     }
@@ -511,6 +513,7 @@ impl NodeCore {
                         _ => None,
                     };
                     self.out.push_back(Output::Configure(reg.clone()));
+                    self.refresh_candidates();
                     self.table_dirty = true;
                 }
                 self.set_domain_routes(reg.routes.clone());

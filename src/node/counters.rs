@@ -30,6 +30,9 @@ pub struct ControlCounters {
     /// Resolver answers and address changes lost to a full control queue.
     pub upstream_queue_full: AtomicU64,
     pub addrwatch_queue_full: AtomicU64,
+    /// Datagrams from addresses we route into our own TUN (a peer's
+    /// virtual IP or a gateway's LAN): our tunnel inside itself, dropped.
+    pub looped: AtomicU64,
     /// Rekeys started (a fresh handshake when a session reached rekey_secs).
     pub rekeys: AtomicU64,
     /// DNS queries the node answered itself (its domain, reverse zone).
@@ -107,12 +110,13 @@ impl ControlCounters {
             ("dns_forward_full", &self.dns_forward_full),
             ("upstream_control_queue_full", &self.upstream_queue_full),
             ("addrwatch_control_queue_full", &self.addrwatch_queue_full),
+            ("looped", &self.looped),
         ];
         for (reason, c) in drops {
             m.push(
                 Sample::counter(
                     "ntmtun_node_control_dropped",
-                    "Packets, queries and events the control side dropped from a full bounded queue, by reason.",
+                    "Packets, queries and events the control side dropped, by reason: a full bounded queue, or a datagram that came through our own tunnel (looped).",
                     get(c),
                 )
                 .label("reason", reason),

@@ -67,6 +67,9 @@ pub struct Peer {
     pub key: PublicKey,
     /// The DC's decision and direct candidates (best first).
     pub path: Path,
+    /// The candidates as the DC offered them; `candidates` leaves out those
+    /// we route into our own TUN (`NodeCore::tunnelled`).
+    pub offered: Vec<SocketAddr>,
     pub candidates: Vec<SocketAddr>,
     pub initiate: bool,
     pub relay: Option<RelayLink>,
@@ -123,6 +126,7 @@ impl Peer {
             virtual_ip,
             key,
             path: Path::Direct,
+            offered: Vec::new(),
             candidates: Vec::new(),
             initiate: false,
             relay: None,

@@ -58,6 +58,7 @@ impl NodeCore {
         }
         self.by_vip.insert(info.virtual_ip, key);
         let epoch = self.start;
+        let (prefix, routes) = (self.prefix, self.routes.clone());
         let peer = self.peers.entry(key).or_insert_with(|| {
             super::peer::Peer::new(
                 info.name.clone(),
@@ -69,10 +70,11 @@ impl NodeCore {
         peer.name = info.name.clone();
         peer.virtual_ip = info.virtual_ip;
         peer.path = info.path;
-        if peer.candidates != info.endpoints {
+        if peer.offered != info.endpoints {
             // New candidates: upgrade probing starts over.
             peer.upgrade = None;
-            peer.candidates = info.endpoints.clone();
+            peer.offered = info.endpoints.clone();
+            peer.candidates = super::loop_guard::usable(&peer.offered, prefix, &routes);
         }
         peer.initiate = info.initiate;
         let new_grant = info.relay.clone();
@@ -408,6 +410,9 @@ impl NodeCore {
     /// An authenticated record for our session `index` arrived from `from`,
     /// which is not the endpoint the workers knew.
     pub fn handle_endpoint_seen(&mut self, index: u32, from: Endpoint, now: Instant) {
+        if matches!(from, Endpoint::Direct(a) if self.looped(a)) {
+            return;
+        }
         let Some(p) = self.peers.values_mut().find(|p| p.owns_index(index)) else {
             return;
         };
