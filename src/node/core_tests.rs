@@ -2,6 +2,7 @@
 //! datagrams through an in-memory network, with simulated time.
 
 use super::core::{NodeCore, NodeSettings, Output};
+use crate::config::RouteGrant;
 use crate::dc::core::{DcCore, DcSettings, RelaySpec};
 use crate::dc::store::Store;
 use crate::keys::PrivateKey;
@@ -1207,20 +1208,32 @@ fn reloaded_relay_list_keeps_unchanged_relays_and_moves_pairs_off_removed_ones()
     assert_eq!(sent.len(), 2, "both sides of the pair are directed again");
 }
 
+impl Net {
+    /// A DC that grants `grants`, and two cone NATs for the gateways
+    /// (198.51.100.101 and .102).
+    fn gateways(grants: Vec<RouteGrant>) -> (Net, [usize; 2]) {
+        let mut net = Net::new();
+        net.dc = dc_core(
+            &net.dc_key,
+            Store::in_memory().unwrap(),
+            Vec::new(),
+            net.now,
+        )
+        .with_route_grants(grants);
+        let nats = [
+            net.add_nat("198.51.100.101", true),
+            net.add_nat("198.51.100.102", true),
+        ];
+        (net, nats)
+    }
+}
+
 /// Two gateways behind NATs, each granted its LAN: a LAN host's packet for
 /// the other LAN builds the tunnel on its own (no DNS) and arrives; the
 /// reply comes back; a refused prefix is neither routed nor admitted.
 #[test]
 fn gateways_route_granted_lans_and_refuse_the_rest() {
-    use crate::config::RouteGrant;
-    let mut net = Net::new();
-    net.dc = dc_core(
-        &net.dc_key,
-        Store::in_memory().unwrap(),
-        Vec::new(),
-        net.now,
-    )
-    .with_route_grants(vec![
+    let (mut net, [na, nb]) = Net::gateways(vec![
         RouteGrant {
             node: "gwa".into(),
             prefixes: vec!["192.0.2.128/27".parse().unwrap()],
@@ -1233,10 +1246,6 @@ fn gateways_route_granted_lans_and_refuse_the_rest() {
             ],
         },
     ]);
-    let (na, nb) = (
-        net.add_nat("198.51.100.101", true),
-        net.add_nat("198.51.100.102", true),
-    );
     let a = net.add_natted("gwa", "192.0.2.11:1000", na);
     net.nodes[a].core.set_subnet_routes(
         vec![

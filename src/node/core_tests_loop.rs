@@ -5,26 +5,14 @@
 //! dropped and counted before it can move any endpoint.
 
 use super::*;
-use crate::config::RouteGrant;
 use std::sync::atomic::Ordering::Relaxed;
 
 #[test]
 fn a_gateways_lan_address_is_never_a_direct_endpoint() {
-    let mut net = Net::new();
-    net.dc = dc_core(
-        &net.dc_key,
-        Store::in_memory().unwrap(),
-        Vec::new(),
-        net.now,
-    )
-    .with_route_grants(vec![RouteGrant {
+    let (mut net, [na, nb]) = Net::gateways(vec![RouteGrant {
         node: "gwb".into(),
         prefixes: vec!["192.0.2.160/27".parse().unwrap()],
     }]);
-    let (na, nb) = (
-        net.add_nat("198.51.100.101", true),
-        net.add_nat("198.51.100.102", true),
-    );
     let a = net.add_natted("gwa", "192.0.2.11:1000", na);
     let b = net.add_natted("gwb", "192.0.2.76:2000", nb);
     let lan_b: SocketAddr = "192.0.2.161:2000".parse().unwrap();
