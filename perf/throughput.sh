@@ -17,7 +17,6 @@
 # Modes: plain (alice's underlay address, default veth offloads), plain_nooff (the same with
 # `ethtool -K tso off gso off gro off` on both hosts' veths and bridge ports), ntmtun (the node's
 # defaults), ntmtun_nooff (NTMTUN_OFFLOAD=0), ntmtun_io_VALUE (one per --ntmtun-io value),
-# ntmtun_busy_US (one per --ntmtun-busy budget: NTMTUN_BUSY_POLL_US=US),
 # wireguard_go and boringtun (each started in alice and bob only for its own runs, on its own
 # interface, MTU 1432, overlay 198.19.250.0/24, keys from `wg genkey`, killed by PID after).
 # A mode that does not come up is reported as failed (with the reason) and the others go on.
@@ -35,8 +34,6 @@
 #   --ntmtun-io "V1 V2"  one extra ntmtun row per value of node.toml's `io` ("epoll uring"):
 #                        the nodes are restarted with NTMTUN_LAB_IO=VALUE and `io = "VALUE"` in
 #                        their config (default: none, the node's default io)
-#   --ntmtun-busy "US1 US2"   one extra ntmtun row per busy-poll budget in microseconds
-#                        (ntmtun_busy_US: the nodes restarted with NTMTUN_BUSY_POLL_US=US)
 #   --udp-max "1404 1400"   datagram sizes of the loss-bounded UDP search (default both;
 #                        "" skips it)
 #   --udp-max-steps N    iperf3 runs per loss-bounded search (default 6, 1-12; -t 3 each)
@@ -75,7 +72,6 @@ BUILD=1
 REV=
 ONLY_MODES=
 NTMTUN_IO=
-NTMTUN_BUSY=
 UDP_MAX_SIZES="1404 1400"
 UDP_MAX_STEPS=6
 UDP_MAX_SECS=3   # each step of the loss-bounded search
@@ -103,7 +99,6 @@ while [[ $# -gt 0 ]]; do
     -o) OUT_DIR=${2:-}; shift 2 ;;
     --modes) ONLY_MODES=${2:-}; shift 2 ;;
     --ntmtun-io) NTMTUN_IO=${2:-}; shift 2 ;;
-    --ntmtun-busy) NTMTUN_BUSY=${2:-}; shift 2 ;;
     --udp-max) UDP_MAX_SIZES=${2-}; shift 2 ;;
     --udp-max-steps) UDP_MAX_STEPS=${2:-}; shift 2 ;;
     --no-offload-baseline) OFFLOAD_BASELINE=0; shift ;;
@@ -117,9 +112,6 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $REPEATS =~ ^[1-9][0-9]?$ ]] || die "-n must be 1-99"
 [[ $SECS =~ ^[1-9][0-9]?$ ]] || die "-t must be 1-99 seconds"
-for v in $NTMTUN_BUSY; do
-    [[ $v =~ ^[0-9]{1,4}$ ]] || die "--ntmtun-busy: invalid budget '$v' (microseconds, e.g. \"50 200\")"
-done
 [[ $UDP_MAX_STEPS =~ ^[1-9][0-9]?$ && $UDP_MAX_STEPS -le 12 ]] || die "--udp-max-steps must be 1-12"
 for v in $UDP_MAX_SIZES; do
     [[ $v == 1404 || $v == 1400 ]] || die "--udp-max: sizes are 1404 and 1400 (got '$v')"
@@ -143,7 +135,6 @@ MODES=(plain)
 [[ $OFFLOAD_BASELINE -eq 1 ]] && MODES+=(plain_nooff)
 MODES+=(ntmtun ntmtun_nooff)
 for v in $NTMTUN_IO; do MODES+=("ntmtun_io_$v"); done
-for v in $NTMTUN_BUSY; do MODES+=("ntmtun_busy_$v"); done
 [[ $PEERS -eq 1 ]] && MODES+=(wireguard_go boringtun)
 if [[ -n $ONLY_MODES ]]; then
     declare -A known=()
@@ -238,14 +229,13 @@ since_restart() { # LOG -> its lines since lab.sh's last restart-node marker
     awk '/^===== lab.sh restart-node/ {n = 0} {l[n++] = $0} END {for (i = 0; i < n; i++) print l[i]}' "$1" 2>/dev/null
 }
 
-ntmtun_restart() { # ENV ("default", "offload=0", "io=VALUE" or "busy=US") -> non-zero with FAIL_REASON
+ntmtun_restart() { # ENV ("default", "offload=0" or "io=VALUE") -> non-zero with FAIL_REASON
     local want=$1 n io='' why
     local -a env=()
     [[ $want == "$NTM_ENV" ]] && return 0
     case $want in
     offload=0) env=(NTMTUN_OFFLOAD=0) ;;
     io=*) io=${want#io=} env=(NTMTUN_LAB_IO="$io") ;;
-    busy=*) env=(NTMTUN_BUSY_POLL_US="${want#busy=}") ;;
     esac
     for n in alice bob; do
         # the config keeps the io key only for io=VALUE runs; a lab.sh that writes it from
@@ -372,11 +362,10 @@ mode_up() { # MODE -> non-zero with FAIL_REASON
     case $1 in
     plain) TARGET=$PLAIN_TARGET ;;
     plain_nooff) TARGET=$PLAIN_TARGET; offloads_off ;;
-    ntmtun | ntmtun_nooff | ntmtun_io_* | ntmtun_busy_*)
+    ntmtun | ntmtun_nooff | ntmtun_io_*)
         local want=default
         [[ $1 == ntmtun_nooff ]] && want=offload=0
         [[ $1 == ntmtun_io_* ]] && want=io=${1#ntmtun_io_}
-        [[ $1 == ntmtun_busy_* ]] && want=busy=${1#ntmtun_busy_}
         ntmtun_restart "$want" || return 1
         tunnel_ready || { FAIL_REASON="tunnel not ready after restart ($want)"; return 1; }
         TARGET=$VIP

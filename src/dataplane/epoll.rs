@@ -11,7 +11,6 @@ use crate::net::poll;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 use tracing::{debug, warn};
 
 /// TUN reads per wake-up before looking at the socket.
@@ -24,9 +23,8 @@ const RX_CALLS: usize = 4;
 pub fn run(w: &Worker, bufs: &mut Buffers) {
     let fds = [w.tun.as_raw_fd(), w.udp.as_raw_fd()];
     let mut rx = UdpRx::new(RX_MSGS);
-    let mut wait = IDLE_WAKE;
     while !w.stop.load(Ordering::Relaxed) {
-        let ready = match poll::readable(&fds, wait) {
+        let ready = match poll::readable(&fds, IDLE_WAKE) {
             Ok(r) => r,
             Err(e) => {
                 warn!(worker = w.id, error = %e, "poll failed; worker stops");
@@ -41,8 +39,6 @@ pub fn run(w: &Worker, bufs: &mut Buffers) {
         if ready.is(1) {
             udp_batch(w, &path, bufs, &mut rx);
         }
-        let busy = ready.is(0) || ready.is(1);
-        wait = bufs.spin.next_wait(Instant::now(), busy, IDLE_WAKE);
     }
 }
 

@@ -16,7 +16,6 @@ pub mod gso;
 pub mod io;
 pub mod mtu;
 pub mod path;
-pub mod spin;
 pub mod uring;
 pub mod worker;
 

@@ -27,7 +27,6 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Instant;
 use tracing::{debug, warn};
 
 const TUN_GROUP: u16 = 1;
@@ -251,12 +250,8 @@ fn serve(
     let (tun_fd, udp_fd) = (w.tun.as_raw_fd(), w.udp.as_raw_fd());
     let mut cqes = [Cqe::default(); CQ_BATCH];
     let mut retry: Vec<usize> = Vec::with_capacity(TX_SLOTS);
-    let (idle, zero) = (Timespec::from(IDLE_WAKE), Timespec::new());
-    let (sleep, poll) = (
-        SubmitArgs::new().timespec(&idle),
-        SubmitArgs::new().timespec(&zero),
-    );
-    let mut wait = IDLE_WAKE;
+    let timeout = Timespec::from(IDLE_WAKE);
+    let args = SubmitArgs::new().timespec(&timeout);
     while !w.stop.load(Ordering::Relaxed) {
         if !tun_read.armed {
             let e = opcode::ReadMulti::new(Fd(tun_fd), 0, TUN_GROUP)
@@ -272,9 +267,7 @@ fn serve(
             push(&mut r.main, &e)?;
             udp_recv.armed = true;
         }
-        // a zero timeout runs the completions due and returns (busy-polling)
-        let args = if wait.is_zero() { &poll } else { &sleep };
-        match r.main.submitter().submit_with_args(1, args) {
+        match r.main.submitter().submit_with_args(1, &args) {
             Ok(_) => {}
             Err(e)
                 if matches!(
@@ -292,7 +285,6 @@ fn serve(
             };
             n += 1;
         }
-        wait = bufs.spin.next_wait(Instant::now(), n > 0, IDLE_WAKE);
         if n == 0 {
             continue;
         }

@@ -15,7 +15,6 @@
 use super::gso::{TunReader, TunWriter, UdpTx};
 use super::io::Shell;
 use super::path::{Path, Sent, PAYLOAD_AT};
-use super::spin::{self, BusyPoll};
 use super::{epoll, uring, ToControl};
 use crate::net::udp;
 use crate::node::table::PeerTable;
@@ -73,12 +72,11 @@ pub struct Worker {
     pub shell: Shell,
 }
 
-/// The preallocated batch buffers both shells use, and when they may sleep.
+/// The preallocated batch buffers both shells use.
 pub struct Buffers {
     pub reader: TunReader,
     pub tx: UdpTx<Sent>,
     pub writer: TunWriter,
-    pub spin: BusyPoll,
 }
 
 impl Worker {
@@ -132,13 +130,8 @@ impl Worker {
                 "UDP GSO not supported by the kernel; sending one datagram per record"
             );
         }
-        let budget = spin::budget_from_env().unwrap_or_else(|e| {
-            warn!(worker = self.id, "{e}; busy-polling off");
-            Duration::ZERO
-        });
         if self.id == 0 {
             info!(
-                busy_poll_us = budget.as_micros() as u64,
                 tun_offload = offload,
                 tun_uso = self.tun.udp_gso(),
                 udp_gso = gso,
@@ -150,7 +143,6 @@ impl Worker {
             reader: TunReader::new(offload, PAYLOAD_AT, TAG_LEN, TX_SLOTS),
             tx: UdpTx::new(self.v6, gso, TX_SLOTS),
             writer: TunWriter::new(TUN_WRITES, offload, self.tun.udp_gso()),
-            spin: BusyPoll::new(budget),
         }
     }
 }
