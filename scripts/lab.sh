@@ -832,6 +832,36 @@ up_wan() { # PREFIX RUN TOPO: every topology but lan
 # ---------------------------------------------------------------------------------------------
 # start / wait / restart-dc / kill-relay / move / topology
 
+relay_entries() { # RUN RELAY...: dc.toml's [[relays]], one per relay and family, one key
+    local run=$1 n
+    shift
+    for n in "$@"; do
+        cat <<EOT
+
+[[relays]]
+address = "$SEG1_V4.${HOSTNUM[$n]}:$RELAY_PORT"
+public_key = "$(cat "$run/$n.pub")"
+
+[[relays]]
+address = "[$SEG1_V6:${HOSTNUM[$n]}]:$RELAY_PORT"
+public_key = "$(cat "$run/$n.pub")"
+EOT
+    done
+}
+
+write_relay_configs() { # RUN RELAY...: each relay's toml, on both families, under dc's key
+    local run=$1 n
+    shift
+    for n in "$@"; do
+        write_private "$run/$n.toml" <<EOT
+listen = ["$SEG1_V4.${HOSTNUM[$n]}:$RELAY_PORT", "[$SEG1_V6:${HOSTNUM[$n]}]:$RELAY_PORT"]
+private_key = "$(cat "$run/$n.key")"
+dc_public_key = "$(cat "$run/dc.pub")"
+metrics_listen = "127.0.0.1:$METRICS_PORT"
+EOT
+    done
+}
+
 need_lab() { # PREFIX -> checks the lab is up (all the namespaces of its topology exist)
     local run topo h
     run=$(run_dir "$1")
@@ -1053,28 +1083,9 @@ node = "gwb"
 prefixes = ["$GWB_LAN"]
 EOT
         fi
-        # one entry per relay and address family, the same key in both
-        for n in "${relays[@]}"; do
-            cat <<EOT
-
-[[relays]]
-address = "$SEG1_V4.${HOSTNUM[$n]}:$RELAY_PORT"
-public_key = "$(cat "$run/$n.pub")"
-
-[[relays]]
-address = "[$SEG1_V6:${HOSTNUM[$n]}]:$RELAY_PORT"
-public_key = "$(cat "$run/$n.pub")"
-EOT
-        done
+        relay_entries "$run" "${relays[@]}"
     } | write_private "$run/dc.toml"
-    for n in "${relays[@]}"; do
-        write_private "$run/$n.toml" <<EOT
-listen = ["$SEG1_V4.${HOSTNUM[$n]}:$RELAY_PORT", "[$SEG1_V6:${HOSTNUM[$n]}]:$RELAY_PORT"]
-private_key = "$(cat "$run/$n.key")"
-dc_public_key = "$(cat "$run/dc.pub")"
-metrics_listen = "127.0.0.1:$METRICS_PORT"
-EOT
-    done
+    write_relay_configs "$run" "${relays[@]}"
     local resolvers="" io_line=""
     # NTMTUN_LAB_IO picks the nodes' IO shell (node key `io`), e.g. uring or epoll
     [[ -z ${NTMTUN_LAB_IO:-} ]] || io_line="io = \"$NTMTUN_LAB_IO\""
@@ -1143,27 +1154,9 @@ metrics_listen = "127.0.0.1:$METRICS_PORT"
 domain = "y.ntm.internal"
 public_key = "$(cat "$run/dc2.pub")"
 EOT
-        for n in "${relays[@]}"; do
-            cat <<EOT
-
-[[relays]]
-address = "$SEG1_V4.${HOSTNUM[$n]}:$RELAY_PORT"
-public_key = "$(cat "$run/$n.pub")"
-
-[[relays]]
-address = "[$SEG1_V6:${HOSTNUM[$n]}]:$RELAY_PORT"
-public_key = "$(cat "$run/$n.pub")"
-EOT
-        done
+        relay_entries "$run" "${relays[@]}"
     } | write_private "$run/dc.toml"
-    for n in "${relays[@]}"; do
-        write_private "$run/$n.toml" <<EOT
-listen = ["$SEG1_V4.${HOSTNUM[$n]}:$RELAY_PORT", "[$SEG1_V6:${HOSTNUM[$n]}]:$RELAY_PORT"]
-private_key = "$(cat "$run/$n.key")"
-dc_public_key = "$(cat "$run/dc.pub")"
-metrics_listen = "127.0.0.1:$METRICS_PORT"
-EOT
-    done
+    write_relay_configs "$run" "${relays[@]}"
     write_private "$run/dc2.toml" <<EOT
 listen = ["$SEG1_V4.${HOSTNUM[dc2]}:$DC_PORT", "[$SEG1_V6:${HOSTNUM[dc2]}]:$DC_PORT"]
 domain = "y.ntm.internal"
