@@ -773,21 +773,24 @@ mod tests {
         }
     }
 
+    /// `n` UDP datagrams of one flow, `len` payload bytes each.
+    fn udp_train(n: u16, len: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|k| {
+                let spec = Spec {
+                    udp: true,
+                    id: k,
+                    ttl: 64,
+                    ..Spec::default()
+                };
+                pkt(&spec, len)
+            })
+            .collect()
+    }
+
     #[test]
     fn udp_coalesces_only_with_uso() {
-        let pkts: Vec<_> = (0..5)
-            .map(|k| {
-                pkt(
-                    &Spec {
-                        udp: true,
-                        id: k,
-                        ttl: 64,
-                        ..Spec::default()
-                    },
-                    1000,
-                )
-            })
-            .collect();
+        let pkts = udp_train(5, 1000);
         let out = coalesce(&pkts);
         assert_eq!(out.len(), 1);
         let h = hdr(&out[0]);
@@ -806,19 +809,7 @@ mod tests {
 
     #[test]
     fn udp_trains_stop_at_the_segment_limit() {
-        let pkts: Vec<_> = (0..100)
-            .map(|k| {
-                pkt(
-                    &Spec {
-                        udp: true,
-                        id: k,
-                        ttl: 64,
-                        ..Spec::default()
-                    },
-                    100,
-                )
-            })
-            .collect();
+        let pkts = udp_train(100, 100);
         let out = coalesce(&pkts);
         assert_eq!(out.len(), 2);
         assert_eq!(split(&out), pkts);
