@@ -330,8 +330,8 @@ fn route_grants_reload_on_sighup_without_dropping_the_tunnel() {
         ],
     );
     let gwa_vip = lab.virtual_ip("gwa").to_string();
-    // gwb hears the new route list at once; gwa learns its own grant or refusal at its next
-    // registration refresh (every 20 s).
+    // On a reload the DC pushes gwb the new route list and gwa its own refusals at once; the
+    // 30 s limit also covers a lost push, repaired by the next registration refresh (20 s).
     let wait_routes = |want: Vec<(String, String)>, state: &str| {
         let ok = wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
             let a = lab.status_json("gwa");

@@ -138,6 +138,13 @@ fn main() {
             })
             .expect("encode")),
             e(signal::encode(&PeerHello { timestamp: 99 }).expect("encode")),
+            e(
+                signal::encode(&FromDc::RefusedRoutes(vec![signal::RefusedRoute {
+                    prefix: "192.0.2.192/27".parse().expect("prefix"),
+                    reason: signal::RouteRefusal::NotGranted,
+                }]))
+                .expect("encode"),
+            ),
         ],
     );
 

@@ -212,7 +212,10 @@ impl Harness {
                 result: Resolution::Found(i),
                 ..
             } => i,
-            FromDc::Resolved { .. } | FromDc::Routes(_) | FromDc::Federation(_) => return,
+            FromDc::Resolved { .. }
+            | FromDc::Routes(_)
+            | FromDc::Federation(_)
+            | FromDc::RefusedRoutes(_) => return,
         };
         if let Some(g) = &info.relay {
             let t = self

@@ -7,6 +7,7 @@ use super::routes;
 use super::store::{EnrollError, NodeRecord, Store};
 use crate::config::RelayEntry;
 use crate::config::RouteGrant;
+use crate::config::MAX_ADVERTISED_ROUTES;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
 use crate::proto::cookie::{self, CookieMaker, LoadDetector};
@@ -128,6 +129,9 @@ pub(super) struct Online {
     /// Advertised prefixes its grants cover, and the refused rest.
     routes: Vec<Ipv4Net>,
     refused_routes: Vec<RefusedRoute>,
+    /// The prefixes it advertised (the first `MAX_ADVERTISED_ROUTES`, as
+    /// sent), authorised again on a reload exactly as at registration.
+    advertised: Vec<Ipv4Net>,
 }
 
 impl Online {
@@ -655,6 +659,11 @@ impl DcCore {
                     last_seen: now,
                     routes: granted,
                     refused_routes,
+                    advertised: reg
+                        .advertise_routes
+                        .into_iter()
+                        .take(MAX_ADVERTISED_ROUTES)
+                        .collect(),
                 },
             );
             let mut out = vec![Transmit { to: from, bytes }];
@@ -1090,37 +1099,42 @@ impl DcCore {
     }
 
     /// Installs new route grants: every online gateway's advertised
-    /// prefixes are authorised again and, if anything changed, every node
-    /// hears the domain's routes (a gateway learns its own refusals at its
-    /// next refresh).
+    /// prefixes are authorised again. If a granted set changed, every node
+    /// hears the domain's routes; a gateway whose refusals changed also
+    /// hears its own (`FromDc::RefusedRoutes`), so its status is right at
+    /// once rather than at its next refresh.
     fn replace_route_grants(&mut self, grants: Vec<RouteGrant>) -> Vec<Transmit> {
         info!(count = grants.len(), "route_grants reloaded");
         self.route_grants = grants;
-        let mut changed = false;
-        for n in self.online.values_mut() {
-            let advertised: Vec<Ipv4Net> = n
-                .routes
-                .iter()
-                .copied()
-                .chain(n.refused_routes.iter().map(|r| r.prefix))
-                .collect();
+        let mut routes_changed = false;
+        let mut refusals_changed = Vec::new();
+        for (key, n) in self.online.iter_mut() {
             let (granted, refusals) =
-                routes::authorise(&self.route_grants, &n.record.name, &advertised);
-            for r in &refusals {
-                warn!(node = %n.record.name, prefix = %r.route.prefix, owner = ?r.owner, "advertised route refused after reload");
+                routes::authorise(&self.route_grants, &n.record.name, &n.advertised);
+            let refused: Vec<RefusedRoute> = refusals.iter().map(|r| r.route.clone()).collect();
+            if refused != n.refused_routes {
+                for r in &refusals {
+                    warn!(node = %n.record.name, prefix = %r.route.prefix, owner = r.owner.as_deref().unwrap_or("-"), reason = %r.route.reason, "advertised route refused after reload");
+                }
+                self.stats.routes_refused += refusals.len() as u64;
+                n.refused_routes = refused.clone();
+                refusals_changed.push((*key, refused));
             }
-            let refused: Vec<RefusedRoute> = refusals.into_iter().map(|r| r.route).collect();
-            if granted != n.routes || refused != n.refused_routes {
+            if granted != n.routes {
+                info!(node = %n.record.name, routes = ?granted, "granted routes after reload");
                 n.routes = granted;
-                n.refused_routes = refused;
-                changed = true;
+                routes_changed = true;
             }
         }
-        if changed {
+        let mut out = if routes_changed {
             self.push_routes(None)
         } else {
             Vec::new()
+        };
+        for (key, refused) in refusals_changed {
+            out.extend(self.send(&key, &FromDc::RefusedRoutes(refused)));
         }
+        out
     }
 
     /// Installs a new relay list. A relay with the same key and addresses

@@ -532,6 +532,14 @@ impl NodeCore {
     fn on_dc_message(&mut self, msg: FromDc, now: Instant) {
         match msg {
             FromDc::Routes(routes) => self.set_domain_routes(routes),
+            FromDc::RefusedRoutes(refused) => {
+                // Our grants changed between refreshes (a DC reload): the
+                // status reads the registration's list, so update it.
+                if let Some(reg) = self.dc.registered.as_mut() {
+                    reg.refused_routes.clone_from(&refused);
+                }
+                self.note_refused_routes(&refused);
+            }
             FromDc::Direction(info) => {
                 debug!(peer = %info.name, path = ?info.path, "DC directed a peer to us");
                 self.upsert_peer(&info, now);

@@ -1334,3 +1334,114 @@ fn gateways_route_granted_lans_and_refuse_the_rest() {
         .iter()
         .all(|p| packet::destination(p) != Some(IpAddr::V4("192.0.2.200".parse().unwrap()))));
 }
+
+/// A `[[route_grants]]` reload that grants, then withdraws, a gateway's
+/// refused prefix reaches the gateway's own status (and the other nodes'
+/// routes) at once, well inside the 20 s refresh interval.
+#[test]
+fn reloaded_route_grants_reach_the_gateway_without_a_refresh() {
+    use crate::config::RouteGrant;
+    use crate::reload::DcChange;
+    use ipnet::Ipv4Net;
+    let lan: Ipv4Net = "192.0.2.128/27".parse().unwrap();
+    let extra: Ipv4Net = "192.0.2.192/27".parse().unwrap();
+    let grants = |prefixes: Vec<Ipv4Net>| {
+        vec![RouteGrant {
+            node: "gwa".into(),
+            prefixes,
+        }]
+    };
+    let mut net = Net::new();
+    net.dc = dc_core(
+        &net.dc_key,
+        Store::in_memory().unwrap(),
+        Vec::new(),
+        net.now,
+    )
+    .with_route_grants(grants(vec![lan]));
+    let a = net.add_node("gwa", "198.51.100.11:1000", TOKEN);
+    net.nodes[a].core.set_subnet_routes(vec![lan, extra], false);
+    let b = net.add_node("bob", "198.51.100.12:2000", TOKEN);
+    net.nodes[b].core.set_subnet_routes(Vec::new(), true);
+    net.advance(Duration::from_millis(300));
+    let vip_a = net.vip(a).unwrap();
+    let registrations = net.dc.stats.registrations;
+
+    let state = |net: &Net| -> Vec<(Ipv4Net, String, bool)> {
+        net.nodes[a]
+            .core
+            .status(net.now)
+            .advertised_routes
+            .iter()
+            .map(|r| (r.prefix, r.state.clone(), r.reason.is_some()))
+            .collect()
+    };
+    let routes_of_b = |net: &Net| -> Vec<(Ipv4Net, Ipv4Addr)> {
+        net.nodes[b]
+            .core
+            .status(net.now)
+            .routes
+            .iter()
+            .map(|r| (r.prefix, r.gateway))
+            .collect()
+    };
+    let reload = |net: &mut Net, prefixes: Vec<Ipv4Net>| {
+        let (now, unix) = (net.now, net.unix());
+        let from: SocketAddr = DC_ADDR.parse().unwrap();
+        let sent = net
+            .dc
+            .apply(DcChange::RouteGrants(grants(prefixes)), now, unix);
+        let n = sent.len();
+        for t in sent {
+            net.wire.push_back((from, t.to, t.bytes));
+        }
+        // One step of 100 ms: far from the refresh at 20 s.
+        net.advance(Duration::from_millis(100));
+        n
+    };
+    assert_eq!(
+        state(&net),
+        vec![
+            (lan, "granted".into(), false),
+            (extra, "refused".into(), true)
+        ]
+    );
+    assert_eq!(net.dc.stats.routes_refused, 1);
+
+    // Granted by reload: both nodes hear the routes, gwa its (empty)
+    // refusals.
+    assert_eq!(reload(&mut net, vec![lan, extra]), 3);
+    assert_eq!(
+        state(&net),
+        vec![
+            (lan, "granted".into(), false),
+            (extra, "granted".into(), false)
+        ]
+    );
+    assert_eq!(routes_of_b(&net), vec![(lan, vip_a), (extra, vip_a)]);
+
+    // An unchanged reload tells nobody anything.
+    assert_eq!(reload(&mut net, vec![lan, extra]), 0);
+
+    // Withdrawn by reload: refused again, with its reason, at once.
+    assert_eq!(reload(&mut net, vec![lan]), 3);
+    assert_eq!(
+        state(&net),
+        vec![
+            (lan, "granted".into(), false),
+            (extra, "refused".into(), true)
+        ]
+    );
+    assert_eq!(routes_of_b(&net), vec![(lan, vip_a)]);
+    assert_eq!(net.dc.stats.routes_refused, 2);
+    assert_eq!(
+        net.dc.stats.registrations, registrations,
+        "a refresh, not the push, carried the change"
+    );
+
+    // The next refresh repeats the same refusals: nothing new to count.
+    net.advance(Duration::from_secs(21));
+    assert!(net.dc.stats.registrations > registrations);
+    assert_eq!(net.dc.stats.routes_refused, 2);
+    assert_eq!(state(&net)[1].1, "refused");
+}

@@ -50,7 +50,8 @@ pub struct Registered {
     /// so a gateway can route a packet for a LAN behind another gateway
     /// without asking first. Pushed again as `FromDc::Routes` on change.
     pub routes: Vec<GrantedRoute>,
-    /// Our advertised prefixes the DC refused, and why.
+    /// Our advertised prefixes the DC refused, and why. Pushed again as
+    /// `FromDc::RefusedRoutes` when a reload of the grants changes it.
     pub refused_routes: Vec<RefusedRoute>,
 }
 
@@ -131,6 +132,13 @@ pub enum FromDc {
     /// registration): names under them are asked of this DC, and their
     /// virtual prefixes are routed into the TUN.
     Federation(Vec<FederatedDomain>),
+    /// Sent to a gateway whose own grants changed between registrations
+    /// (a `[[route_grants]]` reload): its advertised prefixes the DC
+    /// refuses now, the complete list (possibly empty), replacing
+    /// `Registered.refused_routes`. The rest are granted and appear in
+    /// `Routes`. Added last, so nodes of an earlier build drop it as
+    /// undecodable and learn the same at their next refresh.
+    RefusedRoutes(Vec<RefusedRoute>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +327,14 @@ mod tests {
             gateway: Ipv4Addr::new(198, 18, 0, 7),
         }]);
         assert_eq!(decode::<FromDc>(&encode(&routes).unwrap()).unwrap(), routes);
+        let refused = FromDc::RefusedRoutes(vec![RefusedRoute {
+            prefix: "192.0.2.192/27".parse().unwrap(),
+            reason: RouteRefusal::GrantedToAnother,
+        }]);
+        let bytes = encode(&refused).unwrap();
+        // The variant index is its position: 4, after `Federation`.
+        assert_eq!(bytes, [4, 1, 192, 0, 2, 192, 27, 1]);
+        assert_eq!(decode::<FromDc>(&bytes).unwrap(), refused);
     }
 
     /// The DC caps grants at `MAX_ROUTE_GRANTS` and nodes advertise at most
