@@ -262,18 +262,7 @@ impl Fed {
 
     /// An A query from node `i`'s TUN; the answer, if one came.
     fn dns(&mut self, i: usize, name: &str) -> Option<Message> {
-        let mut q = Message::new(0x4321, MessageType::Query, OpCode::Query);
-        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-        let client = SocketAddrV4::new(self.vip(i), 40000);
-        let mut pkt = Vec::new();
-        packet::build_ipv4_udp(
-            client,
-            SocketAddrV4::new(RESOLVER, 53),
-            &q.to_vec().unwrap(),
-            &mut pkt,
-        );
-        self.nodes[i].2.clear();
-        self.nodes[i].1.handle_tun(pkt, self.now);
+        self.ask_dns(i, name);
         for _ in 0..50 {
             self.settle();
             let ans = self.nodes[i].2.iter().find_map(|p| {
@@ -286,6 +275,22 @@ impl Fed {
             self.advance(Duration::from_millis(100));
         }
         None
+    }
+
+    /// Writes an A query for `name` into node `i`'s TUN, nothing delivered.
+    fn ask_dns(&mut self, i: usize, name: &str) {
+        let mut q = Message::new(0x4321, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let client = SocketAddrV4::new(self.vip(i), 40000);
+        let mut pkt = Vec::new();
+        packet::build_ipv4_udp(
+            client,
+            SocketAddrV4::new(RESOLVER, 53),
+            &q.to_vec().unwrap(),
+            &mut pkt,
+        );
+        self.nodes[i].2.clear();
+        self.nodes[i].1.handle_tun(pkt, self.now);
     }
 }
 
@@ -590,4 +595,17 @@ fn a_changed_key_drops_the_link_and_the_right_key_brings_it_back() {
     let bob_vip = f.vip(1);
     let ans = f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
     assert_eq!(a_record(&ans), Some(bob_vip));
+}
+
+#[test]
+fn a_lookup_pending_at_a_removed_domain_is_answered_at_once() {
+    let mut f = Fed::new("198.19.0.0/16");
+    // Y stops answering (its session still counts as up): alice's lookup
+    // waits at X for Y's answer.
+    f.dcs_down.push(Y_DC.parse().unwrap());
+    f.ask_dns(0, "bob.y.ntm.internal");
+    f.settle();
+    // Removing y: alice hears the withdrawal and, at once, that the
+    // lookup failed (not after LOOKUP_TIMEOUT).
+    assert_eq!(f.reload_x(None), 2, "withdrawal and the lookup's answer");
 }
