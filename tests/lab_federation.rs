@@ -176,8 +176,9 @@ fn a_pair_across_domains_moves_to_another_relay_when_its_relay_dies() {
 
 /// `[[federation]]` reloads on SIGHUP: dc2 drops its (static) entry for
 /// x.ntm.internal, and bob loses the route to x's prefix and the name
-/// alice.x.ntm.internal at once; the entry put back, both return without a
-/// restart of dc2 (bob's registration and dc2's other state stay).
+/// alice.x.ntm.internal at once; a bad entry is refused; the entry put
+/// back, both return without a restart of dc2 (bob's registration and
+/// dc2's other state stay).
 #[test]
 fn a_federated_domain_removed_and_added_back_by_sighup() {
     let Some(lab) = Lab::up("fed") else { return };
@@ -223,6 +224,31 @@ fn a_federated_domain_removed_and_added_back_by_sighup() {
         !String::from_utf8_lossy(&out.stdout).contains(&alice_vip.to_string()),
         "alice.x.ntm.internal still resolves to {alice_vip} after the removal"
     );
+
+    // A bad entry (dc2's own domain) is refused as at start-up: nothing changes.
+    let own = original.replace("domain = \"x.ntm.internal\"", "domain = \"y.ntm.internal\"");
+    assert_ne!(own, original, "dc2.toml names no x.ntm.internal entry");
+    fs::write(&dc2_toml, &own).expect("write dc2.toml");
+    lab.signal("dc2", "HUP");
+    let refused = || {
+        fs::read_to_string(lab.path("dc2.log"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("reload refused"))
+            .map(String::from)
+    };
+    let line = wait_for(Duration::from_secs(10), Duration::from_millis(200), refused)
+        .unwrap_or_else(|| {
+            panic!(
+                "dc2 did not refuse its own domain in [[federation]]\n{}",
+                file_tail(&lab.path("dc2.log"), 20)
+            )
+        });
+    assert!(
+        line.contains("federation[0].domain"),
+        "refusal names no key: {line}"
+    );
+    assert!(!routed(), "the refused reload federated");
 
     fs::write(&dc2_toml, &original).expect("write dc2.toml");
     lab.signal("dc2", "HUP");
