@@ -317,6 +317,10 @@ impl Federation {
             return;
         };
         let p = &mut self.peers[i];
+        if p.spec.address.is_some() {
+            // Asked before a reload gave the domain a static address.
+            return;
+        }
         p.lookup_pending = false;
         p.addrs_expire = Some(now + ttl.max(MIN_ADDRESS_TTL));
         if p.addrs != addrs {
@@ -901,6 +905,24 @@ mod tests {
         assert_eq!(t[0].to, Y_ADDR.parse::<SocketAddr>().unwrap());
         assert!(x.wanted_lookups(now + Duration::from_secs(59)).is_empty());
         assert_eq!(x.wanted_lookups(now + Duration::from_secs(61)).len(), 1);
+
+        // A reload gives y a static address while a lookup is out: the
+        // late DNS answer does not replace it.
+        let later = now + Duration::from_secs(61);
+        let key = x.peers[0].spec.public_key;
+        x.reconfigure(vec![y_spec(key, "198.51.100.15:7446")], later);
+        x.set_addresses(
+            "y.ntm.internal",
+            vec![Y_ADDR.parse().unwrap()],
+            Duration::from_secs(60),
+            later,
+        );
+        let t = x.handle_timeout(later, 3).0;
+        assert_eq!(
+            handshakes(&t),
+            vec!["198.51.100.15:7446".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(x.wanted_lookups(later).is_empty());
     }
 
     #[test]
