@@ -7,7 +7,9 @@
 //! Each `plan_*` destructures the new config exhaustively, so a key added to
 //! a config struct does not compile until it is classified here.
 
-use crate::config::{ConfigError, DcConfig, NodeConfig, RelayConfig, RelayEntry, RouteGrant};
+use crate::config::{
+    ConfigError, DcConfig, FederationEntry, NodeConfig, RelayConfig, RelayEntry, RouteGrant,
+};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,6 +49,9 @@ pub enum DcChange {
     Relays(Vec<RelayEntry>),
     /// `[[route_grants]]`: online gateways' routes are authorised again.
     RouteGrants(Vec<RouteGrant>),
+    /// `[[federation]]`: added domains are dialled, removed ones withdrawn,
+    /// changed ones dialled again; unchanged sessions stay.
+    Federation(Vec<FederationEntry>),
 }
 
 /// A relay key applied live.
@@ -92,6 +97,10 @@ pub fn plan_dc(old: &DcConfig, new: DcConfig) -> Plan<DcChange, DcConfig> {
         p.running.relays = relays.clone();
         p.changes.push(DcChange::Relays(relays));
     }
+    if federation != old.federation {
+        p.running.federation = federation.clone();
+        p.changes.push(DcChange::Federation(federation));
+    }
     p.fixed("listen", &old.listen, &listen);
     p.fixed("domain", &old.domain, &domain);
     p.fixed("private_key", &old.private_key, &private_key);
@@ -99,7 +108,6 @@ pub fn plan_dc(old: &DcConfig, new: DcConfig) -> Plan<DcChange, DcConfig> {
     p.fixed("state_dir", &old.state_dir, &state_dir);
     p.fixed("node_expiry_secs", &old.node_expiry_secs, &node_expiry_secs);
     p.fixed("metrics_listen", &old.metrics_listen, &metrics_listen);
-    p.fixed("[[federation]]", &old.federation, &federation);
     p
 }
 
@@ -322,6 +330,24 @@ mod tests {
         let p = plan_node(&old, new);
         assert!(p.changes.is_empty());
         assert_eq!(p.restart, vec!["advertise_routes", "snat"]);
+    }
+
+    #[test]
+    fn federation_applies_live() {
+        let old = dc();
+        let mut new = old.clone();
+        new.federation = vec![crate::config::FederationEntry {
+            domain: "y.ntm.internal".into(),
+            public_key: PrivateKey::generate().public_key(),
+            address: None,
+        }];
+        let p = plan_dc(&old, new.clone());
+        assert_eq!(
+            p.changes,
+            vec![DcChange::Federation(new.federation.clone())]
+        );
+        assert!(p.restart.is_empty());
+        assert_eq!(p.running, new);
     }
 
     #[test]

@@ -173,3 +173,107 @@ fn a_pair_across_domains_moves_to_another_relay_when_its_relay_dies() {
         took.as_secs_f64()
     );
 }
+
+/// `[[federation]]` reloads on SIGHUP: dc2 drops its (static) entry for
+/// x.ntm.internal, and bob loses the route to x's prefix and the name
+/// alice.x.ntm.internal at once; a bad entry is refused; the entry put
+/// back, both return without a restart of dc2 (bob's registration and
+/// dc2's other state stay).
+#[test]
+fn a_federated_domain_removed_and_added_back_by_sighup() {
+    let Some(lab) = Lab::up("fed") else { return };
+    let alice_vip = lab.virtual_ip("alice");
+    assert_eq!(resolve(&lab, "bob", "alice.x.ntm.internal"), alice_vip);
+    let x_prefix = "198.18.0.0/16";
+    let routed = || {
+        let out = lab.exec_ok("bob", &["ip", "-4", "route", "show", "dev", "ntm0"]);
+        out.contains(x_prefix)
+    };
+    assert!(routed(), "bob has no route to {x_prefix} before the reload");
+
+    let dc2_toml = lab.path("dc2.toml");
+    let original = fs::read_to_string(&dc2_toml).expect("read dc2.toml");
+    let cut = original
+        .find("[[federation]]")
+        .expect("dc2.toml has no [[federation]] table");
+    fs::write(&dc2_toml, &original[..cut]).expect("write dc2.toml");
+    lab.signal("dc2", "HUP");
+    wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
+        (!routed()).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "bob still routes {x_prefix} after dc2 dropped x.ntm.internal\n----- dc2.log -----\n{}{}",
+            file_tail(&lab.path("dc2.log"), 30),
+            lab.logs_tail()
+        )
+    });
+    let out = lab.exec_t(
+        "bob",
+        10,
+        &[
+            "dig",
+            "+short",
+            "+time=3",
+            "+tries=1",
+            "alice.x.ntm.internal",
+            "A",
+        ],
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&alice_vip.to_string()),
+        "alice.x.ntm.internal still resolves to {alice_vip} after the removal"
+    );
+
+    // A bad entry (dc2's own domain) is refused as at start-up: nothing changes.
+    let own = original.replace("domain = \"x.ntm.internal\"", "domain = \"y.ntm.internal\"");
+    assert_ne!(own, original, "dc2.toml names no x.ntm.internal entry");
+    fs::write(&dc2_toml, &own).expect("write dc2.toml");
+    lab.signal("dc2", "HUP");
+    let refused = || {
+        fs::read_to_string(lab.path("dc2.log"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("reload refused"))
+            .map(String::from)
+    };
+    let line = wait_for(Duration::from_secs(10), Duration::from_millis(200), refused)
+        .unwrap_or_else(|| {
+            panic!(
+                "dc2 did not refuse its own domain in [[federation]]\n{}",
+                file_tail(&lab.path("dc2.log"), 20)
+            )
+        });
+    assert!(
+        line.contains("federation[0].domain"),
+        "refusal names no key: {line}"
+    );
+    assert!(!routed(), "the refused reload federated");
+
+    fs::write(&dc2_toml, &original).expect("write dc2.toml");
+    lab.signal("dc2", "HUP");
+    wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
+        routed().then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "bob has no route to {x_prefix} after x.ntm.internal was added back\n----- dc2.log -----\n{}{}",
+            file_tail(&lab.path("dc2.log"), 30),
+            lab.logs_tail()
+        )
+    });
+    assert_eq!(resolve(&lab, "bob", "alice.x.ntm.internal"), alice_vip);
+    lab.exec_ok(
+        "bob",
+        &["ping", "-n", "-c", "3", "-W", "5", "alice.x.ntm.internal"],
+    );
+    let log = fs::read_to_string(lab.path("dc2.log")).unwrap_or_default();
+    for line in ["federation entry removed", "federation entry added"] {
+        assert!(log.contains(line), "dc2.log lacks {line:?}");
+    }
+    assert!(
+        !log.contains("restart to apply"),
+        "dc2 asked for a restart:\n{}",
+        file_tail(&lab.path("dc2.log"), 30)
+    );
+}

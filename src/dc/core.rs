@@ -1095,7 +1095,22 @@ impl DcCore {
                 self.replace_relays(RelaySpec::group(&entries), now, unix_now)
             }
             DcChange::RouteGrants(grants) => self.replace_route_grants(grants),
+            DcChange::Federation(entries) => {
+                self.refederate(entries.iter().map(FederationSpec::from).collect(), now)
+            }
         }
+    }
+
+    /// Installs a new `[[federation]]` list: unchanged domains keep their
+    /// sessions, changed ones are dialled again (from `handle_timeout`), and
+    /// removed ones leave the nodes as a withdrawal does.
+    fn refederate(&mut self, specs: Vec<FederationSpec>, now: Instant) -> Vec<Transmit> {
+        let r = self.fed.reconfigure(specs, now);
+        let mut out = self.renumber_fed_peers(&r.renumber);
+        if r.withdrawn {
+            out.extend(self.announce_federation());
+        }
+        out
     }
 
     /// Installs new route grants: every online gateway's advertised
@@ -1229,19 +1244,24 @@ impl DcCore {
         let mut out = Vec::new();
         for ev in events {
             match ev {
-                FedEvent::Up(_) | FedEvent::Withdrawn(_) => {
-                    // Nodes learn the change now, not at their next refresh.
-                    let msg = FromDc::Federation(self.fed.domains());
-                    for key in self.online.keys() {
-                        out.extend(self.send(key, &msg));
-                    }
-                }
+                FedEvent::Up(_) | FedEvent::Withdrawn(_) => out.extend(self.announce_federation()),
                 FedEvent::Message(peer, msg) => {
                     out.extend(self.on_fed_message(peer, *msg, now, unix_now))
                 }
             }
         }
         out
+    }
+
+    /// Tells every online node the federated domains now announced (after
+    /// one came up, was withdrawn or removed): nodes learn the change now,
+    /// not at their next refresh.
+    fn announce_federation(&self) -> Vec<Transmit> {
+        let msg = FromDc::Federation(self.fed.domains());
+        self.online
+            .keys()
+            .filter_map(|key| self.send(key, &msg))
+            .collect()
     }
 }
 

@@ -155,6 +155,46 @@ impl DcCore {
     }
 
     /// Lookups the other DC did not answer in time: `Offline` to the node.
+    /// Follows a `[[federation]]` reload (`renumber`: old peer number ->
+    /// new, `None` for a removed domain): lookups sent to a removed DC are
+    /// answered `Offline` now, and its relayed pairs are no longer directed
+    /// again by this DC (their relay session runs out with its ticket).
+    pub(super) fn renumber_fed_peers(&mut self, renumber: &[Option<usize>]) -> Vec<Transmit> {
+        let mut out = Vec::new();
+        let mut removed = Vec::new();
+        for (id, p) in self.fed_pending.iter_mut() {
+            match renumber.get(p.peer).copied().flatten() {
+                Some(i) => p.peer = i,
+                None => removed.push(*id),
+            }
+        }
+        for id in removed {
+            let Some(p) = self.fed_pending.remove(&id) else {
+                continue;
+            };
+            if let Some(asker_id) = p.asker_id {
+                out.extend(self.send(
+                    &p.asker,
+                    &FromDc::Resolved {
+                        id: asker_id,
+                        result: Resolution::Offline,
+                    },
+                ));
+            }
+        }
+        self.pairs.retain(|_, pair| match &mut pair.remote {
+            Some(remote) => match renumber.get(remote.peer).copied().flatten() {
+                Some(i) => {
+                    remote.peer = i;
+                    true
+                }
+                None => false,
+            },
+            None => true,
+        });
+        out
+    }
+
     pub(super) fn expire_fed_lookups(&mut self, now: Instant) -> Vec<Transmit> {
         let late: Vec<u64> = self
             .fed_pending

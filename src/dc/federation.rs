@@ -5,6 +5,7 @@
 //! domains) is `cross_domain.rs`; this file only moves `DcToDc` messages.
 
 use super::core::Transmit;
+use crate::config::FederationEntry;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
 use crate::proto::cookie::{self, Cookie};
@@ -95,9 +96,73 @@ struct Peer {
 }
 
 impl Peer {
+    fn new(spec: FederationSpec, now: Instant) -> Peer {
+        Peer {
+            addrs: spec.address.into_iter().collect(),
+            addrs_expire: None,
+            lookup_pending: false,
+            spec,
+            attempt: None,
+            attempt_sent: None,
+            cookie: None,
+            cookie_retried: false,
+            current: None,
+            previous: None,
+            to: None,
+            prefix: None,
+            established: None,
+            last_heard: now,
+            last_sent: now,
+            failures: 0,
+            next_attempt: now,
+            remote_timestamp: 0,
+            announced: None,
+            down_since: None,
+        }
+    }
+
+    /// A peer whose `[[federation]]` entry changed (address or key): its
+    /// link is dropped and dialled again at once with the new values. Its
+    /// domain stays announced as through an outage: withdrawn after
+    /// [`WITHDRAW_AFTER`] unless the new link comes up first.
+    fn replaced(old: Peer, spec: FederationSpec, now: Instant) -> Peer {
+        let same_key = old.spec.public_key == spec.public_key;
+        let mut p = Peer::new(spec, now);
+        if same_key {
+            // The same DC: its old handshakes stay replays.
+            p.remote_timestamp = old.remote_timestamp;
+        }
+        if old.announced.is_some() {
+            p.announced = old.announced;
+            p.prefix = old.prefix;
+            p.down_since = Some(old.down_since.unwrap_or(now));
+        }
+        p
+    }
+
     fn up(&self) -> bool {
         self.current.is_some()
     }
+}
+
+impl From<&FederationEntry> for FederationSpec {
+    fn from(e: &FederationEntry) -> FederationSpec {
+        FederationSpec {
+            domain: e.domain.clone(),
+            public_key: e.public_key,
+            address: e.address,
+        }
+    }
+}
+
+/// What a reload of `[[federation]]` did, for the DC core to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Old peer number -> new number of the same domain; `None`: removed.
+    pub renumber: Vec<Option<usize>>,
+    /// A removed domain had been announced to the nodes: they must hear
+    /// the shorter list, as after a withdrawal.
+    pub withdrawn: bool,
 }
 
 pub struct Federation {
@@ -124,31 +189,7 @@ impl Federation {
         index_seed: u32,
         now: Instant,
     ) -> Self {
-        let peers = specs
-            .into_iter()
-            .map(|spec| Peer {
-                addrs: spec.address.into_iter().collect(),
-                addrs_expire: None,
-                lookup_pending: false,
-                spec,
-                attempt: None,
-                attempt_sent: None,
-                cookie: None,
-                cookie_retried: false,
-                current: None,
-                previous: None,
-                to: None,
-                prefix: None,
-                established: None,
-                last_heard: now,
-                last_sent: now,
-                failures: 0,
-                next_attempt: now,
-                remote_timestamp: 0,
-                announced: None,
-                down_since: None,
-            })
-            .collect();
+        let peers = specs.into_iter().map(|spec| Peer::new(spec, now)).collect();
         Federation {
             mac1: Mac1Key::for_responder(&key.public_key()),
             key,
@@ -157,6 +198,50 @@ impl Federation {
             peers,
             next_index: index_seed | 1,
             last_timestamp: 0,
+        }
+    }
+
+    /// Takes a new `[[federation]]` list (SIGHUP), matched to the running
+    /// one by domain: an unchanged entry keeps its session untouched, a
+    /// changed one (address or key) is dropped and dialled again, a new
+    /// one is dialled, a removed one is forgotten (its session ends; the
+    /// other DC sees it go silent).
+    pub fn reconfigure(&mut self, specs: Vec<FederationSpec>, now: Instant) -> Reconfigured {
+        let mut old: Vec<Option<Peer>> = std::mem::take(&mut self.peers)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut renumber = vec![None; old.len()];
+        for (i, spec) in specs.into_iter().enumerate() {
+            let same_domain = old.iter().position(|p| {
+                p.as_ref()
+                    .is_some_and(|p| p.spec.domain.eq_ignore_ascii_case(&spec.domain))
+            });
+            let peer = match same_domain.and_then(|j| old[j].take().map(|p| (j, p))) {
+                Some((j, p)) => {
+                    renumber[j] = Some(i);
+                    if p.spec == spec {
+                        p
+                    } else {
+                        info!(domain = %spec.domain, address = ?spec.address, public_key = %spec.public_key, "federation entry changed: dialling again");
+                        Peer::replaced(p, spec, now)
+                    }
+                }
+                None => {
+                    info!(domain = %spec.domain, address = ?spec.address, public_key = %spec.public_key, "federation entry added");
+                    Peer::new(spec, now)
+                }
+            };
+            self.peers.push(peer);
+        }
+        let mut withdrawn = false;
+        for p in old.into_iter().flatten() {
+            info!(domain = %p.spec.domain, announced = p.announced.is_some(), "federation entry removed: session dropped");
+            withdrawn |= p.announced.is_some();
+        }
+        Reconfigured {
+            renumber,
+            withdrawn,
         }
     }
 
@@ -232,6 +317,10 @@ impl Federation {
             return;
         };
         let p = &mut self.peers[i];
+        if p.spec.address.is_some() {
+            // Asked before a reload gave the domain a static address.
+            return;
+        }
         p.lookup_pending = false;
         p.addrs_expire = Some(now + ttl.max(MIN_ADDRESS_TTL));
         if p.addrs != addrs {
@@ -816,6 +905,24 @@ mod tests {
         assert_eq!(t[0].to, Y_ADDR.parse::<SocketAddr>().unwrap());
         assert!(x.wanted_lookups(now + Duration::from_secs(59)).is_empty());
         assert_eq!(x.wanted_lookups(now + Duration::from_secs(61)).len(), 1);
+
+        // A reload gives y a static address while a lookup is out: the
+        // late DNS answer does not replace it.
+        let later = now + Duration::from_secs(61);
+        let key = x.peers[0].spec.public_key;
+        x.reconfigure(vec![y_spec(key, "198.51.100.15:7446")], later);
+        x.set_addresses(
+            "y.ntm.internal",
+            vec![Y_ADDR.parse().unwrap()],
+            Duration::from_secs(60),
+            later,
+        );
+        let t = x.handle_timeout(later, 3).0;
+        assert_eq!(
+            handshakes(&t),
+            vec!["198.51.100.15:7446".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(x.wanted_lookups(later).is_empty());
     }
 
     #[test]
@@ -879,5 +986,135 @@ mod tests {
         let events = exchange(&mut x, &mut y, out, back);
         assert!(events.contains(&(true, FedEvent::Up(0))), "{events:?}");
         assert_eq!(x.domains().len(), 1);
+    }
+
+    fn y_spec(key: PublicKey, address: &str) -> FederationSpec {
+        FederationSpec {
+            domain: "y.ntm.internal".into(),
+            public_key: key,
+            address: Some(address.parse().unwrap()),
+        }
+    }
+
+    fn handshakes(t: &[Transmit]) -> Vec<SocketAddr> {
+        t.iter()
+            .filter(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT)
+            .map(|t| t.to)
+            .collect()
+    }
+
+    /// x and y federated, session up; y's spec as x has it.
+    fn up_pair() -> (Federation, Federation, FederationSpec, Instant) {
+        let (mut x, mut y, now) = pair("198.19.0.0/16", true);
+        let out = dials_from_x(&mut x, now);
+        exchange(&mut x, &mut y, out, now);
+        assert!(x.is_up(0));
+        let spec = x.peers[0].spec.clone();
+        (x, y, spec, now)
+    }
+
+    #[test]
+    fn a_reload_without_changes_keeps_the_session_and_sends_nothing() {
+        let (mut x, _, spec, now) = up_pair();
+        let index = x.peers[0].current.as_ref().map(|s| s.local_index);
+        let r = x.reconfigure(vec![spec], now);
+        assert_eq!(
+            r,
+            Reconfigured {
+                renumber: vec![Some(0)],
+                withdrawn: false
+            }
+        );
+        assert!(x.is_up(0));
+        assert_eq!(x.peers[0].current.as_ref().map(|s| s.local_index), index);
+        let (t, ev) = x.handle_timeout(now, 3);
+        assert!(t.is_empty() && ev.is_empty(), "{t:?} {ev:?}");
+    }
+
+    #[test]
+    fn an_added_entry_is_dialled_and_the_others_stay_up() {
+        let (mut x, _, spec, now) = up_pair();
+        let z = FederationSpec {
+            domain: "z.ntm.internal".into(),
+            public_key: PrivateKey::generate().public_key(),
+            address: Some("198.51.100.14:7446".parse().unwrap()),
+        };
+        let r = x.reconfigure(vec![z, spec], now);
+        assert_eq!(r.renumber, vec![Some(1)], "y moved to number 1");
+        assert!(x.is_up(1) && !x.is_up(0));
+        assert_eq!(x.peer_for_domain("z.ntm.internal"), Some(0));
+        let (t, _) = x.handle_timeout(now, 3);
+        assert_eq!(
+            handshakes(&t),
+            vec!["198.51.100.14:7446".parse::<SocketAddr>().unwrap()],
+            "only z is dialled"
+        );
+    }
+
+    #[test]
+    fn a_changed_address_drops_the_link_and_dials_the_new_one() {
+        let (mut x, _, spec, now) = up_pair();
+        let moved = "198.51.100.15:7446";
+        let r = x.reconfigure(vec![y_spec(spec.public_key, moved)], now);
+        assert_eq!(r.renumber, vec![Some(0)]);
+        assert!(!r.withdrawn);
+        assert!(!x.is_up(0), "old link still up");
+        assert_eq!(x.domains().len(), 1, "still announced, as in an outage");
+        let (t, _) = x.handle_timeout(now, 3);
+        assert_eq!(handshakes(&t), vec![moved.parse::<SocketAddr>().unwrap()]);
+        // Not answered: withdrawn after WITHDRAW_AFTER as any outage.
+        let (_, ev) = x.handle_timeout(now + WITHDRAW_AFTER, 4);
+        assert_eq!(ev, vec![FedEvent::Withdrawn(0)]);
+    }
+
+    #[test]
+    fn a_changed_key_drops_the_link_and_handshakes_with_the_new_key() {
+        let (mut x, _, _, now) = up_pair();
+        // Y's DC came back with a new key; x is told so by a reload.
+        let ky2 = PrivateKey::generate();
+        let mut y2 = Federation::new(
+            ky2.clone(),
+            "y.ntm.internal".into(),
+            "198.19.0.0/16".parse().unwrap(),
+            vec![FederationSpec {
+                domain: "x.ntm.internal".into(),
+                public_key: x.key.public_key(),
+                address: Some(X_ADDR.parse().unwrap()),
+            }],
+            7,
+            now,
+        );
+        let old_index = x.peers[0].current.as_ref().map(|s| s.local_index);
+        x.reconfigure(vec![y_spec(ky2.public_key(), Y_ADDR)], now);
+        assert!(!x.is_up(0));
+        assert!(
+            old_index.is_some_and(|i| !x.owns_index(i)),
+            "old session kept"
+        );
+        let later = now + Duration::from_secs(1);
+        let out = dials_from_x(&mut x, later);
+        assert_eq!(out.len(), 1);
+        let events = exchange(&mut x, &mut y2, out, later);
+        assert!(x.is_up(0) && y2.is_up(0), "{events:?}");
+        assert_ne!(
+            x.peers[0].current.as_ref().map(|s| s.local_index),
+            old_index
+        );
+    }
+
+    #[test]
+    fn a_removed_entry_is_forgotten_and_its_domain_withdrawn() {
+        let (mut x, _, _, now) = up_pair();
+        let r = x.reconfigure(Vec::new(), now);
+        assert_eq!(
+            r,
+            Reconfigured {
+                renumber: vec![None],
+                withdrawn: true
+            }
+        );
+        assert!(x.is_empty() && x.domains().is_empty());
+        assert!(x.handle_timeout(now, 3).0.is_empty(), "nothing dialled");
+        assert_eq!(x.poll_timeout(), None);
     }
 }

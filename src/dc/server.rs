@@ -4,7 +4,7 @@
 use super::core::{DcCore, DcSettings, RelaySpec};
 use super::federation::FederationSpec;
 use super::store::Store;
-use crate::config::DcConfig;
+use crate::config::{DcConfig, FederationEntry};
 use crate::net::{poll, udp};
 use crate::reload::DcChange;
 use anyhow::{Context, Result};
@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Datagrams read from one socket per wake-up.
 const DRAIN: usize = 256;
@@ -72,18 +72,11 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
         info!(node = %g.node, prefixes = ?g.prefixes, "route grant");
     }
     core.federate(
-        cfg.federation
-            .iter()
-            .map(|f| FederationSpec {
-                domain: f.domain.clone(),
-                public_key: f.public_key,
-                address: f.address,
-            })
-            .collect(),
+        cfg.federation.iter().map(FederationSpec::from).collect(),
         Instant::now(),
     );
     // Only entries without `address` need DNS.
-    let srv = if cfg.federation.iter().any(|f| f.address.is_none()) {
+    let mut srv = if needs_dns(&cfg.federation) {
         Some(super::srv::spawn()?)
     } else {
         None
@@ -100,6 +93,16 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
         metrics.publish(core.metrics());
         let now = Instant::now();
         for change in reloads.try_iter().flatten() {
+            if let DcChange::Federation(entries) = &change {
+                if srv.is_none() && needs_dns(entries) {
+                    match super::srv::spawn() {
+                        Ok(s) => srv = Some(s),
+                        Err(e) => {
+                            error!(error = format!("{e:#}"), "cannot start the DNS SRV lookups that [[federation]] entries without `address` need; restart the DC")
+                        }
+                    }
+                }
+            }
             for t in core.apply(change, now, unix_now()) {
                 send(&sockets[0], &sockets, t.to, &t.bytes);
             }
@@ -152,6 +155,11 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
     }
     info!(online = core.online_count(), stats = ?core.stats, "DC stopping");
     Ok(())
+}
+
+/// Whether some `[[federation]]` entry is found by DNS SRV (no `address`).
+fn needs_dns(entries: &[FederationEntry]) -> bool {
+    entries.iter().any(|f| f.address.is_none())
 }
 
 fn unix_now() -> u64 {

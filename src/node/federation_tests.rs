@@ -262,18 +262,7 @@ impl Fed {
 
     /// An A query from node `i`'s TUN; the answer, if one came.
     fn dns(&mut self, i: usize, name: &str) -> Option<Message> {
-        let mut q = Message::new(0x4321, MessageType::Query, OpCode::Query);
-        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-        let client = SocketAddrV4::new(self.vip(i), 40000);
-        let mut pkt = Vec::new();
-        packet::build_ipv4_udp(
-            client,
-            SocketAddrV4::new(RESOLVER, 53),
-            &q.to_vec().unwrap(),
-            &mut pkt,
-        );
-        self.nodes[i].2.clear();
-        self.nodes[i].1.handle_tun(pkt, self.now);
+        self.ask_dns(i, name);
         for _ in 0..50 {
             self.settle();
             let ans = self.nodes[i].2.iter().find_map(|p| {
@@ -286,6 +275,22 @@ impl Fed {
             self.advance(Duration::from_millis(100));
         }
         None
+    }
+
+    /// Writes an A query for `name` into node `i`'s TUN, nothing delivered.
+    fn ask_dns(&mut self, i: usize, name: &str) {
+        let mut q = Message::new(0x4321, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let client = SocketAddrV4::new(self.vip(i), 40000);
+        let mut pkt = Vec::new();
+        packet::build_ipv4_udp(
+            client,
+            SocketAddrV4::new(RESOLVER, 53),
+            &q.to_vec().unwrap(),
+            &mut pkt,
+        );
+        self.nodes[i].2.clear();
+        self.nodes[i].1.handle_tun(pkt, self.now);
     }
 }
 
@@ -495,4 +500,112 @@ fn under_load_federation_initiations_meet_a_cookie_first() {
     assert_eq!(federation_up(&f.dcs[1].1), 1);
     assert!(f.dcs[1].1.stats.fed_cookie_replies >= 2);
     assert!(f.dcs[0].1.stats.fed_cookie_replies >= 1);
+}
+
+impl Fed {
+    /// X's `[[federation]]` replaced by a SIGHUP reload: Y's entry with
+    /// `key` (None: removed).
+    fn reload_x(&mut self, key: Option<crate::keys::PublicKey>) -> usize {
+        let entries = key
+            .into_iter()
+            .map(|public_key| crate::config::FederationEntry {
+                domain: "y.ntm.internal".into(),
+                public_key,
+                address: Some(Y_DC.parse().unwrap()),
+            })
+            .collect();
+        let unix = self.unix();
+        let (addr, x) = &mut self.dcs[0];
+        let out = x.apply(crate::reload::DcChange::Federation(entries), self.now, unix);
+        let sent = out.len();
+        for t in out {
+            self.wire.push_back((*addr, t.to, t.bytes));
+        }
+        self.settle();
+        sent
+    }
+}
+
+#[test]
+fn a_reload_without_federation_changes_sends_nothing_and_keeps_the_session() {
+    let mut f = Fed::new("198.19.0.0/16");
+    let ky = f.keys.1.public_key();
+    assert_eq!(federation_up(&f.dcs[0].1), 1);
+    assert_eq!(f.reload_x(Some(ky)), 0, "a no-op reload sent something");
+    let unix = f.unix();
+    let t = f.dcs[0].1.handle_timeout(f.now, unix);
+    assert!(
+        !t.iter().any(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT),
+        "re-handshake after a no-op reload"
+    );
+    assert_eq!(federation_up(&f.dcs[0].1), 1);
+}
+
+#[test]
+fn a_removed_domain_is_withdrawn_from_the_nodes_and_comes_back_when_added() {
+    let mut f = Fed::new("198.19.0.0/16");
+    let y_prefix: Ipv4Net = "198.19.0.0/16".parse().unwrap();
+    assert_eq!(f.routed[0], vec![y_prefix]);
+    assert_eq!(f.reload_x(None), 1, "alice hears the withdrawal");
+    assert!(f.routed[0].is_empty(), "Y's prefix still routed");
+    assert!(f.dcs[0]
+        .1
+        .metrics()
+        .iter()
+        .all(|m| m.name != "ntmtun_dc_federation_up"));
+    let before = f.upstream;
+    f.dns(0, "bob.y.ntm.internal");
+    assert_eq!(f.upstream, before + 1, "Y's names still intercepted");
+
+    // Added back: X dials Y and alice gets the route and the names again.
+    let ky = f.keys.1.public_key();
+    f.reload_x(Some(ky));
+    f.advance(Duration::from_secs(2));
+    assert_eq!(federation_up(&f.dcs[0].1), 1);
+    assert_eq!(f.routed[0], vec![y_prefix]);
+    let bob_vip = f.vip(1);
+    let ans = f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
+    assert_eq!(a_record(&ans), Some(bob_vip));
+}
+
+#[test]
+fn a_changed_key_drops_the_link_and_the_right_key_brings_it_back() {
+    let mut f = Fed::new("198.19.0.0/16");
+    let y_prefix: Ipv4Net = "198.19.0.0/16".parse().unwrap();
+    // A wrong key: the link goes at once and cannot come back.
+    f.reload_x(Some(PrivateKey::generate().public_key()));
+    assert_eq!(federation_up(&f.dcs[0].1), 0, "old link kept");
+    f.advance(Duration::from_secs(40));
+    assert_eq!(
+        federation_up(&f.dcs[0].1),
+        0,
+        "federated with the wrong key"
+    );
+    assert_eq!(
+        f.routed[0],
+        vec![y_prefix],
+        "withdrawn before WITHDRAW_AFTER"
+    );
+    // The right key: a new handshake, the domain never left the nodes.
+    let ky = f.keys.1.public_key();
+    f.reload_x(Some(ky));
+    f.advance(Duration::from_secs(2));
+    assert_eq!(federation_up(&f.dcs[0].1), 1);
+    assert_eq!(f.routed[0], vec![y_prefix]);
+    let bob_vip = f.vip(1);
+    let ans = f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
+    assert_eq!(a_record(&ans), Some(bob_vip));
+}
+
+#[test]
+fn a_lookup_pending_at_a_removed_domain_is_answered_at_once() {
+    let mut f = Fed::new("198.19.0.0/16");
+    // Y stops answering (its session still counts as up): alice's lookup
+    // waits at X for Y's answer.
+    f.dcs_down.push(Y_DC.parse().unwrap());
+    f.ask_dns(0, "bob.y.ntm.internal");
+    f.settle();
+    // Removing y: alice hears the withdrawal and, at once, that the
+    // lookup failed (not after LOOKUP_TIMEOUT).
+    assert_eq!(f.reload_x(None), 2, "withdrawal and the lookup's answer");
 }
