@@ -40,6 +40,8 @@ pub struct Control {
     pub dns_state: PathBuf,
     /// The DNS hook (capture rules or stub registration) is in place.
     pub hooked: bool,
+    /// Stub mode: the routing domains registered on the TUN link.
+    pub stub_domains: Vec<String>,
     /// The data socket is IPv6 (dual-stack).
     pub v6: bool,
     pub pings: Vec<PendingPing>,
@@ -75,18 +77,19 @@ impl Control {
     /// the stub with systemd-resolved (falling back to capture if that
     /// fails) or installs the capture rules. The state file is written
     /// before any change.
-    fn hook_dns_for(&mut self, domain: &str) {
+    fn hook_host_dns(&mut self) {
         if self.dns_mode == DnsMode::Stub {
-            let (Some(stub), Some(prefix)) = (self.core.stub_address(), self.core.prefix) else {
+            let Some(stub) = self.core.stub_address() else {
                 return;
             };
-            let domains = split_dns::routing_domains(domain, prefix);
+            let domains = self.core.stub_domains();
             let done = self
                 .record(DnsMode::Stub)
                 .and_then(|()| resolved::register(&self.tun_name, stub, &domains));
             match done {
                 Ok(()) => {
                     self.hooked = true;
+                    self.stub_domains = domains;
                     return;
                 }
                 Err(e) => {
@@ -101,6 +104,24 @@ impl Control {
             }
         }
         self.hook_dns();
+    }
+
+    /// Stub mode: sets the link's routing domains to `domains` (a federated
+    /// domain announced or withdrawn), keeping the stub and its settings.
+    /// Before the hook, or after falling back to capture, there is nothing
+    /// to update: the hook registers the core's list of the moment.
+    fn update_stub_domains(&mut self, domains: Vec<String>) {
+        if !self.hooked || self.dns_mode != DnsMode::Stub || domains == self.stub_domains {
+            return;
+        }
+        match resolved::set_domains(&self.tun_name, &domains) {
+            Ok(()) => self.stub_domains = domains,
+            Err(e) => warn!(
+                error = format!("{e:#}"),
+                "cannot update the stub resolver's routing domains; names of the federated \
+                 domains added since will not reach the stub"
+            ),
+        }
     }
 
     /// Capture mode: routes queries to the resolvers into the TUN.
@@ -311,6 +332,7 @@ impl Control {
                         &prefixes,
                     );
                 }
+                Output::StubDomains(domains) => self.update_stub_domains(domains),
                 Output::Configure(reg) => {
                     let ipv6 = self.dns_mode == DnsMode::Capture
                         && self.capturable().iter().any(IpAddr::is_ipv6);
@@ -323,7 +345,7 @@ impl Control {
                         warn!(error = format!("{e:#}"), "cannot configure the TUN");
                     }
                     if !self.hooked {
-                        self.hook_dns_for(&reg.domain);
+                        self.hook_host_dns();
                     }
                 }
             }

@@ -42,6 +42,8 @@ struct Fed {
     direct_blocked: bool,
     /// Per node: the federated prefixes it last routed into its TUN.
     routed: Vec<Vec<Ipv4Net>>,
+    /// Per node: the stub's routing domains it last announced.
+    stub_domains: Vec<Vec<String>>,
     /// Datagrams the upstream resolver got (names not intercepted).
     upstream: usize,
     wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
@@ -135,6 +137,7 @@ impl Fed {
             dcs_down: Vec::new(),
             direct_blocked: false,
             routed: Vec::new(),
+            stub_domains: Vec::new(),
             upstream: 0,
             wire: VecDeque::new(),
         }
@@ -161,6 +164,7 @@ impl Fed {
         core.set_local_endpoints(vec![addr]);
         self.nodes.push((addr, core, Vec::new()));
         self.routed.push(Vec::new());
+        self.stub_domains.push(Vec::new());
     }
 
     fn unix(&self) -> u64 {
@@ -175,6 +179,7 @@ impl Fed {
                     Output::Tun(p) => tun.push(p),
                     Output::Upstream { .. } => self.upstream += 1,
                     Output::FederatedRoutes(p) => self.routed[i] = p,
+                    Output::StubDomains(d) => self.stub_domains[i] = d,
                     _ => {}
                 }
             }
@@ -260,15 +265,22 @@ impl Fed {
         self.nodes[i].1.status(self.now).virtual_ip.unwrap()
     }
 
-    /// An A query from node `i`'s TUN; the answer, if one came.
+    /// An A query from node `i`'s TUN to the resolver; the answer, if one
+    /// came.
     fn dns(&mut self, i: usize, name: &str) -> Option<Message> {
+        self.dns_to(i, RESOLVER, name)
+    }
+
+    /// An A query from node `i`'s TUN to `server` (the resolver, or the
+    /// stub's address in stub mode); the answer, if one came.
+    fn dns_to(&mut self, i: usize, server: Ipv4Addr, name: &str) -> Option<Message> {
         let mut q = Message::new(0x4321, MessageType::Query, OpCode::Query);
         q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
         let client = SocketAddrV4::new(self.vip(i), 40000);
         let mut pkt = Vec::new();
         packet::build_ipv4_udp(
             client,
-            SocketAddrV4::new(RESOLVER, 53),
+            SocketAddrV4::new(server, 53),
             &q.to_vec().unwrap(),
             &mut pkt,
         );
@@ -450,6 +462,46 @@ fn a_domain_whose_dc_stays_unreachable_loses_its_route_and_gets_it_back() {
     assert_eq!(f.routed[0], vec![y_prefix]);
     let bob_vip = f.vip(1);
     let ans = f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
+    assert_eq!(a_record(&ans), Some(bob_vip));
+}
+
+#[test]
+fn in_stub_mode_the_federated_domains_are_routed_to_the_stub_which_answers_them() {
+    let mut f = Fed::bare("198.19.0.0/16", &[RELAY]);
+    let (kx, ky) = f.keys.clone();
+    f.add_node("alice", "198.51.100.11:1000", &kx);
+    f.nodes[0].1.set_dns_stub(true);
+    f.add_node("bob", "198.51.100.12:2000", &ky);
+    f.advance(Duration::from_secs(2));
+    let own = ["~x.ntm.internal", "~18.198.in-addr.arpa"];
+    let with_y = [own[0], own[1], "~y.ntm.internal", "~19.198.in-addr.arpa"];
+    assert_eq!(f.stub_domains[0], with_y);
+    assert!(f.stub_domains[1].is_empty(), "bob captures: no stub");
+
+    // A name of Y, asked of alice's stub (as systemd-resolved does once
+    // Y's domain is routed to it), is answered from Y's DC.
+    let stub = f.nodes[0].1.stub_address().expect("no stub address");
+    let bob_vip = f.vip(1);
+    let ans = f
+        .dns_to(0, stub, "bob.y.ntm.internal.")
+        .expect("the stub did not answer");
+    assert_eq!(a_record(&ans), Some(bob_vip));
+    assert_eq!(f.upstream, 0, "the federated name went upstream");
+
+    // Y stays unreachable: its domain is withdrawn from the registration.
+    f.dcs_down.push(Y_DC.parse().unwrap());
+    f.advance(Duration::from_secs(60));
+    assert_eq!(f.stub_domains[0], with_y, "withdrawn too early");
+    f.advance(crate::dc::federation::WITHDRAW_AFTER);
+    assert_eq!(f.stub_domains[0], own);
+
+    // Y answers again: its domain is routed to the stub again.
+    f.dcs_down.clear();
+    f.advance(Duration::from_secs(35));
+    assert_eq!(f.stub_domains[0], with_y);
+    let ans = f
+        .dns_to(0, stub, "bob.y.ntm.internal")
+        .expect("the stub did not answer");
     assert_eq!(a_record(&ans), Some(bob_vip));
 }
 
