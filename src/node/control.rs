@@ -73,54 +73,49 @@ impl Control {
             .collect()
     }
 
-    /// Hooks into the host's DNS once the TUN has its address: registers
-    /// the stub with systemd-resolved (falling back to capture if that
-    /// fails) or installs the capture rules. The state file is written
-    /// before any change.
-    fn hook_host_dns(&mut self) {
-        if self.dns_mode == DnsMode::Stub {
-            let Some(stub) = self.core.stub_address() else {
-                return;
-            };
-            let domains = self.core.stub_domains();
-            let done = self
-                .record(DnsMode::Stub)
-                .and_then(|()| resolved::register(&self.tun_name, stub, &domains));
-            match done {
-                Ok(()) => {
-                    self.hooked = true;
-                    self.stub_domains = domains;
-                    return;
-                }
-                Err(e) => {
-                    warn!(
-                        error = format!("{e:#}"),
-                        "cannot register the stub resolver with systemd-resolved; using capture mode instead"
-                    );
-                    resolved::undo(&self.dns_state);
-                    self.dns_mode = DnsMode::Capture;
-                    self.core.set_dns_stub(false);
-                }
-            }
-        }
-        self.hook_dns();
-    }
-
-    /// Stub mode: sets the link's routing domains to `domains` (a federated
-    /// domain announced or withdrawn), keeping the stub and its settings.
-    /// Before the hook, or after falling back to capture, there is nothing
-    /// to update: the hook registers the core's list of the moment.
-    fn update_stub_domains(&mut self, domains: Vec<String>) {
-        if !self.hooked || self.dns_mode != DnsMode::Stub || domains == self.stub_domains {
+    /// Stub mode, on the core's list of routing domains: the first list
+    /// (right after the registration's `Configure`) registers the stub with
+    /// systemd-resolved, falling back to capture if that fails; each later
+    /// one (a federated domain announced or withdrawn) sets the link's
+    /// domains, keeping the stub and its settings. Lists are applied in the
+    /// order the core emitted them. The state file is written before any
+    /// change.
+    fn stub_domains_changed(&mut self, domains: Vec<String>) {
+        if self.dns_mode != DnsMode::Stub || domains == self.stub_domains {
             return;
         }
-        match resolved::set_domains(&self.tun_name, &domains) {
-            Ok(()) => self.stub_domains = domains,
-            Err(e) => warn!(
-                error = format!("{e:#}"),
-                "cannot update the stub resolver's routing domains; names of the federated \
-                 domains added since will not reach the stub"
-            ),
+        if self.hooked {
+            match resolved::set_domains(&self.tun_name, &domains) {
+                Ok(()) => self.stub_domains = domains,
+                Err(e) => warn!(
+                    error = format!("{e:#}"),
+                    "cannot update the stub resolver's routing domains; names of the federated \
+                     domains added since will not reach the stub"
+                ),
+            }
+            return;
+        }
+        let Some(stub) = self.core.stub_address() else {
+            return;
+        };
+        let done = self
+            .record(DnsMode::Stub)
+            .and_then(|()| resolved::register(&self.tun_name, stub, &domains));
+        match done {
+            Ok(()) => {
+                self.hooked = true;
+                self.stub_domains = domains;
+            }
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "cannot register the stub resolver with systemd-resolved; using capture mode instead"
+                );
+                resolved::undo(&self.dns_state);
+                self.dns_mode = DnsMode::Capture;
+                self.core.set_dns_stub(false);
+                self.hook_dns();
+            }
         }
     }
 
@@ -332,7 +327,7 @@ impl Control {
                         &prefixes,
                     );
                 }
-                Output::StubDomains(domains) => self.update_stub_domains(domains),
+                Output::StubDomains(domains) => self.stub_domains_changed(domains),
                 Output::Configure(reg) => {
                     let ipv6 = self.dns_mode == DnsMode::Capture
                         && self.capturable().iter().any(IpAddr::is_ipv6);
@@ -344,8 +339,9 @@ impl Control {
                     ) {
                         warn!(error = format!("{e:#}"), "cannot configure the TUN");
                     }
+                    // Stub mode hooks on the `StubDomains` that follows.
                     if !self.hooked {
-                        self.hook_host_dns();
+                        self.hook_dns();
                     }
                 }
             }

@@ -83,7 +83,9 @@ pub enum Output {
     FederatedRoutes(Vec<Ipv4Net>),
     /// Stub mode: systemd-resolved must send exactly these routing domains
     /// ("~name") to the stub: ours and each federated domain's, with their
-    /// reverse zones. Emitted when the list changes.
+    /// reverse zones. Emitted when the list changes, the first time right
+    /// after the registration's `Configure`: the shell registers the stub
+    /// then.
     StubDomains(Vec<String>),
 }
 
@@ -232,7 +234,7 @@ impl NodeCore {
     /// Stub mode's routing domains: our domain and each federated domain
     /// whose names we answer, with their reverse zones (none before the
     /// registration).
-    pub fn stub_domains(&self) -> Vec<String> {
+    fn stub_domains(&self) -> Vec<String> {
         let (Some(reg), Some(prefix)) = (&self.dc.registered, self.prefix) else {
             return Vec::new();
         };

@@ -42,8 +42,10 @@ struct Fed {
     direct_blocked: bool,
     /// Per node: the federated prefixes it last routed into its TUN.
     routed: Vec<Vec<Ipv4Net>>,
-    /// Per node: the stub's routing domains it last announced.
-    stub_domains: Vec<Vec<String>>,
+    /// Per node: every list of the stub's routing domains it announced,
+    /// and whether its TUN was configured (which must come first).
+    stub_domains: Vec<Vec<Vec<String>>>,
+    configured: Vec<bool>,
     /// Datagrams the upstream resolver got (names not intercepted).
     upstream: usize,
     wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
@@ -138,6 +140,7 @@ impl Fed {
             direct_blocked: false,
             routed: Vec::new(),
             stub_domains: Vec::new(),
+            configured: Vec::new(),
             upstream: 0,
             wire: VecDeque::new(),
         }
@@ -165,6 +168,7 @@ impl Fed {
         self.nodes.push((addr, core, Vec::new()));
         self.routed.push(Vec::new());
         self.stub_domains.push(Vec::new());
+        self.configured.push(false);
     }
 
     fn unix(&self) -> u64 {
@@ -179,7 +183,11 @@ impl Fed {
                     Output::Tun(p) => tun.push(p),
                     Output::Upstream { .. } => self.upstream += 1,
                     Output::FederatedRoutes(p) => self.routed[i] = p,
-                    Output::StubDomains(d) => self.stub_domains[i] = d,
+                    Output::Configure(_) => self.configured[i] = true,
+                    Output::StubDomains(d) => {
+                        assert!(self.configured[i], "stub domains before the TUN's address");
+                        self.stub_domains[i].push(d);
+                    }
                     _ => {}
                 }
             }
@@ -475,7 +483,8 @@ fn in_stub_mode_the_federated_domains_are_routed_to_the_stub_which_answers_them(
     f.advance(Duration::from_secs(2));
     let own = ["~x.ntm.internal", "~18.198.in-addr.arpa"];
     let with_y = [own[0], own[1], "~y.ntm.internal", "~19.198.in-addr.arpa"];
-    assert_eq!(f.stub_domains[0], with_y);
+    // Our domain at registration, then with Y's once X announces it.
+    assert_eq!(f.stub_domains[0], vec![own.to_vec(), with_y.to_vec()]);
     assert!(f.stub_domains[1].is_empty(), "bob captures: no stub");
 
     // A name of Y, asked of alice's stub (as systemd-resolved does once
@@ -491,14 +500,15 @@ fn in_stub_mode_the_federated_domains_are_routed_to_the_stub_which_answers_them(
     // Y stays unreachable: its domain is withdrawn from the registration.
     f.dcs_down.push(Y_DC.parse().unwrap());
     f.advance(Duration::from_secs(60));
-    assert_eq!(f.stub_domains[0], with_y, "withdrawn too early");
+    assert_eq!(f.stub_domains[0].len(), 2, "withdrawn too early");
     f.advance(crate::dc::federation::WITHDRAW_AFTER);
-    assert_eq!(f.stub_domains[0], own);
+    assert_eq!(f.stub_domains[0].last().unwrap(), &own);
 
     // Y answers again: its domain is routed to the stub again.
     f.dcs_down.clear();
     f.advance(Duration::from_secs(35));
-    assert_eq!(f.stub_domains[0], with_y);
+    assert_eq!(f.stub_domains[0].len(), 4);
+    assert_eq!(f.stub_domains[0].last().unwrap(), &with_y);
     let ans = f
         .dns_to(0, stub, "bob.y.ntm.internal")
         .expect("the stub did not answer");
