@@ -89,8 +89,8 @@ impl Control {
                 Ok(()) => self.stub_domains = domains,
                 Err(e) => warn!(
                     error = format!("{e:#}"),
-                    "cannot update the stub resolver's routing domains; names of the federated \
-                     domains added since will not reach the stub"
+                    "cannot update the stub resolver's routing domains; the TUN link keeps its \
+                     previous list, so federated domains added since do not reach the stub"
                 ),
             }
             return;
