@@ -225,7 +225,8 @@ impl Harness {
                 | Output::Configure(_)
                 | Output::Pong { .. }
                 | Output::SubnetRoutes(_)
-                | Output::FederatedRoutes(_) => {}
+                | Output::FederatedRoutes(_)
+                | Output::StubDomains(_) => {}
             }
         }
     }

@@ -40,6 +40,8 @@ pub struct Control {
     pub dns_state: PathBuf,
     /// The DNS hook (capture rules or stub registration) is in place.
     pub hooked: bool,
+    /// Stub mode: the routing domains registered on the TUN link.
+    pub stub_domains: Vec<String>,
     /// The data socket is IPv6 (dual-stack).
     pub v6: bool,
     pub pings: Vec<PendingPing>,
@@ -71,36 +73,50 @@ impl Control {
             .collect()
     }
 
-    /// Hooks into the host's DNS once the TUN has its address: registers
-    /// the stub with systemd-resolved (falling back to capture if that
-    /// fails) or installs the capture rules. The state file is written
-    /// before any change.
-    fn hook_dns_for(&mut self, domain: &str) {
-        if self.dns_mode == DnsMode::Stub {
-            let (Some(stub), Some(prefix)) = (self.core.stub_address(), self.core.prefix) else {
-                return;
-            };
-            let domains = split_dns::routing_domains(domain, prefix);
-            let done = self
-                .record(DnsMode::Stub)
-                .and_then(|()| resolved::register(&self.tun_name, stub, &domains));
-            match done {
-                Ok(()) => {
-                    self.hooked = true;
-                    return;
-                }
-                Err(e) => {
-                    warn!(
-                        error = format!("{e:#}"),
-                        "cannot register the stub resolver with systemd-resolved; using capture mode instead"
-                    );
-                    resolved::undo(&self.dns_state);
-                    self.dns_mode = DnsMode::Capture;
-                    self.core.set_dns_stub(false);
-                }
+    /// Stub mode, on the core's list of routing domains: the first list
+    /// (right after the registration's `Configure`) registers the stub with
+    /// systemd-resolved, falling back to capture if that fails; each later
+    /// one (a federated domain announced or withdrawn) sets the link's
+    /// domains, keeping the stub and its settings. Lists are applied in the
+    /// order the core emitted them. The state file is written before any
+    /// change.
+    fn stub_domains_changed(&mut self, domains: Vec<String>) {
+        if self.dns_mode != DnsMode::Stub || domains == self.stub_domains {
+            return;
+        }
+        if self.hooked {
+            match resolved::set_domains(&self.tun_name, &domains) {
+                Ok(()) => self.stub_domains = domains,
+                Err(e) => warn!(
+                    error = format!("{e:#}"),
+                    "cannot update the stub resolver's routing domains; the TUN link keeps its \
+                     previous list, so federated domains added since do not reach the stub"
+                ),
+            }
+            return;
+        }
+        let Some(stub) = self.core.stub_address() else {
+            return;
+        };
+        let done = self
+            .record(DnsMode::Stub)
+            .and_then(|()| resolved::register(&self.tun_name, stub, &domains));
+        match done {
+            Ok(()) => {
+                self.hooked = true;
+                self.stub_domains = domains;
+            }
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "cannot register the stub resolver with systemd-resolved; using capture mode instead"
+                );
+                resolved::undo(&self.dns_state);
+                self.dns_mode = DnsMode::Capture;
+                self.core.set_dns_stub(false);
+                self.hook_dns();
             }
         }
-        self.hook_dns();
     }
 
     /// Capture mode: routes queries to the resolvers into the TUN.
@@ -311,6 +327,7 @@ impl Control {
                         &prefixes,
                     );
                 }
+                Output::StubDomains(domains) => self.stub_domains_changed(domains),
                 Output::Configure(reg) => {
                     let ipv6 = self.dns_mode == DnsMode::Capture
                         && self.capturable().iter().any(IpAddr::is_ipv6);
@@ -322,8 +339,9 @@ impl Control {
                     ) {
                         warn!(error = format!("{e:#}"), "cannot configure the TUN");
                     }
+                    // Stub mode hooks on the `StubDomains` that follows.
                     if !self.hooked {
-                        self.hook_dns_for(&reg.domain);
+                        self.hook_dns();
                     }
                 }
             }

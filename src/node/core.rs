@@ -81,6 +81,12 @@ pub enum Output {
     /// The DC federates with these domains: route exactly their virtual
     /// prefixes into the TUN (a withdrawn domain's route goes).
     FederatedRoutes(Vec<Ipv4Net>),
+    /// Stub mode: systemd-resolved must send exactly these routing domains
+    /// ("~name") to the stub: ours and each federated domain's, with their
+    /// reverse zones. Emitted when the list changes, the first time right
+    /// after the registration's `Configure`: the shell registers the stub
+    /// then.
+    StubDomains(Vec<String>),
 }
 
 pub(super) struct PendingResolve {
@@ -139,6 +145,8 @@ pub struct NodeCore {
     /// Stub mode: DNS is answered on the stub address and forwarded to the
     /// resolvers; otherwise queries to the resolvers are captured.
     pub(super) dns_stub: bool,
+    /// Stub mode: the routing domains last announced (`Output::StubDomains`).
+    stub_domains: Vec<String>,
     /// Counters read by the metrics endpoint.
     pub(super) counters: Arc<ControlCounters>,
     /// The domain's granted subnet routes as the DC last announced them,
@@ -204,6 +212,7 @@ impl NodeCore {
             handshake_limit: RateLimiter::new(HANDSHAKES_PER_SEC, HANDSHAKE_BURST, 4096),
             undirected_handshakes: 0,
             dns_stub: false,
+            stub_domains: Vec::new(),
             counters: Arc::default(),
             domain_routes: Vec::new(),
             routes: Arc::new(Routes::default()),
@@ -218,6 +227,34 @@ impl NodeCore {
     pub fn set_dns_stub(&mut self, stub: bool) {
         self.dns_stub = stub;
         self.table_dirty = true;
+        self.stub_domains.clear();
+        self.announce_stub_domains();
+    }
+
+    /// Stub mode's routing domains: our domain and each federated domain
+    /// whose names we answer, with their reverse zones (none before the
+    /// registration).
+    fn stub_domains(&self) -> Vec<String> {
+        let (Some(reg), Some(prefix)) = (&self.dc.registered, self.prefix) else {
+            return Vec::new();
+        };
+        let own = std::iter::once((reg.domain.as_str(), prefix));
+        let federated = self.fed_dns.iter().map(|d| (d.domain(), d.prefix()));
+        super::split_dns::stub_routing_domains(own.chain(federated))
+    }
+
+    /// In stub mode, tells the shell the routing domains when they changed
+    /// (registration, a federated domain announced or withdrawn).
+    pub(super) fn announce_stub_domains(&mut self) {
+        if !self.dns_stub {
+            return;
+        }
+        let domains = self.stub_domains();
+        if domains.is_empty() || domains == self.stub_domains {
+            return;
+        }
+        self.stub_domains.clone_from(&domains);
+        self.out.push_back(Output::StubDomains(domains));
     }
 
     /// The stub resolver's address, in stub mode once registered.
@@ -513,6 +550,7 @@ impl NodeCore {
                         _ => None,
                     };
                     self.out.push_back(Output::Configure(reg.clone()));
+                    self.announce_stub_domains();
                     self.refresh_candidates();
                     self.table_dirty = true;
                 }

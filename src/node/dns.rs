@@ -172,6 +172,11 @@ impl DnsInterceptor {
         &self.domain_str
     }
 
+    /// The virtual prefix whose addresses it answers for (A and PTR).
+    pub fn prefix(&self) -> Ipv4Net {
+        self.prefix
+    }
+
     /// Whether the question of `pending` lies in this interceptor's zone
     /// (its domain, or its prefix for PTR): with several interceptors (one
     /// per federated domain), the one that must build the answer.

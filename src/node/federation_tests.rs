@@ -42,6 +42,10 @@ struct Fed {
     direct_blocked: bool,
     /// Per node: the federated prefixes it last routed into its TUN.
     routed: Vec<Vec<Ipv4Net>>,
+    /// Per node: every list of the stub's routing domains it announced,
+    /// and whether its TUN was configured (which must come first).
+    stub_domains: Vec<Vec<Vec<String>>>,
+    configured: Vec<bool>,
     /// Datagrams the upstream resolver got (names not intercepted).
     upstream: usize,
     wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
@@ -135,6 +139,8 @@ impl Fed {
             dcs_down: Vec::new(),
             direct_blocked: false,
             routed: Vec::new(),
+            stub_domains: Vec::new(),
+            configured: Vec::new(),
             upstream: 0,
             wire: VecDeque::new(),
         }
@@ -161,6 +167,8 @@ impl Fed {
         core.set_local_endpoints(vec![addr]);
         self.nodes.push((addr, core, Vec::new()));
         self.routed.push(Vec::new());
+        self.stub_domains.push(Vec::new());
+        self.configured.push(false);
     }
 
     fn unix(&self) -> u64 {
@@ -175,6 +183,11 @@ impl Fed {
                     Output::Tun(p) => tun.push(p),
                     Output::Upstream { .. } => self.upstream += 1,
                     Output::FederatedRoutes(p) => self.routed[i] = p,
+                    Output::Configure(_) => self.configured[i] = true,
+                    Output::StubDomains(d) => {
+                        assert!(self.configured[i], "stub domains before the TUN's address");
+                        self.stub_domains[i].push(d);
+                    }
                     _ => {}
                 }
             }
@@ -260,9 +273,16 @@ impl Fed {
         self.nodes[i].1.status(self.now).virtual_ip.unwrap()
     }
 
-    /// An A query from node `i`'s TUN; the answer, if one came.
+    /// An A query from node `i`'s TUN to the resolver; the answer, if one
+    /// came.
     fn dns(&mut self, i: usize, name: &str) -> Option<Message> {
-        self.ask_dns(i, name);
+        self.dns_to(i, RESOLVER, name)
+    }
+
+    /// An A query from node `i`'s TUN to `server` (the resolver, or the
+    /// stub's address in stub mode); the answer, if one came.
+    fn dns_to(&mut self, i: usize, server: Ipv4Addr, name: &str) -> Option<Message> {
+        self.ask_dns_to(i, server, name);
         for _ in 0..50 {
             self.settle();
             let ans = self.nodes[i].2.iter().find_map(|p| {
@@ -279,13 +299,18 @@ impl Fed {
 
     /// Writes an A query for `name` into node `i`'s TUN, nothing delivered.
     fn ask_dns(&mut self, i: usize, name: &str) {
+        self.ask_dns_to(i, RESOLVER, name);
+    }
+
+    /// Writes an A query for `name` to `server` into node `i`'s TUN.
+    fn ask_dns_to(&mut self, i: usize, server: Ipv4Addr, name: &str) {
         let mut q = Message::new(0x4321, MessageType::Query, OpCode::Query);
         q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
         let client = SocketAddrV4::new(self.vip(i), 40000);
         let mut pkt = Vec::new();
         packet::build_ipv4_udp(
             client,
-            SocketAddrV4::new(RESOLVER, 53),
+            SocketAddrV4::new(server, 53),
             &q.to_vec().unwrap(),
             &mut pkt,
         );
@@ -455,6 +480,48 @@ fn a_domain_whose_dc_stays_unreachable_loses_its_route_and_gets_it_back() {
     assert_eq!(f.routed[0], vec![y_prefix]);
     let bob_vip = f.vip(1);
     let ans = f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
+    assert_eq!(a_record(&ans), Some(bob_vip));
+}
+
+#[test]
+fn in_stub_mode_the_federated_domains_are_routed_to_the_stub_which_answers_them() {
+    let mut f = Fed::bare("198.19.0.0/16", &[RELAY]);
+    let (kx, ky) = f.keys.clone();
+    f.add_node("alice", "198.51.100.11:1000", &kx);
+    f.nodes[0].1.set_dns_stub(true);
+    f.add_node("bob", "198.51.100.12:2000", &ky);
+    f.advance(Duration::from_secs(2));
+    let own = ["~x.ntm.internal", "~18.198.in-addr.arpa"];
+    let with_y = [own[0], own[1], "~y.ntm.internal", "~19.198.in-addr.arpa"];
+    // Our domain at registration, then with Y's once X announces it.
+    assert_eq!(f.stub_domains[0], vec![own.to_vec(), with_y.to_vec()]);
+    assert!(f.stub_domains[1].is_empty(), "bob captures: no stub");
+
+    // A name of Y, asked of alice's stub (as systemd-resolved does once
+    // Y's domain is routed to it), is answered from Y's DC.
+    let stub = f.nodes[0].1.stub_address().expect("no stub address");
+    let bob_vip = f.vip(1);
+    let ans = f
+        .dns_to(0, stub, "bob.y.ntm.internal.")
+        .expect("the stub did not answer");
+    assert_eq!(a_record(&ans), Some(bob_vip));
+    assert_eq!(f.upstream, 0, "the federated name went upstream");
+
+    // Y stays unreachable: its domain is withdrawn from the registration.
+    f.dcs_down.push(Y_DC.parse().unwrap());
+    f.advance(Duration::from_secs(60));
+    assert_eq!(f.stub_domains[0].len(), 2, "withdrawn too early");
+    f.advance(crate::dc::federation::WITHDRAW_AFTER);
+    assert_eq!(f.stub_domains[0].last().unwrap(), &own);
+
+    // Y answers again: its domain is routed to the stub again.
+    f.dcs_down.clear();
+    f.advance(Duration::from_secs(35));
+    assert_eq!(f.stub_domains[0].len(), 4);
+    assert_eq!(f.stub_domains[0].last().unwrap(), &with_y);
+    let ans = f
+        .dns_to(0, stub, "bob.y.ntm.internal")
+        .expect("the stub did not answer");
     assert_eq!(a_record(&ans), Some(bob_vip));
 }
 

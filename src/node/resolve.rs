@@ -285,6 +285,7 @@ impl NodeCore {
         ));
         self.federated = domains;
         self.table_dirty = true;
+        self.announce_stub_domains();
     }
 
     /// Writes a DNS reply into the TUN as if the resolver had sent it.

@@ -67,6 +67,14 @@ pub fn register(tun: &str, stub: Ipv4Addr, domains: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Replaces the routing domains of the stub's link (a federated domain
+/// announced or withdrawn); the server and the protocol settings stay.
+pub fn set_domains(tun: &str, domains: &[String]) -> Result<()> {
+    resolvectl(&split_dns::domain_command(tun, domains))?;
+    info!(tun, ?domains, "stub resolver's routing domains updated");
+    Ok(())
+}
+
 /// Writes the state file before the change it records (atomically, so a
 /// crash leaves the old file or the new one).
 pub fn record(path: &Path, state: &State) -> Result<()> {

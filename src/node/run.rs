@@ -300,6 +300,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
         dns_mode: dns.mode,
         dns_state: dns_state.clone(),
         hooked: false,
+        stub_domains: Vec::new(),
         v6,
         pings: Vec::new(),
         subnet_routes: Vec::new(),

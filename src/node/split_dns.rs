@@ -69,6 +69,32 @@ pub fn routing_domains(domain: &str, prefix: Ipv4Net) -> Vec<String> {
     out
 }
 
+/// The link's routing domains for every zone the stub answers: our domain
+/// and each federated one, with their reverse zones, in that order, each
+/// once (two federated domains' prefixes may overlap, and so share
+/// reverse zones).
+pub fn stub_routing_domains<'a>(
+    zones: impl IntoIterator<Item = (&'a str, Ipv4Net)>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (domain, prefix) in zones {
+        for d in routing_domains(domain, prefix) {
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    out
+}
+
+/// `resolvectl domain TUN DOMAINS...`: sets the link's whole list, so it
+/// both registers and updates (a federated domain added or withdrawn).
+pub fn domain_command(tun: &str, domains: &[String]) -> Vec<String> {
+    let mut cmd = vec!["domain".to_string(), tun.to_string()];
+    cmd.extend(domains.iter().cloned());
+    cmd
+}
+
 /// The `resolvectl` invocations that register the stub on `tun`.
 ///
 /// First the link's own protocol settings, so that nothing the host set
@@ -81,15 +107,13 @@ pub fn routing_domains(domain: &str, prefix: Ipv4Net) -> Vec<String> {
 /// the server last, so no query can reach it before the domains are set.
 pub fn register_commands(tun: &str, stub: Ipv4Addr, domains: &[String]) -> Vec<Vec<String>> {
     let link = |verb: &str, value: &str| vec![verb.to_string(), tun.to_string(), value.to_string()];
-    let mut domain = vec!["domain".to_string(), tun.to_string()];
-    domain.extend(domains.iter().cloned());
     vec![
         link("llmnr", "no"),
         link("mdns", "no"),
         link("dnssec", "no"),
         link("dnsovertls", "no"),
         link("default-route", "false"),
-        domain,
+        domain_command(tun, domains),
         link("dns", &stub.to_string()),
     ]
 }
@@ -210,6 +234,41 @@ mod tests {
         assert_eq!(
             routing_domains("x.test", net("0.0.0.0/0")),
             vec!["~x.test", "~in-addr.arpa"]
+        );
+    }
+
+    #[test]
+    fn stub_domains_add_each_federated_domain_and_its_reverse_zones_once() {
+        assert_eq!(
+            stub_routing_domains([("x.ntm.internal", net("198.18.0.0/16"))]),
+            vec!["~x.ntm.internal", "~18.198.in-addr.arpa"]
+        );
+        assert_eq!(
+            stub_routing_domains([
+                ("x.ntm.internal", net("198.18.0.0/16")),
+                ("y.ntm.internal", net("198.19.0.0/16")),
+                ("z.test", net("198.18.0.0/15")),
+            ]),
+            vec![
+                "~x.ntm.internal",
+                "~18.198.in-addr.arpa",
+                "~y.ntm.internal",
+                "~19.198.in-addr.arpa",
+                "~z.test",
+            ]
+        );
+        // Overlapping prefixes share reverse zones: each listed once.
+        assert_eq!(
+            stub_routing_domains([
+                ("a.test", net("198.19.0.0/16")),
+                ("b.test", net("198.19.0.0/16")),
+            ]),
+            vec!["~a.test", "~19.198.in-addr.arpa", "~b.test"]
+        );
+        assert!(stub_routing_domains([]).is_empty());
+        assert_eq!(
+            domain_command("ntm0", &["~a.test".into(), "~b.test".into()]).join(" "),
+            "domain ntm0 ~a.test ~b.test"
         );
     }
 
