@@ -311,3 +311,63 @@ fn stub_mode_with_a_real_systemd_resolved() {
     lab.stop("stubnode");
     r.stop();
 }
+
+/// Stub mode with federation: alice (domain x) runs stub mode under a real resolved; her DC
+/// federates with dc2 (domain y). The TUN link carries both domains and both reverse zones, so
+/// resolved sends bob's name in y to the stub, which answers it (forward, reverse, by ping);
+/// SIGTERM reverts the link.
+#[test]
+fn stub_mode_routes_federated_domains_to_the_stub() {
+    let Some(lab) = Lab::up("fed") else { return };
+    let Some(cache) = fetch() else { return };
+    lab.stop("alice");
+    let toml = lab.path("alice.toml");
+    let text = fs::read_to_string(&toml).expect("read alice.toml");
+    let stub = text.replace("mode = \"capture\"", "mode = \"stub\"");
+    assert_ne!(stub, text, "alice.toml has no capture mode to switch");
+    fs::write(&toml, stub).expect("write alice.toml");
+    let r = Resolved::start(&lab, "alice", &cache, &[]);
+    r.start_node("alice");
+    let link = wait_for(Duration::from_secs(30), Duration::from_millis(500), || {
+        let l = r.resolvectl(&["status", "ntm0"]);
+        l.contains("~y.ntm.internal").then_some(l)
+    });
+    let link = link.unwrap_or_else(|| {
+        panic!(
+            "the federated domain never reached the link:\n{}\n{}",
+            r.resolvectl(&["status", "ntm0"]),
+            r.logs()
+        )
+    });
+    for zone in [
+        "~x.ntm.internal",
+        "~18.198.in-addr.arpa",
+        "~19.198.in-addr.arpa",
+    ] {
+        assert!(link.contains(zone), "{zone} missing on the link:\n{link}");
+    }
+    let bob = lab.virtual_ip("bob").to_string();
+    let q = r.resolvectl(&["query", "bob.y.ntm.internal"]);
+    assert!(
+        q.contains(&bob) && q.contains("link: ntm0"),
+        "{q}\n{}",
+        r.logs()
+    );
+    assert_eq!(r.dig("bob.y.ntm.internal"), bob, "{}", r.logs());
+    let rev = r.resolvectl(&["query", &bob]);
+    assert!(rev.contains("bob.y.ntm.internal"), "{rev}\n{}", r.logs());
+    let ping = r.exec(&["ping", "-c", "1", "-W", "2", "bob.y.ntm.internal"]);
+    assert!(
+        ping.status.success(),
+        "{}\n{}",
+        describe_output(&ping),
+        r.logs()
+    );
+    lab.stop("stubnode");
+    let status = r.resolvectl(&["status"]);
+    assert!(
+        !status.contains("y.ntm.internal"),
+        "the link's domains outlived the node:\n{status}"
+    );
+    r.stop();
+}
