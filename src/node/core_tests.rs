@@ -1209,9 +1209,8 @@ fn reloaded_relay_list_keeps_unchanged_relays_and_moves_pairs_off_removed_ones()
 }
 
 impl Net {
-    /// A DC that grants `grants`, and two cone NATs for the gateways
-    /// (198.51.100.101 and .102).
-    fn gateways(grants: Vec<RouteGrant>) -> (Net, [usize; 2]) {
+    /// A network whose DC grants `grants`.
+    fn with_grants(grants: Vec<RouteGrant>) -> Net {
         let mut net = Net::new();
         net.dc = dc_core(
             &net.dc_key,
@@ -1220,6 +1219,13 @@ impl Net {
             net.now,
         )
         .with_route_grants(grants);
+        net
+    }
+
+    /// A DC that grants `grants`, and two cone NATs for the gateways
+    /// (198.51.100.101 and .102).
+    fn gateways(grants: Vec<RouteGrant>) -> (Net, [usize; 2]) {
+        let mut net = Net::with_grants(grants);
         let nats = [
             net.add_nat("198.51.100.101", true),
             net.add_nat("198.51.100.102", true),
@@ -1351,14 +1357,7 @@ fn reloaded_route_grants_reach_the_gateway_without_a_refresh() {
             prefixes,
         }]
     };
-    let mut net = Net::new();
-    net.dc = dc_core(
-        &net.dc_key,
-        Store::in_memory().unwrap(),
-        Vec::new(),
-        net.now,
-    )
-    .with_route_grants(grants(vec![lan]));
+    let mut net = Net::with_grants(grants(vec![lan]));
     let a = net.add_node("gwa", "198.51.100.11:1000", TOKEN);
     net.nodes[a].core.set_subnet_routes(vec![lan, extra], false);
     let b = net.add_node("bob", "198.51.100.12:2000", TOKEN);

@@ -608,6 +608,19 @@ fn a_reload_without_federation_changes_sends_nothing_and_keeps_the_session() {
     assert_eq!(federation_up(&f.dcs[0].1), 1);
 }
 
+impl Fed {
+    /// After a reload restored Y's entry: the link is up again within 2 s,
+    /// alice routes Y's prefix and resolves bob.
+    fn assert_y_back(&mut self, y_prefix: Ipv4Net) {
+        self.advance(Duration::from_secs(2));
+        assert_eq!(federation_up(&self.dcs[0].1), 1);
+        assert_eq!(self.routed[0], vec![y_prefix]);
+        let bob_vip = self.vip(1);
+        let ans = self.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
+        assert_eq!(a_record(&ans), Some(bob_vip));
+    }
+}
+
 #[test]
 fn a_removed_domain_is_withdrawn_from_the_nodes_and_comes_back_when_added() {
     let mut f = Fed::new("198.19.0.0/16");
@@ -627,12 +640,7 @@ fn a_removed_domain_is_withdrawn_from_the_nodes_and_comes_back_when_added() {
     // Added back: X dials Y and alice gets the route and the names again.
     let ky = f.keys.1.public_key();
     f.reload_x(Some(ky));
-    f.advance(Duration::from_secs(2));
-    assert_eq!(federation_up(&f.dcs[0].1), 1);
-    assert_eq!(f.routed[0], vec![y_prefix]);
-    let bob_vip = f.vip(1);
-    let ans = f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
-    assert_eq!(a_record(&ans), Some(bob_vip));
+    f.assert_y_back(y_prefix);
 }
 
 #[test]
@@ -656,12 +664,7 @@ fn a_changed_key_drops_the_link_and_the_right_key_brings_it_back() {
     // The right key: a new handshake, the domain never left the nodes.
     let ky = f.keys.1.public_key();
     f.reload_x(Some(ky));
-    f.advance(Duration::from_secs(2));
-    assert_eq!(federation_up(&f.dcs[0].1), 1);
-    assert_eq!(f.routed[0], vec![y_prefix]);
-    let bob_vip = f.vip(1);
-    let ans = f.dns(0, "bob.y.ntm.internal").expect("no DNS answer");
-    assert_eq!(a_record(&ans), Some(bob_vip));
+    f.assert_y_back(y_prefix);
 }
 
 #[test]
