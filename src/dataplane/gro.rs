@@ -25,13 +25,12 @@
 //! payload onto its flow's super-packet); the slots are allocated once.
 
 use super::gso::{GSO_MAX_SEGMENTS, MAX_PACKET, VNET_HDR_LEN};
+use crate::net::packet::{IPPROTO_TCP as TCP, IPPROTO_UDP as UDP};
 
 const NEEDS_CSUM: u8 = 1;
 const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
 const GSO_UDP_L4: u8 = 5;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
 const TCP_PSH: u8 = 0x08;
 const TCP_ACK: u8 = 0x10;
 const TCP_ECE: u8 = 0x40;

@@ -2,9 +2,8 @@
 //! segment size that fits the path to the peer, so neither end ever sends a
 //! segment the path would drop (routers that eat ICMP included).
 
-use super::packet::parse_ipv4;
+use super::packet::{parse_ipv4, IPPROTO_TCP};
 
-const IPPROTO_TCP: u8 = 6;
 const TCP_MIN_HEADER_LEN: usize = 20;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_OPT_END: u8 = 0;

@@ -9,7 +9,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-/// IP protocol number of UDP.
+/// IP protocol numbers of TCP and UDP.
+pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 /// Length of an IPv4 header without options.
 pub const IPV4_MIN_HEADER_LEN: usize = 20;

@@ -418,17 +418,8 @@ impl Net {
         name: &str,
         rtype: RecordType,
     ) -> Option<Message> {
-        let mut q = Message::new(0x1234, MessageType::Query, OpCode::Query);
-        q.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
-        q.metadata.recursion_desired = true;
         let client = SocketAddrV4::new(self.vip(i).unwrap(), 40000);
-        let mut pkt = Vec::new();
-        packet::build_ipv4_udp(
-            client,
-            SocketAddrV4::new(server, 53),
-            &q.to_vec().unwrap(),
-            &mut pkt,
-        );
+        let pkt = dns_query(client, server, name, rtype);
         self.nodes[i].tun.clear();
         self.nodes[i].core.handle_tun(pkt, self.now);
         self.settle();
@@ -444,6 +435,27 @@ impl Net {
         }
         None
     }
+}
+
+/// A recursive DNS query for `name` from `client` to `server`, as an IPv4
+/// packet written into a TUN.
+pub(super) fn dns_query(
+    client: SocketAddrV4,
+    server: Ipv4Addr,
+    name: &str,
+    rtype: RecordType,
+) -> Vec<u8> {
+    let mut q = Message::new(0x1234, MessageType::Query, OpCode::Query);
+    q.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    q.metadata.recursion_desired = true;
+    let mut pkt = Vec::new();
+    packet::build_ipv4_udp(
+        client,
+        SocketAddrV4::new(server, 53),
+        &q.to_vec().unwrap(),
+        &mut pkt,
+    );
+    pkt
 }
 
 fn a_record(m: &Message) -> Option<Ipv4Addr> {

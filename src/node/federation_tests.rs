@@ -11,8 +11,8 @@ use crate::proto::cookie::{COOKIE_REPLY_LEN, FED_COOKIE_REPLY};
 use crate::proto::ticket::TicketKey;
 use crate::proto::wire;
 use crate::relay::core::{Action as RelayAction, RelayCore};
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
 use ipnet::Ipv4Net;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -304,16 +304,8 @@ impl Fed {
 
     /// Writes an A query for `name` to `server` into node `i`'s TUN.
     fn ask_dns_to(&mut self, i: usize, server: Ipv4Addr, name: &str) {
-        let mut q = Message::new(0x4321, MessageType::Query, OpCode::Query);
-        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
         let client = SocketAddrV4::new(self.vip(i), 40000);
-        let mut pkt = Vec::new();
-        packet::build_ipv4_udp(
-            client,
-            SocketAddrV4::new(server, 53),
-            &q.to_vec().unwrap(),
-            &mut pkt,
-        );
+        let pkt = super::core_tests::dns_query(client, server, name, RecordType::A);
         self.nodes[i].2.clear();
         self.nodes[i].1.handle_tun(pkt, self.now);
     }
