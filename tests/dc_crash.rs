@@ -161,7 +161,7 @@ fn enrol(
         auth_key: TOKEN.into(),
     };
     let mut offset = Duration::ZERO;
-    let mut link = DcLink::new(id, Instant::now(), i as u32 * 7919 + 1);
+    let mut link = DcLink::new(id, Instant::now(), i as u64 * 7919 + 1);
     let mut unanswered = 0;
     let mut buf = vec![0u8; 2048];
     for _ in 0..MAX_ATTEMPTS {

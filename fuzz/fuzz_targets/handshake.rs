@@ -1,5 +1,5 @@
 //! Noise IK handshakes: `Responder::read` with a fixed key on arbitrary
-//! message-1 datagrams (and `reply` when one reads), and `Initiator::finish`
+//! message-1 datagrams (and `reply` when one reads), and `Initiator::read_response`
 //! of a started initiator on arbitrary message-2 bytes. The first input byte
 //! picks the side; on the responder side, bit 1 appends a valid mac1 so the
 //! bytes reach the Noise parser instead of stopping at the mac1 check.
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(wire::decode_resp(&m2).is_ok());
         }
     } else {
-        let (init, _) = Initiator::start(
+        let (mut init, _) = Initiator::start(
             wire::DC_HANDSHAKE_INIT,
             &key(KEY_NODE_A),
             &public(KEY_DC),
@@ -63,10 +63,10 @@ fuzz_target!(|data: &[u8]| {
         // the bare Noise message.
         if side & 2 == 0 {
             if let Ok((sender, _receiver, noise)) = wire::decode_resp(rest) {
-                let _ = init.finish(sender, noise);
+                let _ = init.read_response(sender, noise);
             }
         } else {
-            let _ = init.finish(0, rest);
+            let _ = init.read_response(0, rest);
         }
     }
 });

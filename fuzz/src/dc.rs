@@ -169,12 +169,12 @@ impl Harness {
                     Some(&wire::DC_HANDSHAKE_RESP) => {
                         let (sender, receiver, noise) =
                             wire::decode_resp(&bytes).expect("the DC's response header decodes");
-                        let Some(init) = self.initiators[k].take_if(|i| i.local_index == receiver)
+                        let Some(mut init) = self.initiators[k].take_if(|i| i.local_index == receiver)
                         else {
                             continue;
                         };
                         let (s, payload) = init
-                            .finish(sender, noise)
+                            .read_response(sender, noise)
                             .expect("the DC's handshake response completes the handshake");
                         let reply = signal::decode::<RegisterReply>(&payload)
                             .expect("the DC's RegisterReply decodes");

@@ -281,8 +281,8 @@ impl Harness {
                 let Ok((sender, receiver, noise)) = wire::decode_resp(&bytes) else {
                     panic!("the node sent a malformed handshake response");
                 };
-                if let Some(init) = self.peer_initiator.take_if(|i| i.local_index == receiver) {
-                    if let Ok((s, _)) = init.finish(sender, noise) {
+                if let Some(mut init) = self.peer_initiator.take_if(|i| i.local_index == receiver) {
+                    if let Ok((s, _)) = init.read_response(sender, noise) {
                         self.peer_session = Some(s);
                     }
                 }

@@ -268,8 +268,9 @@ impl Path<'_> {
             route.stats.record_route_rx(self.now);
         }
         let control = payload.first().is_some_and(|b| b >> 4 != 4);
-        // Control messages (probes) carry their own endpoint rules.
-        if seen != route.endpoint && !control {
+        // Control messages (probes) carry their own endpoint rules; the
+        // first record on an unconfirmed session is news either way.
+        if (seen != route.endpoint || route.unconfirmed) && !control {
             self.to_control(ToControl::EndpointSeen { index, from: seen });
         }
         match payload.first() {

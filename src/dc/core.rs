@@ -10,8 +10,9 @@ use crate::config::RouteGrant;
 use crate::config::MAX_ADVERTISED_ROUTES;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
-use crate::proto::cookie::{self, CookieMaker, LoadDetector};
-use crate::proto::handshake::{Mac1Key, Responder};
+use crate::proto::cookie;
+use crate::proto::handshake::Responder;
+use crate::proto::link::{Gate, IndexAlloc, Verdict};
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::session::Session;
@@ -173,20 +174,18 @@ pub struct DcCore {
     by_index: HashMap<u32, PublicKey>,
     /// Highest registration timestamp seen per key (replay guard).
     last_timestamp: HashMap<PublicKey, u64>,
-    next_index: u32,
+    indexes: IndexAlloc,
     relays: Vec<RelayState>,
     /// Keyed by the pair's keys in sorted order (side 0 is the smaller).
     pub(super) pairs: HashMap<(PublicKey, PublicKey), PairRelay>,
-    mac1: Mac1Key,
-    /// Registrations per source address: each costs a DH and a store
-    /// lookup. Generous, since many nodes can share one NAT address.
-    register_limit: RateLimiter,
+    /// The responder's checks before any DH, for registrations and
+    /// federation handshakes alike (`proto::link::Gate`): mac1, cookies
+    /// while more than `HANDSHAKE_LOAD` arrive per second, and a
+    /// per-source limit, generous since many nodes can share one NAT
+    /// address (each registration costs a DH and a store lookup).
+    gate: Gate,
     /// dc.toml `[[route_grants]]`: who may route for which LAN prefixes.
     route_grants: Vec<RouteGrant>,
-    /// Cookies for nodes while registrations arrive faster than
-    /// `HANDSHAKE_LOAD` per second.
-    cookies: CookieMaker,
-    load: LoadDetector,
     pub stats: DcStats,
     /// Sessions with the DCs of other domains.
     pub(super) fed: Federation,
@@ -217,29 +216,31 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl DcCore {
-    pub fn new(settings: DcSettings, store: Store, index_seed: u32, now: Instant) -> Self {
+    pub fn new(settings: DcSettings, store: Store, index_seed: u64, now: Instant) -> Self {
         let relays = settings
             .relays
             .iter()
             .map(|spec| RelayState::new(&settings.key, spec.clone(), now))
             .collect();
-        let mac1 = Mac1Key::for_responder(&settings.key.public_key());
+        let gate = Gate::new(
+            &settings.key,
+            HANDSHAKE_LOAD,
+            RateLimiter::new(100, 200, 65536),
+            now,
+        );
         let fed = Federation::new(
             settings.key.clone(),
             settings.domain.clone(),
             settings.prefix,
             Vec::new(),
-            index_seed ^ 0x5bd1_e995,
+            index_seed.rotate_left(32),
             now,
         );
         DcCore {
             fed,
             fed_pending: HashMap::new(),
             next_fed_id: 1,
-            cookies: CookieMaker::new(&settings.key.public_key(), now),
-            load: LoadDetector::new(HANDSHAKE_LOAD, now),
-            mac1,
-            register_limit: RateLimiter::new(100, 200, 65536),
+            gate,
             relays,
             pairs: HashMap::new(),
             settings,
@@ -247,7 +248,7 @@ impl DcCore {
             online: HashMap::new(),
             by_index: HashMap::new(),
             last_timestamp: HashMap::new(),
-            next_index: index_seed,
+            indexes: IndexAlloc::new(index_seed),
             route_grants: Vec::new(),
             stats: DcStats::default(),
         }
@@ -292,12 +293,14 @@ impl DcCore {
     /// Federates with the DCs of `specs` (`[[federation]]`): sessions come
     /// up from `handle_timeout` on.
     pub fn federate(&mut self, specs: Vec<FederationSpec>, now: Instant) {
+        let seed = (u64::from(self.indexes.next(|_| false)) << 32)
+            | u64::from(self.indexes.next(|_| false));
         self.fed = Federation::new(
             self.settings.key.clone(),
             self.settings.domain.clone(),
             self.settings.prefix,
             specs,
-            self.next_index ^ 0x5bd1_e995,
+            seed,
             now,
         );
     }
@@ -321,7 +324,7 @@ impl DcCore {
     /// The IO shell could not drain its sockets in one pass: treat
     /// registrations as under load until it can.
     pub fn set_backlog(&mut self, backlog: bool) {
-        self.load.set_backlog(backlog);
+        self.gate.set_backlog(backlog);
     }
 
     pub fn online_count(&self) -> usize {
@@ -370,7 +373,7 @@ impl DcCore {
             Sample::counter(
                 "ntmtun_dc_rate_limited",
                 "Registrations refused by the per-source rate limit.",
-                self.register_limit.refused,
+                self.gate.rate_limited(),
             ),
             Sample::counter(
                 "ntmtun_dc_routes_refused",
@@ -434,12 +437,8 @@ impl DcCore {
     }
 
     fn alloc_index(&mut self) -> u32 {
-        loop {
-            self.next_index = self.next_index.wrapping_add(0x9e37_79b9);
-            if self.next_index != 0 && !self.by_index.contains_key(&self.next_index) {
-                return self.next_index;
-            }
-        }
+        let by_index = &self.by_index;
+        self.indexes.next(|i| by_index.contains_key(&i))
     }
 
     /// Handles one datagram from `from`; `unix_now` is wall-clock seconds.
@@ -464,28 +463,29 @@ impl DcCore {
             Ok(wire::DC_HANDSHAKE_INIT) => self.handle_register(from, datagram, now, unix_now),
             Ok(wire::DC_DATA) => self.handle_data(from, datagram, now, unix_now),
             Ok(wire::FED_HANDSHAKE_INIT) if !self.fed.is_empty() => {
-                if !self.mac1.verify(datagram) {
-                    debug!(%from, "federation handshake with a bad mac1 dropped");
-                    self.stats.dropped += 1;
-                    return Vec::new();
-                }
-                if let Some(reply) =
-                    self.cookie_challenge(cookie::FED_COOKIE_REPLY, from, datagram, now)
+                match self
+                    .gate
+                    .check(cookie::FED_COOKIE_REPLY, datagram, Some(from), now)
                 {
-                    self.stats.fed_cookie_replies += 1;
-                    return reply;
+                    Verdict::Proceed => {}
+                    Verdict::Cookie(bytes) => {
+                        self.stats.fed_cookie_replies += 1;
+                        return vec![Transmit { to: from, bytes }];
+                    }
+                    v => {
+                        debug!(%from, verdict = ?v, "federation handshake dropped");
+                        self.stats.dropped += 1;
+                        return Vec::new();
+                    }
                 }
-                if !self.register_limit.allow(from.ip(), now) {
-                    self.stats.dropped += 1;
-                    return Vec::new();
-                }
-                let (mut out, events) = self.fed.handle_init(from, datagram, now);
+                let (mut out, events) = self.fed.handle_init(self.gate.mac1(), from, datagram, now);
                 out.extend(self.on_fed_events(events, now, unix_now));
                 out
             }
             Ok(wire::FED_HANDSHAKE_RESP) => {
-                let events = self.fed.handle_resp(from, datagram, now);
-                self.on_fed_events(events, now, unix_now)
+                let (mut out, events) = self.fed.handle_resp(from, datagram, now);
+                out.extend(self.on_fed_events(events, now, unix_now));
+                out
             }
             Ok(wire::FED_DATA) => match self.fed.handle_data(from, datagram, now) {
                 Some(ev) => self.on_fed_events(vec![ev], now, unix_now),
@@ -515,22 +515,29 @@ impl DcCore {
         unix_now: u64,
     ) -> Vec<Transmit> {
         self.stats.handshakes_received += 1;
-        if !self.mac1.verify(datagram) {
-            debug!(%from, "registration with a bad mac1 dropped");
-            self.stats.bad_mac1 += 1;
-            self.stats.dropped += 1;
-            return Vec::new();
+        match self
+            .gate
+            .check(cookie::DC_COOKIE_REPLY, datagram, Some(from), now)
+        {
+            Verdict::Proceed => {}
+            Verdict::Cookie(bytes) => {
+                self.stats.cookie_replies += 1;
+                return vec![Transmit { to: from, bytes }];
+            }
+            Verdict::NoCookie => return Vec::new(),
+            Verdict::BadMac1 => {
+                debug!(%from, "registration with a bad mac1 dropped");
+                self.stats.bad_mac1 += 1;
+                self.stats.dropped += 1;
+                return Vec::new();
+            }
+            Verdict::RateLimited => {
+                debug!(%from, "registration over the rate limit dropped");
+                self.stats.dropped += 1;
+                return Vec::new();
+            }
         }
-        if let Some(reply) = self.cookie_challenge(cookie::DC_COOKIE_REPLY, from, datagram, now) {
-            self.stats.cookie_replies += 1;
-            return reply;
-        }
-        if !self.register_limit.allow(from.ip(), now) {
-            debug!(%from, "registration over the rate limit dropped");
-            self.stats.dropped += 1;
-            return Vec::new();
-        }
-        let responder = match Responder::read(&self.settings.key, &self.mac1, datagram) {
+        let responder = match Responder::read(&self.settings.key, self.gate.mac1(), datagram) {
             Ok(r) => r,
             Err(e) => {
                 debug!(%from, error = %e, "handshake initiation rejected");
@@ -678,30 +685,6 @@ impl DcCore {
             return out;
         }
         vec![Transmit { to: from, bytes }]
-    }
-
-    /// Counts an initiation (a node's or a federated DC's, each would cost
-    /// a Diffie-Hellman) and, under load, answers one without a valid mac2
-    /// with a cookie reply of type `kind` instead: the sender proves its
-    /// address first, so the per-source limit counts real senders and a
-    /// spoofed flood costs a hash and a small reply. None: go on.
-    fn cookie_challenge(
-        &mut self,
-        kind: u8,
-        from: SocketAddr,
-        datagram: &[u8],
-        now: Instant,
-    ) -> Option<Vec<Transmit>> {
-        if !self.load.record(now) || self.cookies.check_mac2(datagram, from, now) {
-            return None;
-        }
-        let reply = self.cookies.reply(kind, datagram, from, now);
-        Some(
-            reply
-                .map(|bytes| Transmit { to: from, bytes })
-                .into_iter()
-                .collect(),
-        )
     }
 
     /// Enrols or re-admits a node; Err carries a reason for the node's log.

@@ -8,8 +8,9 @@ use super::core::Transmit;
 use crate::config::FederationEntry;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
-use crate::proto::cookie::{self, Cookie};
-use crate::proto::handshake::{Initiator, Mac1Key, Responder};
+use crate::proto::cookie;
+use crate::proto::handshake::{Mac1Key, Responder};
+use crate::proto::link::{Backoff, CookieOutcome, Dialer, IndexAlloc, Response, SessionPair};
 use crate::proto::session::Session;
 use crate::proto::signal::{self, DcToDc, FedHello, FedReply, FederatedDomain};
 use crate::proto::wire::{self, TransportHeader};
@@ -24,10 +25,8 @@ pub const KEEPALIVE: Duration = Duration::from_secs(10);
 pub const DEAD_AFTER: Duration = Duration::from_secs(30);
 /// The DC with the smaller key re-handshakes this often (rekey).
 pub const REKEY: Duration = Duration::from_secs(120);
-/// An initiation without a response after this long counts as failed.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// After a refusal (or a reply we refuse), dial again this much later.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
 /// A domain whose DC session stays down this long is withdrawn from the
 /// nodes (their routes to its prefix go away). Shorter outages (a DC
 /// restart, a partition between the DCs only) leave the nodes' tunnels to
@@ -66,26 +65,21 @@ struct Peer {
     addrs_expire: Option<Instant>,
     /// A DNS lookup was handed to the shell and has not come back.
     lookup_pending: bool,
-    attempt: Option<(Initiator, Instant)>,
-    /// Where the attempt went and its bytes (resent with mac2 after a
-    /// cookie reply).
-    attempt_sent: Option<(SocketAddr, Vec<u8>)>,
-    /// The other DC's last cookie (it was under load) and when it came;
-    /// whether the attempt in flight was already resent with it.
-    cookie: Option<(Cookie, Instant)>,
-    cookie_retried: bool,
-    current: Option<Session>,
-    /// The session the newest one replaced: records sealed before the
-    /// other side switched still open.
-    previous: Option<Session>,
+    /// Our handshakes with this DC (`proto::link`): attempt, cookie,
+    /// backoff; and where the attempt in flight went.
+    dialer: Dialer,
+    dialled: Option<SocketAddr>,
+    /// Current and previous session (records sealed before the other side
+    /// switched still open), key confirmation.
+    sessions: SessionPair,
     /// Where the other DC's records came from (replies go there).
     to: Option<SocketAddr>,
     /// The other DC's virtual prefix, learned (and checked) at handshake.
     prefix: Option<Ipv4Net>,
-    established: Option<Instant>,
     last_heard: Instant,
     last_sent: Instant,
-    failures: u32,
+    /// When to dial while no attempt is in flight (rekey, or after a
+    /// refusal).
     next_attempt: Instant,
     /// Highest handshake timestamp seen from this DC (replay guard).
     remote_timestamp: u64,
@@ -101,19 +95,19 @@ impl Peer {
             addrs: spec.address.into_iter().collect(),
             addrs_expire: None,
             lookup_pending: false,
+            dialer: Dialer::new(
+                wire::FED_HANDSHAKE_INIT,
+                cookie::FED_COOKIE_REPLY,
+                spec.public_key,
+                Backoff::COORDINATOR,
+            ),
             spec,
-            attempt: None,
-            attempt_sent: None,
-            cookie: None,
-            cookie_retried: false,
-            current: None,
-            previous: None,
+            dialled: None,
+            sessions: SessionPair::default(),
             to: None,
             prefix: None,
-            established: None,
             last_heard: now,
             last_sent: now,
-            failures: 0,
             next_attempt: now,
             remote_timestamp: 0,
             announced: None,
@@ -140,8 +134,9 @@ impl Peer {
         p
     }
 
+    /// A session exists (it may still await the other DC's first record).
     fn up(&self) -> bool {
-        self.current.is_some()
+        self.sessions.current().is_some()
     }
 }
 
@@ -169,10 +164,8 @@ pub struct Federation {
     key: PrivateKey,
     domain: String,
     prefix: Ipv4Net,
-    mac1: Mac1Key,
     peers: Vec<Peer>,
-    next_index: u32,
-    last_timestamp: u64,
+    indexes: IndexAlloc,
 }
 
 /// True if the two prefixes share an address.
@@ -186,18 +179,16 @@ impl Federation {
         domain: String,
         prefix: Ipv4Net,
         specs: Vec<FederationSpec>,
-        index_seed: u32,
+        index_seed: u64,
         now: Instant,
     ) -> Self {
         let peers = specs.into_iter().map(|spec| Peer::new(spec, now)).collect();
         Federation {
-            mac1: Mac1Key::for_responder(&key.public_key()),
             key,
             domain,
             prefix,
             peers,
-            next_index: index_seed | 1,
-            last_timestamp: 0,
+            indexes: IndexAlloc::new(index_seed),
         }
     }
 
@@ -330,25 +321,11 @@ impl Federation {
     }
 
     fn alloc_index(&mut self) -> u32 {
-        self.next_index = self.next_index.wrapping_add(0x9e37_79b9) | 1;
-        self.next_index
-    }
-
-    fn timestamp(&mut self, unix_nanos: u64) -> u64 {
-        self.last_timestamp = unix_nanos.max(self.last_timestamp + 1);
-        self.last_timestamp
-    }
-
-    /// Whether a datagram addressed to session index `index` is ours.
-    pub fn owns_index(&self, index: u32) -> bool {
-        self.peers.iter().any(|p| {
-            p.attempt
-                .as_ref()
-                .is_some_and(|(a, _)| a.local_index == index)
-                || [&p.current, &p.previous]
-                    .into_iter()
-                    .flatten()
-                    .any(|s| s.local_index == index)
+        let peers = &self.peers;
+        self.indexes.next(|i| {
+            peers
+                .iter()
+                .any(|p| p.dialer.index() == Some(i) || p.sessions.owns(i))
         })
     }
 
@@ -375,18 +352,17 @@ impl Federation {
         &mut self,
         peer: usize,
         session: Session,
+        we_initiated: bool,
         to: SocketAddr,
         prefix: Ipv4Net,
         now: Instant,
     ) -> Vec<FedEvent> {
         let p = &mut self.peers[peer];
         let was_up = p.up();
-        p.previous = p.current.replace(session);
+        p.sessions.install(session, now, we_initiated);
         p.to = Some(to);
         p.prefix = Some(prefix);
-        p.established = Some(now);
         p.last_heard = now;
-        p.failures = 0;
         p.down_since = None;
         if was_up {
             debug!(domain = %p.spec.domain, "federation session rekeyed");
@@ -403,12 +379,13 @@ impl Federation {
     /// A FED_HANDSHAKE_INIT from another DC (the caller rate-limits).
     pub fn handle_init(
         &mut self,
+        mac1: &Mac1Key,
         from: SocketAddr,
         datagram: &[u8],
         now: Instant,
     ) -> (Vec<Transmit>, Vec<FedEvent>) {
         let none = (Vec::new(), Vec::new());
-        let responder = match Responder::read(&self.key, &self.mac1, datagram) {
+        let responder = match Responder::read(&self.key, mac1, datagram) {
             Ok(r) => r,
             Err(e) => {
                 debug!(%from, error = %e, "federation handshake rejected");
@@ -460,7 +437,7 @@ impl Federation {
             }
         };
         let events = match verdict {
-            Ok(()) => self.install(peer, session, from, hello.prefix, now),
+            Ok(()) => self.install(peer, session, false, from, hello.prefix, now),
             Err(_) => Vec::new(),
         };
         self.peers[peer].last_sent = now;
@@ -473,51 +450,53 @@ impl Federation {
         from: SocketAddr,
         datagram: &[u8],
         now: Instant,
-    ) -> Vec<FedEvent> {
+    ) -> (Vec<Transmit>, Vec<FedEvent>) {
         let Ok((sender, receiver, noise)) = wire::decode_resp(datagram) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
-        let Some(peer) = self.peers.iter().position(|p| {
-            p.attempt
-                .as_ref()
-                .is_some_and(|(a, _)| a.local_index == receiver)
-        }) else {
-            return Vec::new();
+        let Some(peer) = self
+            .peers
+            .iter()
+            .position(|p| p.dialer.index() == Some(receiver))
+        else {
+            return (Vec::new(), Vec::new());
         };
-        let Some((attempt, _)) = self.peers[peer].attempt.take() else {
-            return Vec::new();
-        };
-        let (session, payload) = match attempt.finish(sender, noise) {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(%from, error = %e, "federation handshake response rejected (wrong public_key in [[federation]]?)");
-                return Vec::new();
+        let (session, payload) = match self.peers[peer].dialer.on_response(sender, receiver, noise)
+        {
+            Response::Done(session, payload) => (*session, payload),
+            Response::NotOurs => return (Vec::new(), Vec::new()),
+            Response::Rejected(e) => {
+                warn!(%from, error = %e, "federation handshake response rejected (forged, or a wrong public_key in [[federation]]?); still waiting");
+                return (Vec::new(), Vec::new());
             }
         };
-        let retry = |p: &mut Peer| {
-            p.failures += 1;
-            p.next_attempt = now + MAX_RETRY;
-        };
+        let retry = |p: &mut Peer| p.next_attempt = now + REFUSED_RETRY;
         match signal::decode::<FedReply>(&payload) {
             Ok(FedReply::Accepted { domain, prefix }) => {
                 match self.check_remote(peer, &domain, prefix) {
-                    Ok(()) => self.install(peer, session, from, prefix, now),
+                    Ok(()) => {
+                        let events = self.install(peer, session, true, from, prefix, now);
+                        // Key confirmation: the other DC sends on this
+                        // session only after a record on it.
+                        let confirm = self.send(peer, &DcToDc::Keepalive, now);
+                        (confirm.into_iter().collect(), events)
+                    }
                     Err(reason) => {
                         warn!(%from, %reason, "federation refused");
                         retry(&mut self.peers[peer]);
-                        Vec::new()
+                        (Vec::new(), Vec::new())
                     }
                 }
             }
             Ok(FedReply::Refused { reason }) => {
                 warn!(%from, domain = %self.peers[peer].spec.domain, %reason, "the federated DC refused us");
                 retry(&mut self.peers[peer]);
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
             Err(e) => {
                 warn!(%from, error = %e, "undecodable federation reply");
                 retry(&mut self.peers[peer]);
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         }
     }
@@ -527,23 +506,20 @@ impl Federation {
     /// None for a forged reply, or none in flight.
     pub fn handle_cookie_reply(&mut self, datagram: &[u8], now: Instant) -> Option<Transmit> {
         let receiver = cookie::reply_receiver(datagram)?;
-        let p = self.peers.iter_mut().find(|p| {
-            p.attempt
-                .as_ref()
-                .is_some_and(|(a, _)| a.local_index == receiver)
-        })?;
-        let (to, sent) = p.attempt_sent.as_mut()?;
-        let c = cookie::open_reply(cookie::FED_COOKIE_REPLY, &p.spec.public_key, sent, datagram)?;
-        debug!(domain = %p.spec.domain, "the federated DC is under load: retrying with its cookie");
-        p.cookie = Some((c, now));
-        if std::mem::replace(&mut p.cookie_retried, true) {
-            return None;
+        let p = self
+            .peers
+            .iter_mut()
+            .find(|p| p.dialer.index() == Some(receiver))?;
+        match p.dialer.on_cookie_reply(datagram, now) {
+            CookieOutcome::Resend(bytes) => {
+                debug!(domain = %p.spec.domain, "the federated DC is under load: retrying with its cookie");
+                Some(Transmit {
+                    to: p.dialled?,
+                    bytes,
+                })
+            }
+            CookieOutcome::Kept | CookieOutcome::Ignored => None,
         }
-        cookie::set_mac2(sent, &c);
-        Some(Transmit {
-            to: *to,
-            bytes: sent.clone(),
-        })
     }
 
     /// A FED_DATA record: the message, and which DC sent it.
@@ -554,17 +530,12 @@ impl Federation {
         now: Instant,
     ) -> Option<FedEvent> {
         let header = TransportHeader::decode(datagram).ok()?;
-        let peer = self.peers.iter().position(|p| {
-            [&p.current, &p.previous]
-                .into_iter()
-                .flatten()
-                .any(|s| s.local_index == header.receiver)
-        })?;
+        let peer = self
+            .peers
+            .iter()
+            .position(|p| p.sessions.owns(header.receiver))?;
         let p = &mut self.peers[peer];
-        let session = [&p.current, &p.previous]
-            .into_iter()
-            .flatten()
-            .find(|s| s.local_index == header.receiver)?;
+        let session = p.sessions.find(header.receiver)?;
         let range = match session.open(datagram) {
             Ok(r) => r,
             Err(e) => {
@@ -574,6 +545,7 @@ impl Federation {
         };
         p.last_heard = now;
         p.to = Some(from);
+        p.sessions.confirm(header.receiver);
         match signal::decode::<DcToDc>(&datagram[range]) {
             Ok(msg) => Some(FedEvent::Message(peer, Box::new(msg))),
             Err(e) => {
@@ -586,7 +558,7 @@ impl Federation {
     /// Seals `msg` for federated DC `peer`, if its session is up.
     pub fn send(&mut self, peer: usize, msg: &DcToDc, now: Instant) -> Option<Transmit> {
         let p = self.peers.get_mut(peer)?;
-        let (session, to) = (p.current.as_ref()?, p.to?);
+        let (session, to) = (p.sessions.sending()?, p.to?);
         let payload = match signal::encode(msg) {
             Ok(x) => x,
             Err(e) => {
@@ -613,8 +585,7 @@ impl Federation {
             let p = &mut self.peers[i];
             if p.up() && now.saturating_duration_since(p.last_heard) > DEAD_AFTER {
                 warn!(domain = %p.spec.domain, "federated DC stopped answering; re-establishing");
-                p.current = None;
-                p.previous = None;
+                p.sessions.clear();
                 p.next_attempt = now;
                 p.down_since = Some(now);
             }
@@ -626,23 +597,21 @@ impl Federation {
                 p.announced = None;
                 events.push(FedEvent::Withdrawn(i));
             }
-            if let Some((_, sent)) = &p.attempt {
-                if now.saturating_duration_since(*sent) >= HANDSHAKE_TIMEOUT {
-                    p.attempt = None;
-                    p.failures += 1;
-                    let backoff = FIRST_RETRY * 2u32.saturating_pow(p.failures.min(5));
-                    p.next_attempt = now + backoff.min(MAX_RETRY);
-                    // A DNS answer may be stale: look again before the next try.
-                    if p.spec.address.is_none() {
-                        p.addrs_expire = Some(now);
-                    }
-                    debug!(domain = %p.spec.domain, failures = p.failures, "federation handshake unanswered");
+            if p.dialer.timed_out(now) {
+                p.dialer.abandon();
+                p.next_attempt = now;
+                // A DNS answer may be stale: look again before the next try.
+                if p.spec.address.is_none() {
+                    p.addrs_expire = Some(now);
                 }
+                debug!(domain = %p.spec.domain, attempts = p.dialer.attempts(), "federation handshake unanswered");
             }
-            let rekey = ours < p.spec.public_key
-                && p.established
-                    .is_some_and(|t| now.saturating_duration_since(t) >= REKEY);
-            let due = p.attempt.is_none() && now >= p.next_attempt && (!p.up() || rekey);
+            // Rekey: the DC with the smaller key renews the session.
+            let rekey = ours < p.spec.public_key && p.sessions.rekey_due(now, REKEY, REKEY);
+            if p.sessions.expire(now, REKEY) {
+                debug!(domain = %p.spec.domain, "federation session expired");
+            }
+            let due = !p.dialer.in_flight() && now >= p.next_attempt && (!p.up() || rekey);
             if due {
                 if let Some(t) = self.initiate(i, now, unix_nanos) {
                     out.push(t);
@@ -662,35 +631,21 @@ impl Federation {
             // Rekeys go where the session is; first contact to the address.
             p.to.filter(|_| p.up()).or_else(|| {
                 let n = p.addrs.len().max(1);
-                p.addrs.get(p.failures as usize % n).copied()
+                p.addrs.get(p.dialer.attempts() as usize % n).copied()
             })?
         };
+        let index = self.alloc_index();
+        let p = &mut self.peers[peer];
         let hello = FedHello {
-            timestamp: self.timestamp(unix_nanos),
+            timestamp: p.dialer.timestamp(unix_nanos),
             domain: self.domain.clone(),
             prefix: self.prefix,
         };
         let payload = signal::encode(&hello).ok()?;
-        let index = self.alloc_index();
-        let remote = self.peers[peer].spec.public_key;
-        match Initiator::start(
-            wire::FED_HANDSHAKE_INIT,
-            &self.key,
-            &remote,
-            index,
-            &payload,
-        ) {
-            Ok((initiator, mut bytes)) => {
-                let p = &mut self.peers[peer];
-                p.cookie = p
-                    .cookie
-                    .filter(|(_, at)| now.saturating_duration_since(*at) < cookie::COOKIE_USE);
-                if let Some((c, _)) = &p.cookie {
-                    cookie::set_mac2(&mut bytes, c);
-                }
-                p.attempt_sent = Some((to, bytes.clone()));
-                p.cookie_retried = false;
-                p.attempt = Some((initiator, now));
+        match p.dialer.start(&self.key, index, &payload, now) {
+            Ok(bytes) => {
+                let bytes = bytes.to_vec();
+                p.dialled = Some(to);
                 p.next_attempt = now + REKEY;
                 debug!(domain = %p.spec.domain, dc = %to, "federation handshake");
                 Some(Transmit { to, bytes })
@@ -722,10 +677,7 @@ impl Federation {
         self.peers
             .iter()
             .map(|p| {
-                let mut t = p.next_attempt;
-                if let Some((_, sent)) = &p.attempt {
-                    t = t.min(*sent + HANDSHAKE_TIMEOUT);
-                }
+                let mut t = p.dialer.retry_at().unwrap_or(p.next_attempt);
                 if p.up() {
                     t = t
                         .min(p.last_sent + KEEPALIVE)
@@ -743,6 +695,17 @@ impl Federation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A federation handshake initiation through the DC's gate's mac1.
+    fn answer(
+        f: &mut Federation,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+    ) -> (Vec<Transmit>, Vec<FedEvent>) {
+        let mac1 = Mac1Key::for_responder(&f.key.public_key());
+        f.handle_init(&mac1, from, bytes, now)
+    }
 
     const X_ADDR: &str = "198.51.100.10:7446";
     const Y_ADDR: &str = "198.51.100.13:7446";
@@ -805,16 +768,14 @@ mod tests {
             let mut bytes = t.bytes;
             match bytes[0] {
                 wire::FED_HANDSHAKE_INIT => {
-                    let (tx, ev) = me.handle_init(from, &bytes, now);
+                    let (tx, ev) = answer(me, from, &bytes, now);
                     out.extend(tx.into_iter().map(|t| (!from_x, t)));
                     events.extend(ev.into_iter().map(|e| (!from_x, e)));
                 }
                 wire::FED_HANDSHAKE_RESP => {
-                    events.extend(
-                        me.handle_resp(from, &bytes, now)
-                            .into_iter()
-                            .map(|e| (!from_x, e)),
-                    );
+                    let (tx, ev) = me.handle_resp(from, &bytes, now);
+                    out.extend(tx.into_iter().map(|t| (!from_x, t)));
+                    events.extend(ev.into_iter().map(|e| (!from_x, e)));
                 }
                 _ => events.extend(me.handle_data(from, &mut bytes, now).map(|e| (!from_x, e))),
             }
@@ -875,10 +836,10 @@ mod tests {
         let init = x.handle_timeout(now, 1).0.pop().unwrap();
         let from: SocketAddr = X_ADDR.parse().unwrap();
         assert_eq!(
-            y.handle_init(from, &init.bytes, now).1,
+            answer(&mut y, from, &init.bytes, now).1,
             vec![FedEvent::Up(0)]
         );
-        let (tx, ev) = y.handle_init(from, &init.bytes, now);
+        let (tx, ev) = answer(&mut y, from, &init.bytes, now);
         assert!(tx.is_empty() && ev.is_empty());
     }
 
@@ -1016,7 +977,7 @@ mod tests {
     #[test]
     fn a_reload_without_changes_keeps_the_session_and_sends_nothing() {
         let (mut x, _, spec, now) = up_pair();
-        let index = x.peers[0].current.as_ref().map(|s| s.local_index);
+        let index = x.peers[0].sessions.current().map(|s| s.local_index);
         let r = x.reconfigure(vec![spec], now);
         assert_eq!(
             r,
@@ -1026,7 +987,7 @@ mod tests {
             }
         );
         assert!(x.is_up(0));
-        assert_eq!(x.peers[0].current.as_ref().map(|s| s.local_index), index);
+        assert_eq!(x.peers[0].sessions.current().map(|s| s.local_index), index);
         let (t, ev) = x.handle_timeout(now, 3);
         assert!(t.is_empty() && ev.is_empty(), "{t:?} {ev:?}");
     }
@@ -1084,11 +1045,11 @@ mod tests {
             7,
             now,
         );
-        let old_index = x.peers[0].current.as_ref().map(|s| s.local_index);
+        let old_index = x.peers[0].sessions.current().map(|s| s.local_index);
         x.reconfigure(vec![y_spec(ky2.public_key(), Y_ADDR)], now);
         assert!(!x.is_up(0));
         assert!(
-            old_index.is_some_and(|i| !x.owns_index(i)),
+            old_index.is_some_and(|i| !x.peers.iter().any(|p| p.sessions.owns(i))),
             "old session kept"
         );
         let later = now + Duration::from_secs(1);
@@ -1097,7 +1058,7 @@ mod tests {
         let events = exchange(&mut x, &mut y2, out, later);
         assert!(x.is_up(0) && y2.is_up(0), "{events:?}");
         assert_ne!(
-            x.peers[0].current.as_ref().map(|s| s.local_index),
+            x.peers[0].sessions.current().map(|s| s.local_index),
             old_index
         );
     }

@@ -11,8 +11,8 @@ use super::health::ACTIVE_TICK;
 use super::peer::{DnsWaiter, Peer};
 use super::table::{Endpoint, PeerTable, Routes, RxRoute, TxRoute};
 use crate::keys::{PrivateKey, PublicKey};
-use crate::proto::cookie::{self, CookieMaker, LoadDetector};
-use crate::proto::handshake::Mac1Key;
+use crate::proto::cookie;
+use crate::proto::link::{Gate, IndexAlloc};
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::{
@@ -55,7 +55,8 @@ pub struct NodeSettings {
     pub resolvers: Vec<IpAddr>,
     /// Wall clock at `start`, for handshake timestamps.
     pub unix_nanos_at_start: u64,
-    pub index_seed: u32,
+    /// Seeds the random session indexes (`proto::link::IndexAlloc`).
+    pub index_seed: u64,
 }
 
 /// Something the IO shell must do.
@@ -130,16 +131,14 @@ pub struct NodeCore {
     pub(super) orphans: HashMap<Ipv4Addr, VecDeque<Vec<u8>>>,
     pub(super) out: VecDeque<Output>,
     pub(super) table_dirty: bool,
-    next_index: u32,
-    pub(super) last_hello_sent: u64,
+    indexes: IndexAlloc,
     nat_probe: Option<NatProbe>,
     next_ping: u64,
     /// `ntmtun ping NAME` for a name not yet resolved: (name, ping id).
     pending_ping_names: Vec<(String, u64)>,
-    /// Checks initiations are aimed at our key before any DH.
-    pub(super) mac1: Mac1Key,
-    /// Handshake initiations per source (a DH each).
-    pub(super) handshake_limit: RateLimiter,
+    /// The responder's checks before any DH: mac1, cookies under load,
+    /// initiations per source (`proto::link::Gate`).
+    pub(super) gate: Gate,
     /// Valid initiations from keys the DC never directed to us (dropped).
     pub(super) undirected_handshakes: u64,
     /// Stub mode: DNS is answered on the stub address and forwarded to the
@@ -157,9 +156,6 @@ pub struct NodeCore {
     accept_routes: bool,
     /// Refusals already logged (the DC repeats them on every refresh).
     refused_routes: Vec<RefusedRoute>,
-    /// Cookies for initiators while we are under load, and the detector.
-    pub(super) cookies: CookieMaker,
-    pub(super) load: LoadDetector,
 }
 
 /// Handshake initiations a source may make per second, and in a burst.
@@ -180,11 +176,16 @@ impl NodeCore {
                 auth_key: s.auth_key.clone(),
             },
             now,
-            s.index_seed.rotate_left(16),
+            s.index_seed.rotate_left(32),
         );
-        let next_index = s.index_seed;
-        let mac1 = Mac1Key::for_responder(&s.key.public_key());
-        let cookies = CookieMaker::new(&s.key.public_key(), now);
+        let gate = Gate::new(
+            &s.key,
+            HANDSHAKE_LOAD,
+            RateLimiter::new(HANDSHAKES_PER_SEC, HANDSHAKE_BURST, 4096),
+            now,
+        );
+        let indexes = IndexAlloc::new(s.index_seed);
+        let next_ping = s.index_seed << 32;
         NodeCore {
             s,
             start: now,
@@ -203,13 +204,11 @@ impl NodeCore {
             orphans: HashMap::new(),
             out: VecDeque::new(),
             table_dirty: true,
-            next_index,
-            last_hello_sent: 0,
+            indexes,
             nat_probe: None,
-            next_ping: u64::from(next_index) << 32,
+            next_ping,
             pending_ping_names: Vec::new(),
-            mac1,
-            handshake_limit: RateLimiter::new(HANDSHAKES_PER_SEC, HANDSHAKE_BURST, 4096),
+            gate,
             undirected_handshakes: 0,
             dns_stub: false,
             stub_domains: Vec::new(),
@@ -218,8 +217,6 @@ impl NodeCore {
             routes: Arc::new(Routes::default()),
             accept_routes: true,
             refused_routes: Vec::new(),
-            cookies,
-            load: LoadDetector::new(HANDSHAKE_LOAD, now),
         }
     }
 
@@ -347,7 +344,7 @@ impl NodeCore {
     /// The IO shell's queue into the core is more than half full: treat
     /// handshakes as under load until it drains.
     pub fn set_backlog(&mut self, backlog: bool) {
-        self.load.set_backlog(backlog);
+        self.gate.set_backlog(backlog);
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -382,13 +379,13 @@ impl NodeCore {
         };
         for p in self.peers.values() {
             let Some(endpoint) = p.endpoint else { continue };
-            if let Some(cur) = &p.current {
+            if let Some(session) = p.sessions.sending() {
                 t.by_vip.insert(
                     p.virtual_ip,
                     TxRoute {
                         name: p.name.clone(),
                         virtual_ip: p.virtual_ip,
-                        session: cur.clone(),
+                        session: session.clone(),
                         endpoint,
                         stats: p.stats.clone(),
                         mtu: p.pmtu.mtu_for(endpoint),
@@ -396,7 +393,7 @@ impl NodeCore {
                     },
                 );
             }
-            for s in [&p.current, &p.previous].into_iter().flatten() {
+            for s in p.sessions.receiving() {
                 t.by_index.insert(
                     s.local_index,
                     RxRoute {
@@ -404,6 +401,7 @@ impl NodeCore {
                         session: s.clone(),
                         endpoint,
                         stats: p.stats.clone(),
+                        unconfirmed: p.sessions.awaits_confirmation(s.local_index),
                     },
                 );
             }
@@ -415,18 +413,20 @@ impl NodeCore {
         self.s.unix_nanos_at_start + now.saturating_duration_since(self.start).as_nanos() as u64
     }
 
+    /// A random session index no peer session or initiation uses. (The DC
+    /// link draws its own: its records are told apart by their type.)
     pub(super) fn alloc_index(&mut self) -> u32 {
-        loop {
-            self.next_index = self.next_index.wrapping_add(0x9e37_79b9);
-            let i = self.next_index;
-            if i != 0
-                && !self.dc.owns_index(i)
-                && !self.initiations.contains_key(&i)
-                && !self.peers.values().any(|p| p.owns_index(i))
-            {
-                return i;
-            }
-        }
+        let (initiations, peers) = (&self.initiations, &self.peers);
+        self.indexes
+            .next(|i| initiations.contains_key(&i) || peers.values().any(|p| p.owns_index(i)))
+    }
+
+    /// The peer that owns our session `index`.
+    pub(super) fn peer_of_index(&self, index: u32) -> Option<PublicKey> {
+        self.peers
+            .values()
+            .find(|p| p.owns_index(index))
+            .map(|p| p.key)
     }
 
     pub(super) fn next_ping(&mut self) -> u64 {
@@ -493,12 +493,9 @@ impl NodeCore {
             debug!(%from, "data record for an unknown session dropped");
             return;
         };
-        let session = [&p.current, &p.previous]
-            .into_iter()
-            .flatten()
-            .find(|s| s.local_index == h.receiver)
-            .cloned();
-        let Some(session) = session else { return };
+        let Some(session) = p.sessions.find(h.receiver).cloned() else {
+            return;
+        };
         let Ok(range) = session.open(datagram) else {
             return;
         };
@@ -509,7 +506,8 @@ impl NodeCore {
         let (vip, index) = (p.virtual_ip, session.local_index);
         let payload = &datagram[range];
         let control = payload.first().is_some_and(|b| b >> 4 != 4);
-        if p.endpoint != Some(from) && !control {
+        let unconfirmed = p.sessions.awaits_confirmation(index);
+        if (p.endpoint != Some(from) || unconfirmed) && !control {
             self.handle_endpoint_seen(index, from, now);
         }
         match payload.first() {
@@ -799,10 +797,13 @@ impl NodeCore {
             for w in &p.dns_waiters {
                 t = t.min(w.deadline);
             }
-            if let Some(est) = p.established {
+            if let Some((est, _)) = p.sessions.established() {
                 t = t.min(est + self.s.rekey);
             }
-            if let (Some(k), Some(_)) = (self.s.keepalive, &p.current) {
+            if let Some(expiry) = p.sessions.next_expiry(self.s.rekey) {
+                t = t.min(expiry);
+            }
+            if let (Some(k), Some(_)) = (self.s.keepalive, p.sessions.sending()) {
                 t = t.min(p.stats.last_tx().map_or(now, |l| l + k));
             }
         }
@@ -840,7 +841,7 @@ impl NodeCore {
                 relay: p.endpoint.filter(Endpoint::is_relay).map(|e| e.addr()),
                 rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1000.0),
                 path_mtu: p.endpoint.map_or(p.pmtu.mtu(), |e| p.pmtu.mtu_for(e)),
-                last_handshake_secs: secs(p.established),
+                last_handshake_secs: secs(p.sessions.established().map(|(at, _)| at)),
                 last_rx_secs: secs(p.stats.last_rx()),
                 rx_bytes: p.stats.rx_bytes.load(Ordering::Relaxed),
                 tx_bytes: p.stats.tx_bytes.load(Ordering::Relaxed),
@@ -866,7 +867,7 @@ impl NodeCore {
             peers,
             refused_handshakes: RefusedHandshakes {
                 undirected: self.undirected_handshakes,
-                rate_limited: self.handshake_limit.refused,
+                rate_limited: self.gate.rate_limited(),
             },
             dns: Some(DnsStatus {
                 mode: if self.dns_stub {

@@ -233,7 +233,7 @@ impl Net {
                 rekey: Duration::from_secs(120),
                 resolvers: vec![IpAddr::V4(RESOLVER)],
                 unix_nanos_at_start: UNIX_BASE + (self.now - self.epoch).as_nanos() as u64,
-                index_seed: 1000 * (self.nodes.len() as u32 + 1),
+                index_seed: 1000 * (self.nodes.len() as u64 + 1),
             },
             self.now,
         );

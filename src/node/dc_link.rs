@@ -4,19 +4,18 @@
 //! and sealing/opening signaling records.
 
 use crate::keys::{PrivateKey, PublicKey};
-use crate::proto::cookie::{self, Cookie};
-use crate::proto::handshake::Initiator;
-use crate::proto::session::Session;
+use crate::proto::cookie;
+use crate::proto::link::{Backoff, CookieOutcome, Dialer, IndexAlloc, Response, SessionPair};
 use crate::proto::signal::{self, FromDc, Register, RegisterReply, Registered, ToDc};
 use crate::proto::wire::{self, TransportHeader};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(30);
 /// After a refusal, ask again this often: the operator may fix the DC.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
+/// When an initiation cannot even be built, try again this much later.
+const BROKEN_RETRY: Duration = Duration::from_secs(30);
 
 /// Connection state as shown by `ntmtun status` (`dc.state`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,58 +54,56 @@ pub struct DcLink {
     id: DcIdentity,
     pub state: DcState,
     addr_idx: usize,
-    failures: u32,
+    /// The registration handshake (`proto::link`): attempt, cookie, backoff.
+    dialer: Dialer,
+    /// When the next registration is due while none is in flight (a
+    /// refresh, or a retry after a refusal).
     next_attempt: Instant,
-    /// The registration handshake in flight, and the datagram we sent.
-    attempt: Option<Initiator>,
-    attempt_message: Vec<u8>,
-    /// The DC's last cookie (it was under load), when it came, and whether
-    /// the attempt in flight was already resent with it.
-    cookie: Option<(Cookie, Instant)>,
-    cookie_retried: bool,
-    session: Option<(Session, SocketAddr)>,
-    previous: Option<Session>,
+    sessions: SessionPair,
+    /// Where the DC answered from: where signaling goes.
+    dc_addr: Option<SocketAddr>,
+    indexes: IndexAlloc,
     pub registered: Option<Registered>,
     registered_at: Option<Instant>,
-    last_timestamp: u64,
-    index_seed: u32,
     /// node.toml `advertise_routes`, sent with every registration.
     pub advertise_routes: Vec<ipnet::Ipv4Net>,
 }
 
 impl DcLink {
-    pub fn new(id: DcIdentity, now: Instant, index_seed: u32) -> Self {
+    /// `index_seed` seeds the random session indexes (from the OS in the
+    /// daemon, fixed in tests).
+    pub fn new(id: DcIdentity, now: Instant, index_seed: u64) -> Self {
+        let dialer = Dialer::new(
+            wire::DC_HANDSHAKE_INIT,
+            cookie::DC_COOKIE_REPLY,
+            id.dc_key,
+            Backoff::COORDINATOR,
+        );
         DcLink {
             id,
             state: DcState::Connecting,
             addr_idx: 0,
-            failures: 0,
+            dialer,
             next_attempt: now,
-            attempt: None,
-            attempt_message: Vec::new(),
-            cookie: None,
-            cookie_retried: false,
-            session: None,
-            previous: None,
+            sessions: SessionPair::default(),
+            dc_addr: None,
+            indexes: IndexAlloc::new(index_seed),
             registered: None,
             registered_at: None,
-            last_timestamp: 0,
-            index_seed,
             advertise_routes: Vec::new(),
         }
     }
 
     /// The DC address currently in use (for status).
     pub fn address(&self) -> Option<SocketAddr> {
-        self.session
-            .as_ref()
-            .map(|(_, a)| *a)
+        self.dc_addr
+            .filter(|_| self.sessions.current().is_some())
             .or_else(|| self.id.addrs.get(self.addr_idx).copied())
     }
 
     /// True while a live session to the DC exists.
     pub fn is_up(&self) -> bool {
-        self.session.is_some() && self.state == DcState::Registered
+        self.sessions.current().is_some() && self.state == DcState::Registered
     }
 
     /// Seconds since the last successful registration or refresh.
@@ -115,30 +112,16 @@ impl DcLink {
             .map(|t| now.saturating_duration_since(t).as_secs())
     }
 
-    pub fn owns_index(&self, index: u32) -> bool {
-        self.attempt
-            .as_ref()
-            .is_some_and(|a| a.local_index == index)
-            || self
-                .session
-                .as_ref()
-                .is_some_and(|(s, _)| s.local_index == index)
-            || self
-                .previous
-                .as_ref()
-                .is_some_and(|s| s.local_index == index)
-    }
-
     /// Refreshes now instead of at the next period: the DC stopped answering
     /// on our session (restarted, say), so prove we are still registered.
     pub fn expedite(&mut self, now: Instant) {
-        if self.attempt.is_none() && self.next_attempt > now {
+        if !self.dialer.in_flight() && self.next_attempt > now {
             self.next_attempt = now;
         }
     }
 
     pub fn next_deadline(&self) -> Instant {
-        self.next_attempt
+        self.dialer.retry_at().unwrap_or(self.next_attempt)
     }
 
     /// Sends a (re-)registration when it is due. `unix_nanos` feeds the
@@ -149,20 +132,19 @@ impl DcLink {
         unix_nanos: u64,
         local_endpoints: &[SocketAddr],
     ) -> Option<(SocketAddr, Vec<u8>)> {
-        if now < self.next_attempt {
+        if now < self.next_deadline() {
             return None;
         }
-        if self.attempt.is_some() {
-            self.failures += 1;
+        if self.dialer.in_flight() {
             if self.id.addrs.len() > 1 {
                 self.addr_idx = (self.addr_idx + 1) % self.id.addrs.len();
             }
             warn!(
-                attempt = self.failures,
+                attempt = self.dialer.attempts(),
                 next_dc = ?self.id.addrs.get(self.addr_idx),
                 "no answer from the DC; retrying"
             );
-            self.attempt = None;
+            self.dialer.abandon();
         }
         // A registration that stopped refreshing for three periods is gone.
         if let (Some(reg), Some(at)) = (&self.registered, self.registered_at) {
@@ -172,14 +154,12 @@ impl DcLink {
             {
                 warn!("lost the DC: registration lapsed; existing tunnels keep working");
                 self.state = DcState::Connecting;
-                self.session = None;
-                self.previous = None;
+                self.sessions.clear();
             }
         }
         let to = *self.id.addrs.get(self.addr_idx)?;
-        self.last_timestamp = unix_nanos.max(self.last_timestamp + 1);
         let reg = Register {
-            timestamp: self.last_timestamp,
+            timestamp: self.dialer.timestamp(unix_nanos),
             name: self.id.name.clone(),
             auth_key: self.id.auth_key.clone(),
             local_endpoints: local_endpoints.to_vec(),
@@ -189,36 +169,20 @@ impl DcLink {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "cannot encode registration");
-                self.next_attempt = now + MAX_RETRY;
+                self.next_attempt = now + BROKEN_RETRY;
                 return None;
             }
         };
-        self.index_seed = self.index_seed.wrapping_add(0x9e37_79b9) | 1;
-        match Initiator::start(
-            wire::DC_HANDSHAKE_INIT,
-            &self.id.key,
-            &self.id.dc_key,
-            self.index_seed,
-            &payload,
-        ) {
-            Ok((initiator, mut bytes)) => {
-                self.cookie = self
-                    .cookie
-                    .filter(|(_, at)| now.saturating_duration_since(*at) < cookie::COOKIE_USE);
-                if let Some((c, _)) = &self.cookie {
-                    cookie::set_mac2(&mut bytes, c);
-                }
-                self.attempt = Some(initiator);
-                self.attempt_message = bytes.clone();
-                self.cookie_retried = false;
-                let backoff = FIRST_RETRY * 2u32.saturating_pow(self.failures.min(5));
-                self.next_attempt = now + backoff.min(MAX_RETRY);
+        let sessions = &self.sessions;
+        let index = self.indexes.next(|i| sessions.owns(i));
+        match self.dialer.start(&self.id.key, index, &payload, now) {
+            Ok(bytes) => {
                 debug!(dc = %to, "registering with the DC");
-                Some((to, bytes))
+                Some((to, bytes.to_vec()))
             }
             Err(e) => {
                 warn!(error = %e, "cannot start DC handshake");
-                self.next_attempt = now + MAX_RETRY;
+                self.next_attempt = now + BROKEN_RETRY;
                 None
             }
         }
@@ -232,24 +196,13 @@ impl DcLink {
         datagram: &[u8],
         now: Instant,
     ) -> Option<(SocketAddr, Vec<u8>)> {
-        let attempt = self.attempt.as_ref()?;
-        let c = cookie::open_reply(
-            cookie::DC_COOKIE_REPLY,
-            &self.id.dc_key,
-            &self.attempt_message,
-            datagram,
-        )?;
-        debug!(
-            index = attempt.local_index,
-            "the DC is under load: retrying with its cookie"
-        );
-        self.cookie = Some((c, now));
-        if std::mem::replace(&mut self.cookie_retried, true) {
-            return None;
+        match self.dialer.on_cookie_reply(datagram, now) {
+            CookieOutcome::Resend(bytes) => {
+                debug!("the DC is under load: retrying with its cookie");
+                Some((*self.id.addrs.get(self.addr_idx)?, bytes))
+            }
+            CookieOutcome::Kept | CookieOutcome::Ignored => None,
         }
-        cookie::set_mac2(&mut self.attempt_message, &c);
-        let to = *self.id.addrs.get(self.addr_idx)?;
-        Some((to, self.attempt_message.clone()))
     }
 
     /// Consumes a DC_HANDSHAKE_RESP datagram.
@@ -260,11 +213,11 @@ impl DcLink {
         now: Instant,
     ) -> Option<DcEvent> {
         let (sender, receiver, noise) = wire::decode_resp(datagram).ok()?;
-        let attempt = self.attempt.take_if(|a| a.local_index == receiver)?;
-        let (session, payload) = match attempt.finish(sender, noise) {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(%from, error = %e, "DC handshake response rejected (wrong dc_public_key?)");
+        let (session, payload) = match self.dialer.on_response(sender, receiver, noise) {
+            Response::Done(session, payload) => (*session, payload),
+            Response::NotOurs => return None,
+            Response::Rejected(e) => {
+                warn!(%from, error = %e, "DC handshake response rejected (forged, or a wrong dc_public_key?); still waiting for the DC");
                 return None;
             }
         };
@@ -272,17 +225,17 @@ impl DcLink {
             Ok(r) => r,
             Err(e) => {
                 warn!(%from, error = %e, "undecodable registration reply");
+                self.next_attempt = now + BROKEN_RETRY;
                 return None;
             }
         };
-        self.failures = 0;
         match reply {
             RegisterReply::Accepted(reg) => {
                 if self.state != DcState::Registered {
                     info!(vip = %reg.virtual_ip, domain = %reg.domain, reflexive = %reg.reflexive, dc = %from, "registered with the DC");
                 }
-                self.previous = self.session.take().map(|(s, _)| s);
-                self.session = Some((session, from));
+                self.sessions.install(session, now, true);
+                self.dc_addr = Some(from);
                 self.state = DcState::Registered;
                 self.registered_at = Some(now);
                 self.next_attempt = now + Duration::from_secs(reg.refresh_secs.max(1) as u64);
@@ -300,22 +253,17 @@ impl DcLink {
 
     /// Seals a signaling message for the DC.
     pub fn seal(&self, msg: &ToDc) -> Option<(SocketAddr, Vec<u8>)> {
-        let (session, to) = self.session.as_ref()?;
+        let session = self.sessions.sending()?;
+        let to = self.dc_addr?;
         let payload = signal::encode(msg).ok()?;
         let bytes = session.seal_to_vec(wire::DC_DATA, &payload).ok()?;
-        Some((*to, bytes))
+        Some((to, bytes))
     }
 
     /// Opens a DC_DATA record from the DC.
     pub fn open(&self, datagram: &mut [u8]) -> Option<FromDc> {
         let header = TransportHeader::decode(datagram).ok()?;
-        let session = [
-            self.session.as_ref().map(|(s, _)| s),
-            self.previous.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|s| s.local_index == header.receiver)?;
+        let session = self.sessions.find(header.receiver)?;
         let range = session.open(datagram).ok()?;
         signal::decode(&datagram[range]).ok()
     }
@@ -370,7 +318,7 @@ mod tests {
         let t0 = Instant::now();
         let a = l.poll(t0, 5, &[]).unwrap().1;
         let b = l.poll(t0 + Duration::from_secs(2), 5, &[]).unwrap().1;
+        // Same clock, yet a different (later) registration.
         assert_ne!(a, b);
-        assert_eq!(l.last_timestamp, 6);
     }
 }

@@ -12,10 +12,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-/// Resend a handshake initiation after this long without a response.
-pub const HANDSHAKE_RETRY: Duration = Duration::from_secs(1);
 /// Give up on a handshake after this many initiations.
 pub const HANDSHAKE_ATTEMPTS: u32 = 10;
+/// The responder of a session rekeys this much later than its initiator
+/// would, in case the initiator went quiet.
+const RESPONDER_REKEY_DELAY: Duration = Duration::from_secs(30);
 /// Data sent with nothing heard back for this long: the path is suspect.
 pub const PATH_TIMEOUT: Duration = Duration::from_secs(3);
 /// A peer that sent us data hears from us within this long (an empty
@@ -40,39 +41,44 @@ impl NodeCore {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        if let Some(init) = &p.initiation {
-            if now.saturating_duration_since(init.sent) >= HANDSHAKE_RETRY {
-                let attempts = init.attempts;
-                if attempts >= HANDSHAKE_ATTEMPTS {
-                    warn!(peer = %p.name, attempts, "handshake failed: no response");
-                    if let Some(i) = p.initiation.take() {
-                        self.initiations.remove(&i.initiator.local_index);
-                    }
-                    p.queue.clear();
-                } else {
-                    self.initiate(key, now, attempts + 1);
+        if p.dialer.timed_out(now) {
+            let attempts = p.dialer.attempts();
+            if attempts >= HANDSHAKE_ATTEMPTS {
+                warn!(peer = %p.name, attempts, "handshake failed: no response");
+                if let Some(i) = p.dialer.index() {
+                    self.initiations.remove(&i);
                 }
+                p.dialer.reset();
+                p.queue.clear();
+            } else {
+                self.initiate(key, now);
             }
-            if self.peers.get(&key).is_some_and(|p| p.current.is_none()) {
+            if self
+                .peers
+                .get(&key)
+                .is_some_and(|p| p.sessions.current().is_none())
+            {
                 return;
             }
         }
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
+        // Reject-after: sessions past their age or count bound go, even if
+        // the rekeys that should have replaced them failed.
+        if p.sessions.expire(now, self.s.rekey) {
+            info!(peer = %p.name, "session expired (no rekey completed in time)");
+            self.table_dirty = true;
+        }
         // Rekey: the initiator of the current session renews it on time; the
         // responder steps in later in case the initiator went quiet.
-        if let (Some(est), None) = (p.established, &p.initiation) {
-            let due = if p.we_initiated {
-                self.s.rekey
-            } else {
-                self.s.rekey + Duration::from_secs(30)
-            };
-            if now.saturating_duration_since(est) >= due {
-                debug!(peer = %p.name, "rekeying");
-                self.counters.rekeys.fetch_add(1, Ordering::Relaxed);
-                self.initiate(key, now, 1);
-            }
+        if !p.dialer.in_flight()
+            && p.sessions
+                .rekey_due(now, self.s.rekey, RESPONDER_REKEY_DELAY)
+        {
+            debug!(peer = %p.name, "rekeying");
+            self.counters.rekeys.fetch_add(1, Ordering::Relaxed);
+            self.initiate(key, now);
         }
         self.path_health(key, now);
         self.path_mtu(key, now);
@@ -142,7 +148,7 @@ impl NodeCore {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        if p.current.is_none() || p.endpoint.is_none() {
+        if p.sessions.sending().is_none() || p.endpoint.is_none() {
             return;
         }
         let (rx, tx) = (p.stats.last_rx(), p.stats.last_tx());
@@ -190,8 +196,8 @@ impl NodeCore {
                 // are gone), or the relay died. Ask the DC, and start a
                 // fresh handshake over every path we know.
                 self.bind_relay(key, now);
-                if self.peers.get(&key).is_some_and(|p| p.initiation.is_none()) {
-                    self.initiate(key, now, 1);
+                if self.peers.get(&key).is_some_and(|p| !p.dialer.in_flight()) {
+                    self.initiate(key, now);
                 }
             }
             self.redirect(key, now);
@@ -217,7 +223,7 @@ impl NodeCore {
             };
             recent(p.stats.last_data_rx())
                 || recent(p.stats.last_data_tx())
-                || p.initiation.is_some()
+                || p.dialer.in_flight()
                 || p.relay.as_ref().is_some_and(|r| !r.bound)
         })
     }

@@ -9,10 +9,11 @@ use super::table::{Endpoint, PeerStats};
 use super::tun::TUN_MTU;
 use crate::keys::PublicKey;
 use crate::node::dns::PendingQuery;
-use crate::proto::cookie::Cookie;
-use crate::proto::handshake::Initiator;
+use crate::proto::cookie::COOKIE_REPLY;
+use crate::proto::link::{Backoff, Dialer, SessionPair};
 use crate::proto::session::Session;
 use crate::proto::signal::{Path, RelayGrant};
+use crate::proto::wire::HANDSHAKE_INIT;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -29,18 +30,6 @@ pub struct DnsWaiter {
     pub client: SocketAddr,
     pub resolver: SocketAddr,
     pub deadline: Instant,
-}
-
-/// An initiation we sent and await a response to.
-pub struct Initiation {
-    pub initiator: Initiator,
-    pub sent: Instant,
-    pub attempts: u32,
-    /// The datagram we sent: its mac1 opens a cookie reply, and it goes
-    /// out again with mac2 once we hold the cookie.
-    pub message: Vec<u8>,
-    /// Already resent once because of a cookie reply (never loop on them).
-    pub cookie_retried: bool,
 }
 
 /// Our side of a relay session for this peer.
@@ -82,12 +71,11 @@ pub struct Peer {
     /// Upgrade probes to better-ranked direct candidates sent without
     /// success while on this direct endpoint (`path_choice`).
     pub upgrade: Option<(Endpoint, u32)>,
-    pub current: Option<Arc<Session>>,
-    pub previous: Option<Arc<Session>>,
-    /// When `current` was established, and whether we initiated it.
-    pub established: Option<Instant>,
-    pub we_initiated: bool,
-    pub initiation: Option<Initiation>,
+    /// Current and previous session, key confirmation, reject-after.
+    pub sessions: SessionPair,
+    /// Our side of handshakes with this peer: the attempt in flight, its
+    /// cookie and retries (`proto::link`).
+    pub dialer: Dialer,
     /// Highest handshake timestamp accepted from this peer (replay guard).
     pub last_hello: u64,
     /// Our response to that initiation: the same initiation arriving over
@@ -115,8 +103,6 @@ pub struct Peer {
     pub pending_pings: Vec<u64>,
     /// What fits the path to the peer (probed in the tunnel).
     pub pmtu: PathMtu,
-    /// The peer's last cookie (it was under load) and when it came.
-    pub cookie: Option<(Cookie, Instant)>,
 }
 
 impl Peer {
@@ -133,11 +119,8 @@ impl Peer {
             endpoint: None,
             endpoint_heard: None,
             upgrade: None,
-            current: None,
-            previous: None,
-            established: None,
-            we_initiated: false,
-            initiation: None,
+            sessions: SessionPair::default(),
+            dialer: Dialer::new(HANDSHAKE_INIT, COOKIE_REPLY, key, Backoff::TUNNEL),
             last_hello: 0,
             last_response: None,
             queue: VecDeque::new(),
@@ -153,7 +136,6 @@ impl Peer {
             pings: Vec::new(),
             pending_pings: Vec::new(),
             pmtu: PathMtu::new(TUN_MTU),
-            cookie: None,
         }
     }
 
@@ -168,24 +150,30 @@ impl Peer {
         full
     }
 
-    /// Installs a new session that completed over `offered`, keeping the
-    /// old one for records in flight. The pair stays on its current
-    /// endpoint if that ranks better and still answers (`path_choice`).
-    pub fn install(
-        &mut self,
-        session: Session,
-        offered: Endpoint,
-        now: Instant,
-        we_initiated: bool,
-    ) {
+    /// Installs the session of a handshake we initiated, completed by an
+    /// authenticated response over `offered`: that proves the path, so the
+    /// pair moves there unless its current endpoint ranks better and still
+    /// answers (`path_choice`). The old session stays for records in
+    /// flight.
+    pub fn install_initiated(&mut self, session: Session, offered: Endpoint, now: Instant) {
         if !self.keeps_endpoint(offered, now) {
             self.move_to(offered, now);
         }
-        self.previous = self.current.take();
-        self.current = Some(Arc::new(session));
-        self.established = Some(now);
-        self.we_initiated = we_initiated;
+        self.sessions.install(session, now, true);
         self.awaiting_since = None;
+    }
+
+    /// Installs the session of a handshake the peer initiated. Neither the
+    /// endpoint nor the session we send on changes until the first
+    /// authentic record on it (`SessionPair`: key confirmation), so a
+    /// replayed initiation moves nothing.
+    pub fn install_answered(&mut self, session: Session, now: Instant) {
+        self.sessions.install(session, now, false);
+    }
+
+    /// The session to send on (confirmed), if the tunnel is up.
+    pub fn sending(&self) -> Option<Arc<Session>> {
+        self.sessions.sending().cloned()
     }
 
     /// Whether an authenticated packet over `offered` leaves the pair on
@@ -278,13 +266,7 @@ impl Peer {
     }
 
     pub fn owns_index(&self, index: u32) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|s| s.local_index == index)
-            || self
-                .previous
-                .as_ref()
-                .is_some_and(|s| s.local_index == index)
+        self.sessions.owns(index)
     }
 
     /// The path label `ntmtun status` shows.

@@ -45,7 +45,7 @@ impl NodeCore {
         };
         if let Some(key) = self.by_vip.get(&dst).copied() {
             if let Some(p) = self.peers.get_mut(&key) {
-                if let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) {
+                if let (Some(s), Some(ep)) = (p.sending(), p.endpoint) {
                     // The workers' table just had not caught up yet.
                     if let Ok(bytes) = s.seal_to_vec(wire::DATA, &pkt) {
                         p.stats.record_tx(pkt.len(), now);
@@ -152,7 +152,7 @@ impl NodeCore {
                 name: p.name.clone(),
                 virtual_ip: p.virtual_ip,
             };
-            if !direct || p.current.is_some() {
+            if !direct || p.sending().is_some() {
                 self.reply_dns(&waiter, &ans);
                 if direct {
                     self.ensure_tunnel(key, now);

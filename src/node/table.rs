@@ -266,6 +266,9 @@ pub struct RxRoute {
     pub session: Arc<Session>,
     pub endpoint: Endpoint,
     pub stats: Arc<PeerStats>,
+    /// A session the peer initiated that awaits its first record (key
+    /// confirmation): the worker tells the control thread when one comes.
+    pub unconfirmed: bool,
 }
 
 /// One immutable snapshot of everything the workers need.

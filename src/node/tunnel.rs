@@ -4,11 +4,12 @@
 
 use super::core::{NodeCore, Output};
 use super::counters::bump;
-use super::peer::{Initiation, RelayLink};
+use super::peer::RelayLink;
 use super::table::Endpoint;
 use crate::keys::PublicKey;
 use crate::proto::cookie;
-use crate::proto::handshake::{Initiator, Responder};
+use crate::proto::handshake::Responder;
+use crate::proto::link::{CookieOutcome, Response, Verdict};
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::{self, PeerHello, PeerInfo};
 use crate::proto::wire;
@@ -36,6 +37,9 @@ pub const CTL_MTU_ACK: u8 = 0x07;
 const CTL_LEN: usize = 9;
 const CTL_MTU_LEN: usize = CTL_LEN + 2;
 
+/// A session the peer initiated waits this long for its first record
+/// before we start a handshake of our own.
+const CONFIRM_WAIT: Duration = Duration::from_secs(1);
 /// After a direct path failed, do not trust direct endpoints for this long.
 const DIRECT_BAN: Duration = Duration::from_secs(30);
 
@@ -103,8 +107,8 @@ impl NodeCore {
         // does so even before it has anything to send.
         if info.initiate {
             if let Some(p) = self.peers.get(&key) {
-                if p.current.is_none() && p.initiation.is_none() {
-                    self.initiate(key, now, 1);
+                if p.sessions.current().is_none() && !p.dialer.in_flight() {
+                    self.initiate(key, now);
                 }
             }
         }
@@ -175,103 +179,95 @@ impl NodeCore {
             self.table_dirty = true;
         }
         // An initiation waiting for the relay goes out through it now.
-        let waiting = (p.initiation.is_some() && p.current.is_none())
-            .then(|| p.initiation.as_ref().map_or(1, |i| i.attempts));
+        let waiting = p.dialer.in_flight() && p.sessions.current().is_none();
         if moved {
             self.keepalive(key, now);
         }
-        if let Some(attempts) = waiting {
-            self.initiate(key, now, attempts);
+        if waiting {
+            self.initiate(key, now);
         }
     }
 
-    /// Starts a handshake unless a session exists or one is in flight; then
+    /// Starts a handshake unless the tunnel is up, a handshake is in flight
+    /// or a session the peer just initiated awaits its first record; then
     /// delivers whatever waits if the tunnel is already up.
     pub(super) fn ensure_tunnel(&mut self, key: PublicKey, now: Instant) {
         let Some(p) = self.peers.get(&key) else {
             return;
         };
-        if p.current.is_some() {
+        let confirming = p.sessions.unconfirmed()
+            && p.sessions
+                .established()
+                .is_some_and(|(at, _)| now.saturating_duration_since(at) < CONFIRM_WAIT);
+        if p.sending().is_some() {
             self.flush_peer(key, now);
-        } else if p.initiation.is_none() {
-            self.initiate(key, now, 1);
+        } else if !p.dialer.in_flight() && !confirming {
+            self.initiate(key, now);
         }
     }
 
-    pub(super) fn initiate(&mut self, key: PublicKey, now: Instant, attempts: u32) {
+    /// Sends a new handshake initiation to the peer (replacing any in
+    /// flight); where it goes depends on how many went unanswered.
+    pub(super) fn initiate(&mut self, key: PublicKey, now: Instant) {
         let index = self.alloc_index();
-        let ts = self.unix_nanos(now).max(self.last_hello_sent + 1);
-        self.last_hello_sent = ts;
-        let Ok(payload) = signal::encode(&PeerHello { timestamp: ts }) else {
-            return;
-        };
+        let unix = self.unix_nanos(now);
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        if let Some(old) = p.initiation.take() {
-            self.initiations.remove(&old.initiator.local_index);
+        if let Some(old) = p.dialer.index() {
+            self.initiations.remove(&old);
         }
-        match Initiator::start(wire::HANDSHAKE_INIT, &self.s.key, &key, index, &payload) {
-            Ok((initiator, mut bytes)) => {
-                // A cookie from the peer's last spell under load still proves
-                // our address to it.
-                p.cookie = p
-                    .cookie
-                    .filter(|(_, at)| now.saturating_duration_since(*at) < cookie::COOKIE_USE);
-                if let Some((c, _)) = &p.cookie {
-                    cookie::set_mac2(&mut bytes, c);
-                }
-                let targets = p.initiation_targets(attempts);
-                debug!(peer = %p.name, ?targets, attempts, "sending handshake initiation");
-                for t in targets {
-                    let (to, wrapped) = t.wrap(&bytes);
-                    self.out.push_back(Output::Udp { to, bytes: wrapped });
-                }
-                p.initiation = Some(Initiation {
-                    initiator,
-                    sent: now,
-                    attempts,
-                    message: bytes,
-                    cookie_retried: false,
-                });
-                self.initiations.insert(index, key);
+        let timestamp = p.dialer.timestamp(unix);
+        let Ok(payload) = signal::encode(&PeerHello { timestamp }) else {
+            return;
+        };
+        let bytes = match p.dialer.start(&self.s.key, index, &payload, now) {
+            Ok(bytes) => bytes.to_vec(),
+            Err(e) => {
+                warn!(peer = %p.name, error = %e, "cannot start handshake");
+                return;
             }
-            Err(e) => warn!(peer = %p.name, error = %e, "cannot start handshake"),
+        };
+        let attempts = p.dialer.attempts();
+        let targets = p.initiation_targets(attempts);
+        debug!(peer = %p.name, ?targets, attempts, "sending handshake initiation");
+        for t in targets {
+            let (to, wrapped) = t.wrap(&bytes);
+            self.out.push_back(Output::Udp { to, bytes: wrapped });
         }
+        self.initiations.insert(index, key);
     }
 
     pub(super) fn on_handshake_init(&mut self, from: Endpoint, datagram: &[u8], now: Instant) {
         bump(&self.counters.handshakes_received);
-        // Cheap checks first: a Diffie-Hellman per initiation is what a
-        // flood would make us pay. mac1 (one hash) drops garbage and
-        // initiations for other keys.
-        if !self.mac1.verify(datagram) {
-            bump(&self.counters.handshakes_bad_mac1);
-            debug!(%from, "handshake initiation with a bad mac1 dropped");
-            return;
-        }
-        // Under load a direct initiator must prove its address with a
-        // cookie's mac2 first; then the per-source limit counts real
-        // senders. (Relayed ones come from the one other node of a
-        // ticketed pair, within the ticket's rate.)
-        if let Endpoint::Direct(addr) = from {
-            if self.load.record(now) && !self.cookies.check_mac2(datagram, addr, now) {
-                if let Some(reply) = self
-                    .cookies
-                    .reply(cookie::COOKIE_REPLY, datagram, addr, now)
-                {
-                    bump(&self.counters.handshakes_cookie_replied);
-                    self.send_to(from, &reply);
-                }
+        // The gate (`proto::link`): mac1, a cookie under load, the
+        // per-source limit, before any Diffie-Hellman. Relayed initiations
+        // come from the one other node of a ticketed pair, within the
+        // ticket's rate: no address to prove.
+        let source = match from {
+            Endpoint::Direct(addr) => Some(addr),
+            Endpoint::Relay { .. } => None,
+        };
+        match self.gate.check(cookie::COOKIE_REPLY, datagram, source, now) {
+            Verdict::Proceed => {}
+            Verdict::Cookie(reply) => {
+                bump(&self.counters.handshakes_cookie_replied);
+                self.send_to(from, &reply);
                 return;
             }
-            if !self.handshake_limit.allow(addr.ip(), now) {
+            Verdict::NoCookie => return,
+            Verdict::BadMac1 => {
+                bump(&self.counters.handshakes_bad_mac1);
+                debug!(%from, "handshake initiation with a bad mac1 dropped");
+                return;
+            }
+            Verdict::RateLimited => {
                 bump(&self.counters.handshakes_rate_limited);
                 debug!(%from, "handshake initiation over the rate limit dropped");
                 return;
             }
         }
-        let resp = match Responder::read(&self.s.key, &self.mac1, datagram) {
+        let resp = match Responder::read(&self.s.key, self.gate.mac1(), datagram) {
             Ok(r) => r,
             Err(e) => {
                 debug!(%from, error = %e, "handshake initiation rejected");
@@ -304,11 +300,10 @@ impl NodeCore {
                 p.last_hello = hello.timestamp;
                 p.last_response = Some(bytes.clone());
                 info!(peer = %p.name, endpoint = %from, "tunnel up (responder)");
-                p.install(session, from, now, false);
+                p.install_answered(session, now);
                 self.table_dirty = true;
                 bump(&self.counters.handshakes_answered);
                 self.send_to(from, &bytes);
-                self.flush_peer(key, now);
             }
             Err(e) => warn!(error = %e, "cannot answer handshake"),
         }
@@ -326,23 +321,17 @@ impl NodeCore {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        let Some(init) = &mut p.initiation else {
-            return;
-        };
-        let Some(c) = cookie::open_reply(cookie::COOKIE_REPLY, &key, &init.message, datagram)
-        else {
-            debug!(%from, peer = %p.name, "cookie reply that does not open dropped");
-            return;
-        };
-        bump(&self.counters.cookies_received);
-        debug!(peer = %p.name, %from, "peer is under load: retrying with its cookie");
-        p.cookie = Some((c, now));
-        if std::mem::replace(&mut init.cookie_retried, true) {
-            return;
+        match p.dialer.on_cookie_reply(datagram, now) {
+            CookieOutcome::Resend(message) => {
+                bump(&self.counters.cookies_received);
+                debug!(peer = %p.name, %from, "peer is under load: retrying with its cookie");
+                self.send_to(from, &message);
+            }
+            CookieOutcome::Kept => bump(&self.counters.cookies_received),
+            CookieOutcome::Ignored => {
+                debug!(%from, peer = %p.name, "cookie reply that does not open dropped");
+            }
         }
-        cookie::set_mac2(&mut init.message, &c);
-        let message = init.message.clone();
-        self.send_to(from, &message);
     }
 
     pub(super) fn on_handshake_resp(&mut self, from: Endpoint, datagram: &[u8], now: Instant) {
@@ -356,34 +345,35 @@ impl NodeCore {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        let Some(init) = p.initiation.take() else {
-            return;
-        };
-        let attempts = init.attempts;
-        self.initiations.remove(&receiver);
-        match init.initiator.finish(sender, noise) {
-            Ok((session, _)) => {
+        match p.dialer.on_response(sender, receiver, noise) {
+            Response::Done(session, _) => {
+                self.initiations.remove(&receiver);
                 info!(peer = %p.name, endpoint = %from, "tunnel up (initiator)");
-                p.install(session, from, now, true);
+                p.install_initiated(*session, from, now);
                 self.table_dirty = true;
-                self.flush_peer(key, now);
+                // Key confirmation: the responder sends on this session
+                // only after a record on it, so one goes now.
+                if !self.flush_peer(key, now) {
+                    self.keepalive(key, now);
+                }
             }
-            Err(e) => {
-                // The Noise state is spent; start over rather than stall.
-                debug!(%from, error = %e, "handshake response rejected; initiating again");
-                self.initiate(key, now, attempts + 1);
+            Response::NotOurs => {}
+            // A forgery (or a response for another key): the attempt
+            // stays in flight for the authentic one.
+            Response::Rejected(e) => {
+                debug!(%from, error = %e, "handshake response rejected; still waiting");
             }
         }
     }
 
     /// Sends packets queued for the peer and answers DNS queries and pings
-    /// waiting on it.
-    pub(super) fn flush_peer(&mut self, key: PublicKey, now: Instant) {
+    /// waiting on it. True if any record went out.
+    pub(super) fn flush_peer(&mut self, key: PublicKey, now: Instant) -> bool {
         let Some(p) = self.peers.get_mut(&key) else {
-            return;
+            return false;
         };
-        let (Some(session), Some(ep)) = (p.current.clone(), p.endpoint) else {
-            return;
+        let (Some(session), Some(ep)) = (p.sending(), p.endpoint) else {
+            return false;
         };
         let answer = super::dns::Resolution::Found {
             name: p.name.clone(),
@@ -393,6 +383,7 @@ impl NodeCore {
         let queued: Vec<Vec<u8>> = p.queue.drain(..).collect();
         let pings = std::mem::take(&mut p.pending_pings);
         let stats = p.stats.clone();
+        let sent = !queued.is_empty() || !pings.is_empty();
         for w in waiters {
             self.reply_dns(&w, &answer);
         }
@@ -405,6 +396,20 @@ impl NodeCore {
         for id in pings {
             self.send_ping(key, id, now);
         }
+        sent
+    }
+
+    /// The first authentic record on a session the peer initiated arrived:
+    /// it becomes the one we send on, and what waited for it goes out.
+    pub(super) fn confirm_session(&mut self, key: PublicKey, index: u32, now: Instant) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.sessions.confirm(index) {
+            debug!(peer = %p.name, index, "session confirmed by the peer's first record");
+            self.table_dirty = true;
+            self.flush_peer(key, now);
+        }
     }
 
     /// An authenticated record for our session `index` arrived from `from`,
@@ -413,7 +418,13 @@ impl NodeCore {
         if matches!(from, Endpoint::Direct(a) if self.looped(a)) {
             return;
         }
-        let Some(p) = self.peers.values_mut().find(|p| p.owns_index(index)) else {
+        let Some(key) = self.peer_of_index(index) else {
+            return;
+        };
+        // A session the peer initiated counts once a record arrives on it;
+        // the endpoint then follows the usual rules.
+        self.confirm_session(key, index, now);
+        let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
         if p.endpoint == Some(from) {
@@ -454,7 +465,7 @@ impl NodeCore {
         let Some(p) = self.peers.get(&key) else {
             return;
         };
-        let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) else {
+        let (Some(s), Some(ep)) = (p.sending(), p.endpoint) else {
             return;
         };
         if let Ok(bytes) = s.seal_to_vec(wire::DATA, &[]) {
@@ -473,7 +484,7 @@ impl NodeCore {
             return;
         };
         p.last_probe = Some(now);
-        let Some(s) = p.current.clone() else { return };
+        let Some(s) = p.sending() else { return };
         let targets: Vec<Endpoint> = p.probe_targets();
         if let Some(ep @ Endpoint::Direct(_)) = p.endpoint {
             let misses = p.upgrade_misses();
@@ -515,7 +526,7 @@ impl NodeCore {
         let Some(p) = self.peers.get(&key) else {
             return;
         };
-        let Some(s) = p.current.clone() else { return };
+        let Some(s) = p.sending() else { return };
         p.stats.record_tx(0, now);
         if let Ok(bytes) = s.seal_to_vec(wire::DATA, &Self::control_message(kind, id)) {
             self.send_to(ep, &bytes);
@@ -530,7 +541,7 @@ impl NodeCore {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) else {
+        let (Some(s), Some(ep)) = (p.sending(), p.endpoint) else {
             return;
         };
         let moved = p.pmtu.on_endpoint(ep);
@@ -565,7 +576,7 @@ impl NodeCore {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) else {
+        let (Some(s), Some(ep)) = (p.sending(), p.endpoint) else {
             p.pending_pings.push(id);
             return;
         };
@@ -602,19 +613,15 @@ impl NodeCore {
         if !well_formed {
             return;
         }
-        let Some(key) = self
-            .peers
-            .values()
-            .find(|p| p.owns_index(index))
-            .map(|p| p.key)
-        else {
+        let Some(key) = self.peer_of_index(index) else {
             return;
         };
+        self.confirm_session(key, index, now);
         let reply = |kind| Self::control_message(kind, id);
         match kind {
             CTL_MTU_PROBE => {
                 // Acknowledge where it came from: the probe tested that path.
-                let Some(s) = self.peers.get(&key).and_then(|p| p.current.clone()) else {
+                let Some(s) = self.peers.get(&key).and_then(|p| p.sending()) else {
                     return;
                 };
                 let mut ack = [0u8; CTL_MTU_LEN];
@@ -637,7 +644,7 @@ impl NodeCore {
             CTL_PROBE => {
                 // Answer where it came from; do not move: the probe proves
                 // only the peer-to-us direction.
-                let Some(s) = self.peers.get(&key).and_then(|p| p.current.clone()) else {
+                let Some(s) = self.peers.get(&key).and_then(|p| p.sending()) else {
                     return;
                 };
                 if let Ok(bytes) = s.seal_to_vec(wire::DATA, &reply(CTL_PROBE_ACK)) {
@@ -672,7 +679,7 @@ impl NodeCore {
                 let Some(p) = self.peers.get(&key) else {
                     return;
                 };
-                let (Some(s), Some(ep)) = (p.current.clone(), p.endpoint) else {
+                let (Some(s), Some(ep)) = (p.sending(), p.endpoint) else {
                     return;
                 };
                 p.stats.record_tx(0, now);

@@ -129,10 +129,12 @@ impl Initiator {
         ))
     }
 
-    /// Consumes message 2 (already split from its header) and returns the
-    /// session and the responder's payload.
-    pub fn finish(
-        mut self,
+    /// Reads message 2 (already split from its header) and returns the
+    /// session and the responder's payload. On an error nothing changed
+    /// (snow restores its state), so a forged response cannot spend the
+    /// attempt: the authentic one can still complete it.
+    pub fn read_response(
+        &mut self,
         remote_index: u32,
         noise: &[u8],
     ) -> Result<(Session, Vec<u8>), HandshakeError> {
@@ -225,7 +227,7 @@ mod tests {
     fn full_handshake_gives_matching_sessions() {
         let a = PrivateKey::generate();
         let b = PrivateKey::generate();
-        let (init, m1) =
+        let (mut init, m1) =
             Initiator::start(HANDSHAKE_INIT, &a, &b.public_key(), 11, b"hello").unwrap();
         let resp = Responder::read(&b, &Mac1Key::for_responder(&b.public_key()), &m1).unwrap();
         assert_eq!(resp.remote_key, a.public_key());
@@ -234,7 +236,7 @@ mod tests {
         let (sb, m2) = resp.reply(HANDSHAKE_RESP, 22, b"welcome").unwrap();
         let (sender, receiver, noise) = wire::decode_resp(&m2).unwrap();
         assert_eq!((sender, receiver), (22, 11));
-        let (sa, payload) = init.finish(sender, noise).unwrap();
+        let (sa, payload) = init.read_response(sender, noise).unwrap();
         assert_eq!(payload, b"welcome");
 
         let mut rec = sa.seal_to_vec(DATA, b"ping").unwrap();

@@ -6,6 +6,7 @@
 pub mod aead;
 pub mod cookie;
 pub mod handshake;
+pub mod link;
 pub mod ratelimit;
 pub mod relay;
 pub mod replay;

@@ -837,6 +837,7 @@ pub fn one_peer_table(
                 session,
                 endpoint,
                 stats,
+                unconfirmed: false,
             },
         )]),
         ..Default::default()
