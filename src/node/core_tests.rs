@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 #[path = "core_tests_flood.rs"]
 mod flood;
+#[path = "core_tests_link.rs"]
+mod link;
 #[path = "core_tests_loop.rs"]
 mod loop_guard;
 #[path = "core_tests_path.rs"]
