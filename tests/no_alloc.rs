@@ -22,7 +22,7 @@ use ntmtun::dataplane::path::{Path, Sent, PAYLOAD_AT};
 use ntmtun::dataplane::worker::DataplaneCounters;
 use ntmtun::node::table::{Endpoint, PeerStats};
 use ntmtun::proto::session::Session;
-use ntmtun::proto::wire::{DATA, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
+use ntmtun::proto::wire::{Kind, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{Ipv4Addr, UdpSocket};
@@ -226,7 +226,7 @@ fn per_packet_path_does_not_allocate() {
         train.copy_from_slice(&train_template);
         for k in 0..64 {
             let rec = &mut train[k * rec_len..(k + 1) * rec_len];
-            theirs.seal(DATA, rec, inner).unwrap();
+            theirs.seal(Kind::Data, rec, inner).unwrap();
         }
         assert_eq!(gso::segments(train.len(), rec_len).count(), 64);
         path.inbound(train, rec_len, from, writer);

@@ -7,9 +7,10 @@ use crate::dc::federation::FederationSpec;
 use crate::dc::store::Store;
 use crate::keys::PrivateKey;
 use crate::net::packet;
-use crate::proto::cookie::{COOKIE_REPLY_LEN, FED_COOKIE_REPLY};
+use crate::proto::cookie::COOKIE_REPLY_LEN;
 use crate::proto::ticket::TicketKey;
 use crate::proto::wire;
+use crate::proto::wire::Kind;
 use crate::relay::core::{Action as RelayAction, RelayCore};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
@@ -352,7 +353,7 @@ fn a_node_resolves_and_reaches_a_node_of_the_federated_domain() {
     let route = bob_table.by_vip.get(&alice_vip).expect("no route to alice");
     let mut rec = route
         .session
-        .seal_to_vec(wire::DATA, b"across domains")
+        .seal_to_vec(Kind::Data, b"across domains")
         .unwrap();
     let h = wire::TransportHeader::decode(&rec).unwrap();
     let rx = alice_table
@@ -536,7 +537,7 @@ fn under_load_federation_initiations_meet_a_cookie_first() {
         .1
         .handle_timeout(f.now, unix)
         .into_iter()
-        .find(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT)
+        .find(|t| t.bytes[0] == Kind::FedHandshakeInit as u8)
         .expect("X dials Y");
     // A copy from a spoofed source (valid mac1, no mac2): a cookie reply
     // to that source, before any Diffie-Hellman.
@@ -546,7 +547,7 @@ fn under_load_federation_initiations_meet_a_cookie_first() {
         .handle(spoofed, &mut init.bytes.clone(), f.now, unix);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].to, spoofed);
-    assert_eq!(out[0].bytes[0], FED_COOKIE_REPLY);
+    assert_eq!(out[0].bytes[0], Kind::FedCookieReply as u8);
     assert_eq!(out[0].bytes.len(), COOKIE_REPLY_LEN);
     assert_eq!(f.dcs[1].1.stats.fed_cookie_replies, 1);
     assert_eq!(federation_up(&f.dcs[1].1), 0);
@@ -594,7 +595,7 @@ fn a_reload_without_federation_changes_sends_nothing_and_keeps_the_session() {
     let unix = f.unix();
     let t = f.dcs[0].1.handle_timeout(f.now, unix);
     assert!(
-        !t.iter().any(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT),
+        !t.iter().any(|t| t.bytes[0] == Kind::FedHandshakeInit as u8),
         "re-handshake after a no-op reload"
     );
     assert_eq!(federation_up(&f.dcs[0].1), 1);

@@ -11,7 +11,7 @@ use super::dns::{DnsAction, DnsInterceptor, Resolution as DnsResolution, Resolve
 use super::peer::DnsWaiter;
 use crate::net::packet;
 use crate::proto::signal::{FederatedDomain, Target, ToDc};
-use crate::proto::wire;
+use crate::proto::wire::Kind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -47,7 +47,7 @@ impl NodeCore {
             if let Some(p) = self.peers.get_mut(&key) {
                 if let (Some(s), Some(ep)) = (p.sending(), p.endpoint) {
                     // The workers' table just had not caught up yet.
-                    if let Ok(bytes) = s.seal_to_vec(wire::DATA, &pkt) {
+                    if let Ok(bytes) = s.seal_to_vec(Kind::Data, &pkt) {
                         p.stats.record_tx(pkt.len(), now);
                         let (to, bytes) = ep.wrap(&bytes);
                         self.out.push_back(Output::Udp { to, bytes });

@@ -4,6 +4,7 @@
 //! and times in and get bytes out.
 
 pub mod aead;
+pub mod control;
 pub mod cookie;
 pub mod handshake;
 pub mod link;
