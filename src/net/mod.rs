@@ -1,7 +1,9 @@
 //! Socket and packet helpers shared by the IO shells: UDP socket set-up,
-//! readiness polling, interface addresses, IP/UDP headers, resolv.conf.
+//! readiness polling, interface addresses, IP/UDP headers, resolv.conf, and
+//! host networking (links, addresses, routes, rules, nftables) over netlink.
 
 pub mod addrwatch;
+pub mod host;
 pub mod batch;
 pub mod icmp;
 pub mod ifaddrs;
