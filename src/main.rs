@@ -3,10 +3,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use crossbeam_channel::Receiver;
 use ntmtun::keys::PrivateKey;
 use ntmtun::{config, dc, node, relay, reload, shutdown, status};
 use std::io::{IsTerminal, Read};
-use crossbeam_channel::Receiver;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -135,12 +135,7 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             println!("{}", key.public_key());
         }
-        Command::Dc { config } => serve(
-            config,
-            config::load_dc,
-            reload::plan_dc,
-            dc::server::run,
-        )?,
+        Command::Dc { config } => serve(config, config::load_dc, reload::plan_dc, dc::server::run)?,
         Command::Relay { config } => serve(
             config,
             config::load_relay,

@@ -124,9 +124,9 @@ impl<'a> Resolved<'a> {
 
     /// Starts the node `name` (recorded as `stubnode`) in this mount namespace, resolvectl
     /// on its PATH, and waits until both nodes are registered and the node has registered its
-    /// stub with resolved (which follows the DC's answer). Returns what this run logged.
+    /// stub with resolved (which follows the DC's answer). Returns what this run logged
+    /// (`lab.sh spawn` starts the log afresh).
     fn start_node(&self, node: &str) -> String {
-        let logged_before = self.node_log().len();
         let path = format!(
             "PATH={}:{}",
             self.cache.join("bin").display(),
@@ -155,12 +155,14 @@ impl<'a> Resolved<'a> {
         self.lab.wait_registered(Duration::from_secs(20));
         let log = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
             let log = self.node_log();
-            let this_run = log.get(logged_before..).unwrap_or_default();
-            this_run
-                .contains("stub resolver registered")
-                .then(|| this_run.to_string())
+            log.contains("stub resolver registered").then_some(log)
         });
-        log.unwrap_or_else(|| panic!("no \"stub resolver registered\" within 20 s\n{}", self.logs()))
+        log.unwrap_or_else(|| {
+            panic!(
+                "no \"stub resolver registered\" within 20 s\n{}",
+                self.logs()
+            )
+        })
     }
 
     fn node_log(&self) -> String {

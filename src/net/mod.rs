@@ -3,8 +3,8 @@
 //! host networking (links, addresses, routes, rules, nftables) over netlink.
 
 pub mod addrwatch;
-pub mod host;
 pub mod batch;
+pub mod host;
 pub mod icmp;
 pub mod ifaddrs;
 pub mod mss;

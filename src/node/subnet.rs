@@ -6,8 +6,8 @@
 //! The routes go with the TUN when the node exits; the table is deleted at
 //! shutdown and at start-up (after a crash), like `system::teardown`.
 
-use crate::net::host::nat::{self, Gateway as NatTable};
 use crate::net::host;
+use crate::net::host::nat::{self, Gateway as NatTable};
 use crate::net::host::route::{self, Route};
 use anyhow::{Context, Result};
 use ipnet::{IpNet, Ipv4Net};

@@ -10,9 +10,7 @@ use std::ffi::CString;
 /// The index of interface `name` in our network namespace.
 pub fn index(name: &str) -> Result<u32, Error> {
     let what = || format!("finding interface {name:?}");
-    let c = CString::new(name).map_err(|_| {
-        Error::new(what(), Cause::Kernel(libc::EINVAL))
-    })?;
+    let c = CString::new(name).map_err(|_| Error::new(what(), Cause::Kernel(libc::EINVAL)))?;
     // SAFETY: a valid NUL-terminated string; the call only reads it.
     match unsafe { libc::if_nametoindex(c.as_ptr()) } {
         0 => Err(Error::new(

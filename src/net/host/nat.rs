@@ -104,7 +104,13 @@ fn parts(gw: Gateway) -> Vec<Part> {
             NLM_F_CREATE,
             format!("installing nftables table ip {}", gw.table),
         ),
-        chain(gw.table, "forward", "filter", InetHookNumber::Forward, PRIORITY_MANGLE),
+        chain(
+            gw.table,
+            "forward",
+            "filter",
+            InetHookNumber::Forward,
+            PRIORITY_MANGLE,
+        ),
     ];
     for key in [MetaKey::Oifname, MetaKey::Iifname] {
         let mut exprs = ifname(key, Operator::Equal, gw.tun);
@@ -335,7 +341,15 @@ mod tests {
         assert_eq!(
             names(&exprs),
             [
-                "meta", "cmp", "meta", "cmp", "payload", "bitwise", "cmp", "rt", "byteorder",
+                "meta",
+                "cmp",
+                "meta",
+                "cmp",
+                "payload",
+                "bitwise",
+                "cmp",
+                "rt",
+                "byteorder",
                 "exthdr"
             ]
         );
@@ -346,9 +360,14 @@ mod tests {
         let want = Expressions::Cmp(vec![
             Cmp::SourceRegister(Register::Reg1),
             Cmp::Op(Operator::Equal),
-            Cmp::Data(DataAttribute::Value(b"ntm0\0\0\0\0\0\0\0\0\0\0\0\0".to_vec())),
+            Cmp::Data(DataAttribute::Value(
+                b"ntm0\0\0\0\0\0\0\0\0\0\0\0\0".to_vec(),
+            )),
         ]);
-        assert!(attrs.contains(&ExpressionAttribute::Data(want)), "{attrs:?}");
+        assert!(
+            attrs.contains(&ExpressionAttribute::Data(want)),
+            "{attrs:?}"
+        );
     }
 
     #[test]

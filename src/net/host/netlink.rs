@@ -11,6 +11,7 @@ use netlink_packet_core::{
 use netlink_sys::{Socket, SocketAddr};
 use std::io;
 use std::time::Duration;
+use tracing::debug;
 
 /// How long the kernel may take to answer one read.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -53,6 +54,7 @@ impl Netlink {
     where
         M: NetlinkSerializable + NetlinkDeserializable + Into<NetlinkPayload<M>>,
     {
+        debug!(change = what, "host network change");
         let seq = self.next_seq();
         self.send(&frame(msg, flags | NLM_F_ACK, seq), what)?;
         self.acks::<M>(vec![(seq, what.to_string())])
@@ -66,13 +68,11 @@ impl Netlink {
     where
         M: NetlinkSerializable + NetlinkDeserializable + Into<NetlinkPayload<M>>,
     {
-        let what = parts
-            .first()
-            .map(|(_, _, w)| w.clone())
-            .unwrap_or_default();
+        let what = parts.first().map(|(_, _, w)| w.clone()).unwrap_or_default();
         let mut bytes = frame(begin, 0, self.next_seq());
         let mut pending = Vec::with_capacity(parts.len());
         for (msg, flags, part) in parts {
+            debug!(change = part, "host network change");
             let seq = self.next_seq();
             bytes.extend(frame(msg, flags | NLM_F_ACK, seq));
             pending.push((seq, part));

@@ -1,7 +1,7 @@
 //! Policy routing rules: which routing table a packet looks up.
 
 use super::netlink::Netlink;
-use super::{Error, Family};
+use super::{route, Error, Family};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage, RulePortRange};
 use netlink_packet_route::{IpProtocol, RouteNetlinkMessage};
@@ -42,7 +42,10 @@ impl fmt::Display for Rule {
             Selector::FwMark(_, mark) => write!(f, "fwmark {mark:#x}")?,
             Selector::UdpTo(ip, port) => write!(f, "to {ip} ipproto udp dport {port}")?,
         }
-        write!(f, " lookup {}", self.table)
+        match self.table {
+            route::MAIN => write!(f, " lookup main"),
+            table => write!(f, " lookup {table}"),
+        }
     }
 }
 
@@ -110,10 +113,22 @@ mod tests {
         assert_eq!(m.header.dst_len, 128);
         assert_eq!(m.header.table, 0, "20053 does not fit rtm_table");
         assert!(m.attributes.contains(&RuleAttribute::Table(20053)));
-        assert!(m.attributes.contains(&RuleAttribute::IpProtocol(IpProtocol::Udp)));
+        assert!(m
+            .attributes
+            .contains(&RuleAttribute::IpProtocol(IpProtocol::Udp)));
         assert_eq!(
             rule.to_string(),
             "IPv6 rule 20053: to 2001:db8::53 ipproto udp dport 53 lookup 20053"
+        );
+        let mark = Rule {
+            priority: 20052,
+            selector: Selector::FwMark(Family::V4, 0x4e54),
+            table: route::MAIN,
+        };
+        assert_eq!(message(&mark).header.table, 254);
+        assert_eq!(
+            mark.to_string(),
+            "IPv4 rule 20052: fwmark 0x4e54 lookup main"
         );
     }
 }
