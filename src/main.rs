@@ -87,13 +87,16 @@ fn init_logging() {
         .init();
 }
 
+/// A server role's loop: its config, the stop flag, and the reloads' changes.
+type Server<Cfg, Change> = fn(Cfg, Arc<AtomicBool>, Receiver<Vec<Change>>) -> Result<()>;
+
 /// Runs a DC or a relay in the foreground: both load their file, take the
 /// changes a SIGHUP reload plans on a channel, and stop on SIGINT/SIGTERM.
 fn serve<Cfg, Change>(
     path: PathBuf,
     load: fn(&Path) -> Result<Cfg, config::ConfigError>,
     plan: fn(&Cfg, Cfg) -> reload::Plan<Change, Cfg>,
-    server: fn(Cfg, Arc<AtomicBool>, Receiver<Vec<Change>>) -> Result<()>,
+    server: Server<Cfg, Change>,
 ) -> Result<()>
 where
     Cfg: Clone + Send + 'static,
