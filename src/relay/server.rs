@@ -4,6 +4,7 @@
 //! an IPv6-only node talk through a dual-stack relay.
 
 use super::core::RelayCore;
+use crate::clock::unix_now;
 use crate::config::RelayConfig;
 use crate::net::batch::{RecvBatch, SendBatch};
 use crate::net::{poll, udp};
@@ -15,17 +16,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::core::Action;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// Index of the socket that should send to `to`.
 fn socket_for(locals: &[SocketAddr], to: SocketAddr) -> Option<usize> {
