@@ -142,9 +142,9 @@ fn ntmtun_ping_by_the_full_name_of_a_federated_node() {
     let st = lab.status_json("bob");
     let peers = st["peers"].as_array().cloned().unwrap_or_default();
     assert!(
-        peers
-            .iter()
-            .any(|p| p["name"] == name && p["fqdn"] == name && p["virtual_ip"] == alice_vip.as_str()),
+        peers.iter().any(|p| p["name"] == name
+            && p["fqdn"] == name
+            && p["virtual_ip"] == alice_vip.as_str()),
         "bob's peers after `ntmtun ping {name}`: {peers:?}"
     );
 

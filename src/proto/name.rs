@@ -168,26 +168,19 @@ impl NodeName {
         self.domain.as_ref()
     }
 
-    /// Whether the name is of domain `own`: bare, or qualified with `own`.
-    pub fn is_in(&self, own: &Domain) -> bool {
-        self.domain.as_ref().is_none_or(|d| d == own)
+    /// Whether the name is of domain `own` (as a config or a DC gives it:
+    /// lowercase, no trailing dot): bare, or qualified with `own`.
+    pub fn is_in(&self, own: &str) -> bool {
+        self.domain.as_ref().is_none_or(|d| d.as_str() == own)
     }
 
     /// The name as `own`'s DC and nodes say it: bare within `own`,
     /// qualified otherwise.
-    pub fn relative_to(self, own: &Domain) -> NodeName {
+    pub fn relative_to(self, own: &str) -> NodeName {
         if self.is_in(own) {
             NodeName::bare(self.label)
         } else {
             self
-        }
-    }
-
-    /// The name qualified, a bare one with `own`.
-    pub fn qualified_in(self, own: &Domain) -> NodeName {
-        match self.domain {
-            Some(_) => self,
-            None => NodeName::qualified(self.label, own.clone()),
         }
     }
 }
@@ -334,23 +327,19 @@ mod tests {
         assert!(NodeName::parse("").is_err());
         assert!(NodeName::parse(".x").is_err());
         assert!(NodeName::parse("Alice.x").is_err());
-        assert_eq!(
-            NodeName::parse(&fold("Alice.X.ntm.internal")).unwrap(),
-            n
-        );
+        assert_eq!(NodeName::parse(&fold("Alice.X.ntm.internal")).unwrap(), n);
     }
 
     #[test]
-    fn relative_and_qualified() {
-        let (x, y) = (domain("x.ntm.internal"), domain("y.ntm.internal"));
+    fn relative_to_a_domain() {
+        let x = domain("x.ntm.internal");
         let bare = NodeName::bare(label("alice"));
-        let in_x = NodeName::qualified(label("alice"), x.clone());
-        assert!(bare.is_in(&y) && in_x.is_in(&x) && !in_x.is_in(&y));
-        assert_eq!(in_x.clone().relative_to(&x), bare);
-        assert_eq!(in_x.clone().relative_to(&y), in_x);
-        assert_eq!(bare.clone().relative_to(&x), bare);
-        assert_eq!(bare.clone().qualified_in(&x), in_x);
-        assert_eq!(in_x.clone().qualified_in(&y), in_x);
+        let in_x = NodeName::qualified(label("alice"), x);
+        assert!(bare.is_in("y.ntm.internal") && in_x.is_in("x.ntm.internal"));
+        assert!(!in_x.is_in("y.ntm.internal") && !in_x.is_in("ntm.internal"));
+        assert_eq!(in_x.clone().relative_to("x.ntm.internal"), bare);
+        assert_eq!(in_x.clone().relative_to("y.ntm.internal"), in_x);
+        assert_eq!(bare.clone().relative_to("x.ntm.internal"), bare);
     }
 
     /// Labels the rule accepts, drawn from its own alphabet.
