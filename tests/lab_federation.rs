@@ -86,24 +86,36 @@ fn nodes_of_two_federated_domains_reach_each_other_by_name() {
     );
 }
 
-/// `ntmtun ping NAME` in `host`, `count` pings; the command's output.
-fn ntmtun_ping(lab: &Lab, host: &str, name: &str, count: u32) -> std::process::Output {
+/// `ntmtun ping NAME --count 1` in `host`, retried (bounded, `limit`)
+/// until the answer line `ANSWERED: rtt ...` (the name lowercased) comes;
+/// that line. Panics with the last try's output and the logs if it never
+/// does.
+fn ntmtun_ping(lab: &Lab, host: &str, name: &str, answered: &str, limit: Duration) -> String {
     let sock = lab.socket(host);
     let sock = sock.to_str().expect("the lab's socket path is UTF-8");
-    let count = count.to_string();
-    lab.exec_t(
-        host,
-        30,
-        &[
-            ntmtun_bin(),
-            "ping",
-            name,
-            "--count",
-            &count,
-            "--socket",
-            sock,
-        ],
-    )
+    let mut last = None;
+    let line = wait_for(limit, Duration::from_millis(500), || {
+        let out = lab.exec_t(
+            host,
+            15,
+            &[ntmtun_bin(), "ping", name, "--count", "1", "--socket", sock],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{answered}: rtt ")))
+            .map(String::from);
+        last = Some(out);
+        line
+    });
+    line.unwrap_or_else(|| {
+        panic!(
+            "{host}'s `ntmtun ping {name}` never got an answer in {limit:?}\n{}\n----- dc2.log -----\n{}{}",
+            last.as_ref().map(describe_output).unwrap_or_default(),
+            file_tail(&lab.path("dc2.log"), 30),
+            lab.logs_tail()
+        )
+    })
 }
 
 /// Issue 11 step 1: `ntmtun ping` with the full name of a node of a
@@ -118,23 +130,8 @@ fn ntmtun_ping_by_the_full_name_of_a_federated_node() {
     let name = "alice.x.ntm.internal";
     // First contact by `ntmtun ping` itself (no DNS query before it), retried
     // while the DCs' federation session comes up.
-    let mut last = None;
-    let answered = wait_for(Duration::from_secs(40), Duration::from_millis(500), || {
-        let out = ntmtun_ping(&lab, "bob", name, 1);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let ok = out.status.success() && text.contains(&format!("{name}: rtt "));
-        last = Some(out);
-        ok.then_some(text)
-    });
-    let text = answered.unwrap_or_else(|| {
-        panic!(
-            "bob's `ntmtun ping {name}` never got an answer in 40 s\n{}\n----- dc2.log -----\n{}{}",
-            last.as_ref().map(describe_output).unwrap_or_default(),
-            file_tail(&lab.path("dc2.log"), 30),
-            lab.logs_tail()
-        )
-    });
-    eprintln!("bob: ntmtun ping {name}: {}", text.trim());
+    let line = ntmtun_ping(&lab, "bob", name, name, Duration::from_secs(40));
+    eprintln!("bob: ntmtun ping {name}: {line}");
 
     // The pong came from alice of x: bob's peer is named in full and has
     // alice's virtual address.
@@ -149,27 +146,30 @@ fn ntmtun_ping_by_the_full_name_of_a_federated_node() {
     );
 
     // DNS names are case-insensitive, and so is `ntmtun ping`.
-    let out = ntmtun_ping(&lab, "bob", "Alice.X.ntm.internal", 1);
-    let upper = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && upper.contains(&format!("{name}: rtt ")),
-        "ntmtun ping Alice.X.ntm.internal\n{}",
-        describe_output(&out)
-    );
+    let limit = Duration::from_secs(20);
+    ntmtun_ping(&lab, "bob", "Alice.X.ntm.internal", name, limit);
+    // And the other way round, by full name too.
+    let bob = "bob.y.ntm.internal";
+    ntmtun_ping(&lab, "alice", bob, bob, limit);
 
     // A bare label is a name of bob's own domain y, which has no alice.
-    let out = ntmtun_ping(&lab, "bob", "alice", 1);
+    let sock = lab.socket("bob");
+    let out = lab.exec_t(
+        "bob",
+        15,
+        &[
+            ntmtun_bin(),
+            "ping",
+            "alice",
+            "--count",
+            "1",
+            "--socket",
+            sock.to_str().expect("the lab's socket path is UTF-8"),
+        ],
+    );
     assert!(
         !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("rtt"),
         "`ntmtun ping alice` in y reached a node\n{}",
-        describe_output(&out)
-    );
-    // And the other way round, by full name too.
-    let out = ntmtun_ping(&lab, "alice", "bob.y.ntm.internal", 2);
-    assert!(
-        out.status.success()
-            && String::from_utf8_lossy(&out.stdout).contains("bob.y.ntm.internal: rtt "),
-        "alice's ntmtun ping bob.y.ntm.internal\n{}",
         describe_output(&out)
     );
 }
