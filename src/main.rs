@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use crossbeam_channel::Receiver;
 use ntmtun::keys::PrivateKey;
+use ntmtun::proto::name::{self, NodeName};
 use ntmtun::{config, dc, node, relay, reload, shutdown, status};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -57,7 +58,8 @@ enum Command {
     /// relay), the endpoint and the round-trip time. Builds the tunnel first
     /// if there is none.
     Ping {
-        /// The peer's name (`alice` or `alice.<domain>`).
+        /// The peer's name: `alice` in this node's domain, or
+        /// `alice.<domain>` (a node of that domain, federated or our own).
         name: String,
         /// How many pings, one a second.
         #[arg(long, short, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
@@ -156,19 +158,20 @@ fn run(cli: Cli) -> Result<()> {
             count,
             socket,
         } => {
-            let short = name.split('.').next().unwrap_or(&name).to_ascii_lowercase();
-            if !dc::core::valid_name(&short) {
-                anyhow::bail!(
-                    "{name:?} is not a node name; expected a name such as `alice` or `alice.<domain>` \
-                     (a DNS label of a-z, 0-9 and '-')"
-                );
-            }
+            // The whole name goes to the node, which resolves it as DNS
+            // would: `alice` in its own domain, `alice.<domain>` in that one.
+            let name = NodeName::parse(&name::fold(&name)).map_err(|e| {
+                anyhow::anyhow!(
+                    "{name:?} is not a node name: {e}; expected a name such as `alice` or \
+                     `alice.<domain>` (DNS labels of a-z, 0-9 and '-')"
+                )
+            })?;
             let mut answered = 0;
             for i in 0..count {
                 if i > 0 {
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
-                let r = status::ping(&socket, &short)?;
+                let r = status::ping(&socket, &name.to_string())?;
                 match (r.rtt_ms, r.error) {
                     (Some(rtt), _) => {
                         answered += 1;

@@ -476,7 +476,7 @@ pub fn dns_check(dns: &DnsInterceptor, query: &[u8], vip: Ipv4Addr) {
         DnsAction::Resolve { pending, target } => {
             let _ = pending.id();
             let name = match target {
-                dns::ResolveTarget::Name(n) => n,
+                dns::ResolveTarget::Name(n) => n.to_string(),
                 dns::ResolveTarget::Address(_) => "bob".into(),
             };
             for res in [

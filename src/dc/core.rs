@@ -12,6 +12,7 @@ use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
 use crate::proto::handshake::Responder;
 use crate::proto::link::{Gate, IndexAlloc, Verdict};
+use crate::proto::name::Label;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::session::Session;
@@ -201,17 +202,6 @@ pub const HANDSHAKE_LOAD: u32 = 200;
 /// Compares two byte strings in time that depends only on their lengths.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A node name is one DNS label: 1-63 of [a-z0-9-], no leading/trailing '-'.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl DcCore {
@@ -707,9 +697,9 @@ impl DcCore {
         reg: &Register,
         unix_now: u64,
     ) -> Result<NodeRecord, String> {
-        if !valid_name(&reg.name) {
+        if let Err(why) = Label::parse(&reg.name) {
             return Err(format!(
-                "name {:?} is not a valid node name: use 1-63 lowercase letters, digits or '-'",
+                "name {:?} is not a valid node name: it {why}; use 1-63 lowercase letters, digits or '-'",
                 reg.name
             ));
         }
@@ -946,7 +936,7 @@ impl DcCore {
         }
         let target = self.local_target(target);
         let found = match &target {
-            Target::Name(n) => self.store.by_name(&n.to_ascii_lowercase()),
+            Target::Name(n) => self.store.by_name(n),
             Target::Address(ip) => self.store.by_ip(*ip),
         };
         let mut out = Vec::new();

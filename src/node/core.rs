@@ -13,6 +13,7 @@ use super::table::{Endpoint, PeerTable, Routes, RxRoute, TxRoute};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::proto::control::Payload;
 use crate::proto::link::{Gate, IndexAlloc};
+use crate::proto::name::NodeName;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::{
@@ -722,9 +723,13 @@ impl NodeCore {
         }
     }
 
-    /// Starts a ping to the peer named `name`; the answer comes back as
-    /// `Output::Pong` with this id. A peer with no tunnel gets one first.
+    /// Starts a ping to the node named `name` (`alice`: of our own domain;
+    /// `alice.<domain>`: of that domain; any case); the answer comes back
+    /// as `Output::Pong` with this id. A peer with no tunnel gets one
+    /// first, asked for as a DNS question for the name would ask.
     pub fn ping(&mut self, name: &str, now: Instant) -> Result<u64, String> {
+        let name = self.ping_name(name)?;
+        let name = name.as_str();
         let id = self.next_ping();
         if let Some(key) = self.peers.values().find(|p| p.name == name).map(|p| p.key) {
             self.send_ping(key, id, now);
@@ -842,10 +847,9 @@ impl NodeCore {
     pub fn status(&self, now: Instant) -> StatusReport {
         let reg = self.dc.registered.as_ref();
         // Peers of federated domains are already named `label.domain`.
-        let fqdn = |name: &str| {
-            reg.filter(|_| !name.contains('.'))
-                .map(|r| format!("{name}.{}", r.domain))
-                .unwrap_or_else(|| name.to_string())
+        let fqdn = |name: &str| match (reg, NodeName::parse(name)) {
+            (Some(r), Ok(n)) if n.domain().is_none() => format!("{n}.{}", r.domain),
+            _ => name.to_string(),
         };
         let secs = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
         let mut peers: Vec<PeerStatus> = self
