@@ -4,23 +4,14 @@
 //! macros lay them out (checked against libc's macros in the tests), so
 //! no pointer arithmetic on the kernel's buffer is needed.
 
-use std::mem::{offset_of, size_of};
+use std::mem::{align_of, offset_of, size_of};
 
 /// Control-message room per message: UDP_GRO (an int) or UDP_SEGMENT (a
 /// u16), with space to spare for anything else the kernel adds.
 pub const CTRL_LEN: usize = 64;
 
-/// A control buffer a message header points `msg_control` at; aligned for
-/// `cmsghdr`.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-pub struct Ctrl(pub [u8; CTRL_LEN]);
-
-impl Default for Ctrl {
-    fn default() -> Self {
-        Ctrl([0; CTRL_LEN])
-    }
-}
+/// A control buffer a message header points `msg_control` at.
+pub(super) type Ctrl = super::Aligned<CTRL_LEN>;
 
 /// The header: `size_t cmsg_len; int cmsg_level; int cmsg_type;`, and the
 /// data behind it aligned to a `size_t` (`CMSG_ALIGN`).
@@ -30,7 +21,7 @@ const TYPE: usize = offset_of!(libc::cmsghdr, cmsg_type);
 const HDR: usize = size_of::<libc::cmsghdr>();
 const _: () = assert!(offset_of!(libc::cmsghdr, cmsg_len) == 0 && LEVEL == WORD);
 const _: () = assert!(TYPE == WORD + 4 && HDR == WORD + 8);
-const _: () = assert!(std::mem::align_of::<Ctrl>() >= std::mem::align_of::<libc::cmsghdr>());
+const _: () = assert!(align_of::<Ctrl>() >= align_of::<libc::cmsghdr>());
 
 /// `CMSG_ALIGN`.
 const fn align(n: usize) -> usize {

@@ -76,6 +76,18 @@ impl<T: AsRef<[u8]>> Bufs for [T] {
     }
 }
 
+/// Bytes the kernel reads or writes as one of its structs (a control
+/// message, a socket address): aligned as strictly as any of them.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Aligned<const N: usize>([u8; N]);
+
+impl<const N: usize> Default for Aligned<N> {
+    fn default() -> Self {
+        Aligned([0; N])
+    }
+}
+
 /// An empty message header: no name, no data, no control.
 fn empty_msghdr() -> libc::msghdr {
     // SAFETY: msghdr is plain old data; null pointers with zero lengths

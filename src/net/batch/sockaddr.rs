@@ -9,15 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 pub const NAME_LEN: usize = size_of::<libc::sockaddr_storage>();
 
 /// A socket address buffer a message header points `msg_name` at.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-pub struct Name(pub [u8; NAME_LEN]);
-
-impl Default for Name {
-    fn default() -> Self {
-        Name([0; NAME_LEN])
-    }
-}
+pub(super) type Name = super::Aligned<NAME_LEN>;
 
 const FAMILY: usize = 0;
 const V4_PORT: usize = offset_of!(libc::sockaddr_in, sin_port);
