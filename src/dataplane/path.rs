@@ -5,10 +5,11 @@
 //! (only packets bound for the control thread are copied); the shells do
 //! the reading, sending and writing.
 
-use super::gso::{self, TunReader, TunWriter, TxRec, UdpTx};
 use super::mtu::{self, Fit};
+use super::vnet::{TunReader, TunWriter};
 use super::worker::DataplaneCounters;
 use super::ToControl;
+use crate::net::batch::{self, Transmit, UdpTx};
 use crate::net::icmp::FRAG_NEEDED_MAX;
 use crate::net::packet;
 use crate::node::table::{admits, Endpoint, PeerTable, RxRoute, TxRoute};
@@ -164,8 +165,8 @@ impl Path<'_> {
                 (0, relay)
             }
         };
-        let queued = tx.push(TxRec {
-            slot: i,
+        let queued = tx.push(Transmit {
+            buf: i,
             start,
             len: RELAYED_HEADER_LEN + len - start,
             to,
@@ -199,16 +200,22 @@ impl Path<'_> {
         }
     }
 
-    /// A datagram from the network, or a UDP GRO train of `seg`-byte
-    /// datagrams (`seg` 0: one datagram). Runs of records for one session
+    /// A datagram from the network, or a UDP GRO train of `stride`-byte
+    /// datagrams (`RecvMeta::stride`). Runs of records for one session
     /// are opened as a batch (`Session::open_batch`); IPv4 payloads are
     /// queued on `writer`, which the caller keeps from filling up (at least
-    /// `gso::segments(..).count()` free, see `TunWriter::room`).
-    pub fn inbound(&self, train: &mut [u8], seg: usize, from: SocketAddr, writer: &mut TunWriter) {
+    /// `batch::segments(..).count()` free, see `TunWriter::room`).
+    pub fn inbound(
+        &self,
+        train: &mut [u8],
+        stride: usize,
+        from: SocketAddr,
+        writer: &mut TunWriter,
+    ) {
         let mut recs: [Range<usize>; OPEN_BATCH] = std::array::from_fn(|_| 0..0);
         let mut out: [Result<Range<usize>, SessionError>; OPEN_BATCH] =
             std::array::from_fn(|_| Err(SessionError::Malformed));
-        let mut segs = gso::segments(train.len(), seg).peekable();
+        let mut segs = batch::segments(train.len(), stride).peekable();
         while let Some(first) = segs.next() {
             let key = match record_key(&train[first.clone()]) {
                 Ok(key) => key,

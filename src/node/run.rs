@@ -86,7 +86,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
     // Offloads (TUN TSO/USO, UDP GSO/GRO) unless NTMTUN_OFFLOAD=0.
     let shell = crate::dataplane::io::choose(cfg.io)?;
-    let (queues, _) = tun::create(&cfg.tun, workers, crate::dataplane::offload_from_env())?;
+    let (queues, _) = tun::create(&cfg.tun, workers, crate::net::batch::offload_from_env())?;
     // The control socket and a TUN name nobody held prove no other node
     // runs here, so clearing the rules and DNS settings a crashed
     // predecessor may have left behind is safe (a node that fails before
