@@ -607,8 +607,10 @@ impl Federation {
                 }
                 debug!(domain = %p.spec.domain, attempts = p.dialer.attempts(), "federation handshake unanswered");
             }
-            // Rekey: the DC with the smaller key renews the session.
-            let rekey = ours < p.spec.public_key && p.sessions.rekey_due(now, REKEY, REKEY);
+            // Rekey: the DC with the smaller key renews the session, whichever
+            // side dialled it (well before the reject-after bound).
+            let rekey =
+                ours < p.spec.public_key && p.sessions.rekey_due(now, REKEY, Duration::ZERO);
             if p.sessions.expire(now, REKEY) {
                 debug!(domain = %p.spec.domain, "federation session expired");
             }
@@ -829,6 +831,44 @@ mod tests {
         assert!(events.is_empty(), "{events:?}");
         assert!(!x.is_up(0) && !y.is_up(0));
         assert!(x.domains().is_empty());
+    }
+
+    /// Ten minutes of timers, keepalives and rekeys: the session never
+    /// drops, whichever DC dialled first (in one of the two runs it is the
+    /// one with the larger key, which never rekeys itself).
+    #[test]
+    fn the_session_stays_up_across_rekeys_whoever_dialled() {
+        for x_dials in [true, false] {
+            let (mut x, mut y, t0) = pair("198.19.0.0/16", true);
+            let first = if x_dials {
+                dials_from_x(&mut x, t0)
+            } else {
+                let out = y.handle_timeout(t0, 1).0;
+                out.into_iter().map(|t| (false, t)).collect()
+            };
+            exchange(&mut x, &mut y, first, t0);
+            assert!(x.is_up(0) && y.is_up(0));
+            let mut now = t0;
+            while now < t0 + Duration::from_secs(600) {
+                now += Duration::from_millis(500);
+                let unix = 1 + (now - t0).as_secs();
+                let mut out: Vec<(bool, Transmit)> = Vec::new();
+                out.extend(x.handle_timeout(now, unix).0.into_iter().map(|t| (true, t)));
+                out.extend(
+                    y.handle_timeout(now, unix)
+                        .0
+                        .into_iter()
+                        .map(|t| (false, t)),
+                );
+                exchange(&mut x, &mut y, out, now);
+                assert!(
+                    x.peers[0].sessions.sending().is_some()
+                        && y.peers[0].sessions.sending().is_some(),
+                    "the session dropped at {:?} (x dialled: {x_dials})",
+                    now - t0
+                );
+            }
+        }
     }
 
     #[test]
