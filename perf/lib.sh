@@ -91,9 +91,11 @@ ensure_cargo_tool() {
 }
 
 # cargo build --release (or of a committed revision with --rev): sets NTMTUN_BIN, COMMIT and,
-# for --rev, LAB (that revision's lab.sh). BUILD=0 skips the build.
-build_ntmtun() { # BUILD REV
-    local build=$1 rev=$2
+# for --rev, LAB (that revision's lab.sh). BUILD=0 skips the build. PROFILE (default release)
+# names the cargo profile of the working tree's build: `profiling` is the release build with
+# line tables (Cargo.toml), which perf's DWARF call graphs need; release ships without them.
+build_ntmtun() { # BUILD REV [PROFILE]
+    local build=$1 rev=$2 profile=${3:-release}
     if [[ -n $rev ]]; then
         COMMIT=$(git rev-parse --short "$rev^{commit}" 2>/dev/null) || die "no such revision '$rev'"
         mkdir "$WORK/src"
@@ -113,12 +115,12 @@ build_ntmtun() { # BUILD REV
         fi
         if [[ $build -eq 1 ]]; then
             ensure_cargo || die "cargo not found (or pass --no-build)"
-            log "cargo build --release"
-            timeout 1800 cargo build --release >&2 ||
-                die "cargo build --release failed (work in progress? try --rev HEAD)"
+            log "cargo build --profile $profile"
+            timeout 1800 cargo build --profile "$profile" >&2 ||
+                die "cargo build --profile $profile failed (work in progress? try --rev HEAD)"
         fi
     fi
-    NTMTUN_BIN=$(realpath "${NTMTUN_BIN:-target/release/ntmtun}")
+    NTMTUN_BIN=$(realpath "${NTMTUN_BIN:-target/$profile/ntmtun}")
     [[ -x $NTMTUN_BIN ]] || die "no ntmtun binary at $NTMTUN_BIN"
     export NTMTUN_BIN
 }

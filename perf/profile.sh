@@ -28,7 +28,10 @@
 #   -p PREFIX      lab prefix (default pp + random hex)
 #   -o DIR         results directory (default perf/results)
 #   --nice N       run the nodes and iperf3 at nice N (e.g. -10, ahead of other jobs)
-#   --no-build     use target/release/ntmtun (or NTMTUN_BIN) as it is
+#   --no-build     use target/profiling/ntmtun (or NTMTUN_BIN) as it is
+#
+# Builds with `cargo build --profile profiling` (Cargo.toml: the release build with line tables;
+# the release binary users get has none, and perf's DWARF call graphs and callgrind need them).
 #
 # Installs what it needs: linux-perf and valgrind (apt-get), inferno (cargo install --locked
 # into target/perf-tools, once).
@@ -109,7 +112,7 @@ REPORT="$WORK/report.md"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 if has_part flame || has_part paper; then
-    build_ntmtun "$BUILD" ""
+    build_ntmtun "$BUILD" "" profiling
     lab_start
     tunnel_ready || die "the tunnel does not carry pings"
     SENDER=$(node_pid bob)
@@ -266,9 +269,9 @@ fi
 if has_part callgrind; then
     ensure_cargo || die "cargo not found: needed to build the benches"
     log "callgrind: building benches/dataplane.rs"
-    BENCH=$(timeout 1800 cargo bench --bench dataplane --no-run 2>&1 |
+    BENCH=$(timeout 1800 cargo bench --profile profiling --bench dataplane --no-run 2>&1 |
         sed -n 's/.*Executable .*(\(.*dataplane-[0-9a-f]*\)).*/\1/p' | tail -n1)
-    [[ -x $BENCH ]] || die "no bench executable from 'cargo bench --bench dataplane --no-run'"
+    [[ -x $BENCH ]] || die "no bench executable from 'cargo bench --profile profiling --bench dataplane --no-run'"
     {
         echo "## Instructions per packet (callgrind)"
         echo

@@ -5,6 +5,9 @@ set -euo pipefail
 
 ME=${0##*/}
 export PATH="$PATH:/usr/sbin:/sbin"
+# iproute2 and nftables: the lab builds its namespaces, veths and NAT routers with `ip` and `nft`
+# and the tests read the node's rules and tables back with them; the node itself needs neither
+# (it talks netlink, src/net/host/).
 APT_PACKAGES=(iproute2 nftables iperf3 iputils-ping dnsutils netcat-openbsd tcpdump dnsmasq-base
     ethtool curl procps
     # tests/lab_idle.rs: flushes a NAT router's conntrack table (the router lost its state)

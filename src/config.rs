@@ -8,6 +8,7 @@
 
 use crate::keys::{PrivateKey, PublicKey};
 use crate::net::resolv;
+use crate::proto::name::{self, Domain, Label};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use std::fmt;
@@ -40,8 +41,6 @@ pub const DEFAULT_REKEY_SECS: u64 = 120;
 /// Upper bound on dataplane worker threads.
 pub const MAX_WORKERS: usize = 64;
 
-/// Longest domain the DC accepts, in characters without the trailing dot.
-const MAX_DOMAIN_LEN: usize = 200;
 /// Longest prefix length for `virtual_prefix`: a /31 or /32 has no room for
 /// nodes.
 const MAX_VIRTUAL_PREFIX_LEN: u8 = 30;
@@ -553,7 +552,7 @@ pub fn parse_node_with(
 
     const NAME: &str = "a single DNS label of 1-63 characters a-z, 0-9 and '-', not starting or ending with '-', such as \"alice\"";
     let name = cx.string("name", cx.required("name", raw.name, NAME)?, NAME)?;
-    check_label(&name).map_err(|why| {
+    Label::parse(&name).map_err(|why| {
         cx.invalid(
             "name",
             format!("{name:?} is not a valid name: it {why}; expected {NAME}"),
@@ -1241,51 +1240,12 @@ fn parse_virtual_prefix(s: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
-/// Checks one DNS label; the reason reads after the label, e.g. "contains '_'".
-/// Labels must already be lowercase so that the name in the file is the name
-/// in DNS (domains are lowercased before they get here).
-fn check_label(label: &str) -> Result<(), String> {
-    if label.is_empty() {
-        return Err("is empty".to_string());
-    }
-    if label.len() > 63 {
-        return Err(format!("is {} characters long, more than 63", label.len()));
-    }
-    if let Some(c) = label
-        .chars()
-        .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-    {
-        return Err(if c.is_ascii_uppercase() {
-            format!("contains upper case (use {:?})", label.to_ascii_lowercase())
-        } else {
-            format!("contains {c:?}")
-        });
-    }
-    if label.starts_with('-') || label.ends_with('-') {
-        return Err("starts or ends with '-'".to_string());
-    }
-    Ok(())
-}
-
-/// Validates a domain and returns it lowercased without a trailing dot.
+/// Validates a domain (any case, trailing dot optional: `proto::name`) and
+/// returns it lowercased without the trailing dot.
 fn check_domain(domain: &str) -> Result<String, String> {
-    let d = domain
-        .strip_suffix('.')
-        .unwrap_or(domain)
-        .to_ascii_lowercase();
-    if d.is_empty() {
-        return Err("it is empty".to_string());
-    }
-    if d.len() > MAX_DOMAIN_LEN {
-        return Err(format!(
-            "it is {} characters long, more than {MAX_DOMAIN_LEN}",
-            d.len()
-        ));
-    }
-    for label in d.split('.') {
-        check_label(label).map_err(|why| format!("label {label:?} {why}"))?;
-    }
-    Ok(d)
+    Domain::parse(&name::fold(domain))
+        .map(|d| d.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// The same rules as the kernel's `dev_valid_name`.

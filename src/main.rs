@@ -3,10 +3,12 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use crossbeam_channel::Receiver;
 use ntmtun::keys::PrivateKey;
+use ntmtun::proto::name::{self, NodeName};
 use ntmtun::{config, dc, node, relay, reload, shutdown, status};
 use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -56,7 +58,8 @@ enum Command {
     /// relay), the endpoint and the round-trip time. Builds the tunnel first
     /// if there is none.
     Ping {
-        /// The peer's name (`alice` or `alice.<domain>`).
+        /// The peer's name: `alice` in this node's domain, or
+        /// `alice.<domain>` (a node of that domain, federated or our own).
         name: String,
         /// How many pings, one a second.
         #[arg(long, short, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
@@ -86,6 +89,33 @@ fn init_logging() {
         .init();
 }
 
+/// A server role's loop: its config, the stop flag, and the reloads' changes.
+type Server<Cfg, Change> = fn(Cfg, Arc<AtomicBool>, Receiver<Vec<Change>>) -> Result<()>;
+
+/// Runs a DC or a relay in the foreground: both load their file, take the
+/// changes a SIGHUP reload plans on a channel, and stop on SIGINT/SIGTERM.
+fn serve<Cfg, Change>(
+    path: PathBuf,
+    load: fn(&Path) -> Result<Cfg, config::ConfigError>,
+    plan: fn(&Cfg, Cfg) -> reload::Plan<Change, Cfg>,
+    server: Server<Cfg, Change>,
+) -> Result<()>
+where
+    Cfg: Clone + Send + 'static,
+    Change: std::fmt::Debug + Send + 'static,
+{
+    shutdown::block_signals();
+    init_logging();
+    let cfg = load(&path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let on_hup = reload::on_sighup(path, cfg.clone(), load, plan, move |changes| {
+        let _ = tx.send(changes);
+    });
+    shutdown::spawn_waiter(stop.clone(), || {}, on_hup);
+    server(cfg, stop, rx)
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Keygen { out: None } => {
@@ -110,42 +140,13 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             println!("{}", key.public_key());
         }
-        Command::Dc { config } => {
-            shutdown::block_signals();
-            init_logging();
-            let cfg = config::load_dc(&config)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            let (tx, rx) = crossbeam_channel::unbounded();
-            let on_hup = reload::on_sighup(
-                config,
-                cfg.clone(),
-                config::load_dc,
-                reload::plan_dc,
-                move |changes| {
-                    let _ = tx.send(changes);
-                },
-            );
-            shutdown::spawn_waiter(stop.clone(), || {}, on_hup);
-            dc::server::run(cfg, stop, rx)?;
-        }
-        Command::Relay { config } => {
-            shutdown::block_signals();
-            init_logging();
-            let cfg = config::load_relay(&config)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            let (tx, rx) = crossbeam_channel::unbounded();
-            let on_hup = reload::on_sighup(
-                config,
-                cfg.clone(),
-                config::load_relay,
-                reload::plan_relay,
-                move |changes| {
-                    let _ = tx.send(changes);
-                },
-            );
-            shutdown::spawn_waiter(stop.clone(), || {}, on_hup);
-            relay::server::run(cfg, stop, rx)?;
-        }
+        Command::Dc { config } => serve(config, config::load_dc, reload::plan_dc, dc::server::run)?,
+        Command::Relay { config } => serve(
+            config,
+            config::load_relay,
+            reload::plan_relay,
+            relay::server::run,
+        )?,
         Command::Node { config } => {
             shutdown::block_signals();
             init_logging();
@@ -157,19 +158,20 @@ fn run(cli: Cli) -> Result<()> {
             count,
             socket,
         } => {
-            let short = name.split('.').next().unwrap_or(&name).to_ascii_lowercase();
-            if !dc::core::valid_name(&short) {
-                anyhow::bail!(
-                    "{name:?} is not a node name; expected a name such as `alice` or `alice.<domain>` \
-                     (a DNS label of a-z, 0-9 and '-')"
-                );
-            }
+            // The whole name goes to the node, which resolves it as DNS
+            // would: `alice` in its own domain, `alice.<domain>` in that one.
+            let name = NodeName::parse(&name::fold(&name)).map_err(|e| {
+                anyhow::anyhow!(
+                    "{name:?} is not a node name: {e}; expected a name such as `alice` or \
+                     `alice.<domain>` (DNS labels of a-z, 0-9 and '-')"
+                )
+            })?;
             let mut answered = 0;
             for i in 0..count {
                 if i > 0 {
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
-                let r = status::ping(&socket, &short)?;
+                let r = status::ping(&socket, &name.to_string())?;
                 match (r.rtt_ms, r.error) {
                     (Some(rtt), _) => {
                         answered += 1;

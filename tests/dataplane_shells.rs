@@ -20,7 +20,7 @@ use ntmtun::dataplane::worker::{DataplaneCounters, Worker};
 use ntmtun::dataplane::{epoll, uring};
 use ntmtun::node::table::{Endpoint, PeerStats};
 use ntmtun::proto::session::Session;
-use ntmtun::proto::wire::DATA;
+use ntmtun::proto::wire::Kind;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -174,7 +174,7 @@ fn round_trip(shell: Shell) {
 
     // Inbound.
     let pkt = ipv4_udp(PEER, LOCAL, 7777, app_port, b"hello, app");
-    let rec = theirs.seal_to_vec(DATA, &pkt).unwrap();
+    let rec = theirs.seal_to_vec(Kind::Data, &pkt).unwrap();
     peer.send_to(&rec, worker_addr).unwrap();
     let mut buf = [0u8; 2048];
     let (n, from) = app
@@ -198,7 +198,7 @@ fn round_trip(shell: Shell) {
         };
         let mut pkt = Vec::new();
         gro::build(&spec, &[k; 1000], &mut pkt);
-        let rec = theirs.seal_to_vec(DATA, &pkt).unwrap();
+        let rec = theirs.seal_to_vec(Kind::Data, &pkt).unwrap();
         rec_len = rec.len();
         train.extend_from_slice(&rec);
     }

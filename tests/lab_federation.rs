@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{file_tail, sha256_file, wait_for, Lab};
+use common::{describe_output, file_tail, ntmtun_bin, sha256_file, wait_for, Lab};
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -83,6 +83,94 @@ fn nodes_of_two_federated_domains_reach_each_other_by_name() {
     assert!(
         peers.iter().any(|p| p["name"] == "bob.y.ntm.internal"),
         "alice's peers: {peers:?}"
+    );
+}
+
+/// `ntmtun ping NAME --count 1` in `host`, retried (bounded, `limit`)
+/// until the answer line `ANSWERED: rtt ...` (the name lowercased) comes;
+/// that line. Panics with the last try's output and the logs if it never
+/// does.
+fn ntmtun_ping(lab: &Lab, host: &str, name: &str, answered: &str, limit: Duration) -> String {
+    let sock = lab.socket(host);
+    let sock = sock.to_str().expect("the lab's socket path is UTF-8");
+    let mut last = None;
+    let line = wait_for(limit, Duration::from_millis(500), || {
+        let out = lab.exec_t(
+            host,
+            15,
+            &[ntmtun_bin(), "ping", name, "--count", "1", "--socket", sock],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{answered}: rtt ")))
+            .map(String::from);
+        last = Some(out);
+        line
+    });
+    line.unwrap_or_else(|| {
+        panic!(
+            "{host}'s `ntmtun ping {name}` never got an answer in {limit:?}\n{}\n----- dc2.log -----\n{}{}",
+            last.as_ref().map(describe_output).unwrap_or_default(),
+            file_tail(&lab.path("dc2.log"), 30),
+            lab.logs_tail()
+        )
+    })
+}
+
+/// Issue 11 step 1: `ntmtun ping` with the full name of a node of a
+/// federated domain pings that node (the node resolves the name as a DNS
+/// query would, which asks the other domain's DC), with the name in any
+/// letter case; a bare label still means the node's own domain, where bob
+/// (y) has no alice. Before the fix the CLI cut the name to `alice` and
+/// bob's node asked its own DC: "no answer from alice within 3 s".
+#[test]
+fn ntmtun_ping_by_the_full_name_of_a_federated_node() {
+    let Some(lab) = Lab::up("fed") else { return };
+    let name = "alice.x.ntm.internal";
+    // First contact by `ntmtun ping` itself (no DNS query before it), retried
+    // while the DCs' federation session comes up.
+    let line = ntmtun_ping(&lab, "bob", name, name, Duration::from_secs(40));
+    eprintln!("bob: ntmtun ping {name}: {line}");
+
+    // The pong came from alice of x: bob's peer is named in full and has
+    // alice's virtual address.
+    let alice_vip = lab.virtual_ip("alice").to_string();
+    let st = lab.status_json("bob");
+    let peers = st["peers"].as_array().cloned().unwrap_or_default();
+    assert!(
+        peers.iter().any(|p| p["name"] == name
+            && p["fqdn"] == name
+            && p["virtual_ip"] == alice_vip.as_str()),
+        "bob's peers after `ntmtun ping {name}`: {peers:?}"
+    );
+
+    // DNS names are case-insensitive, and so is `ntmtun ping`.
+    let limit = Duration::from_secs(20);
+    ntmtun_ping(&lab, "bob", "Alice.X.ntm.internal", name, limit);
+    // And the other way round, by full name too.
+    let bob = "bob.y.ntm.internal";
+    ntmtun_ping(&lab, "alice", bob, bob, limit);
+
+    // A bare label is a name of bob's own domain y, which has no alice.
+    let sock = lab.socket("bob");
+    let out = lab.exec_t(
+        "bob",
+        15,
+        &[
+            ntmtun_bin(),
+            "ping",
+            "alice",
+            "--count",
+            "1",
+            "--socket",
+            sock.to_str().expect("the lab's socket path is UTF-8"),
+        ],
+    );
+    assert!(
+        !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("rtt"),
+        "`ntmtun ping alice` in y reached a node\n{}",
+        describe_output(&out)
     );
 }
 

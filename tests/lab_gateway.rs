@@ -141,6 +141,17 @@ fn plain_hosts_behind_two_gateways_reach_each_other() {
     );
     let table = lab.exec_ok("gwa", &["nft", "list", "table", "ip", "ntmtun"]);
     assert!(table.contains("masquerade"), "{table}");
+    // The node writes the table over netlink; nft reads the kernel's bytecode back as the
+    // rules it would have written itself.
+    for rule in [
+        "type filter hook forward priority mangle; policy accept;",
+        "oifname \"ntm0\" tcp flags syn tcp option maxseg size set rt mtu",
+        "iifname \"ntm0\" tcp flags syn tcp option maxseg size set rt mtu",
+        "type nat hook postrouting priority srcnat; policy accept;",
+        "iifname \"ntm0\" oifname != \"ntm0\" masquerade",
+    ] {
+        assert!(table.contains(rule), "no {rule:?} in gwa's table:\n{table}");
+    }
 
     // Plain tools on plain hosts. The first packet builds the tunnel (no DNS involved).
     lab.exec_ok("hostb", &["ping", "-c", "5", "-i", "0.3", "-W", "3", HOSTA]);

@@ -9,7 +9,8 @@ mod common;
 
 use common::{addr, random_hex, repo_root, wait_for, Lab};
 use ntmtun::proto::aead::{Aead, Backend, Cipher};
-use ntmtun::proto::wire::{TransportHeader, DATA, TAG_LEN};
+use ntmtun::proto::wire::Kind;
+use ntmtun::proto::wire::{TransportHeader, TAG_LEN};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -173,7 +174,7 @@ fn capture(
             let ip: IpAddr = f.get(2)?.parse().ok()?;
             let port: u16 = f.get(3)?.parse().ok()?;
             let payload = hex_decode(f.get(4)?);
-            (payload.len() >= 32 && payload[0] == DATA).then_some(Captured {
+            (payload.len() >= 32 && payload[0] == Kind::Data as u8).then_some(Captured {
                 to: SocketAddr::new(ip, port),
                 payload,
             })
@@ -421,7 +422,7 @@ fn replayed_and_forged_records_are_dropped_and_counted() {
     let mut forge = |body: &[u8], key: &[u8; 32]| -> Vec<u8> {
         forged_counter += 1;
         let header = TransportHeader {
-            kind: DATA,
+            kind: Kind::Data,
             receiver,
             counter: forged_counter,
         }
@@ -677,7 +678,7 @@ fn access_is_refused_on_the_wire() {
     let own = hostile_addr(relay, 40001);
     let mut frames = Vec::new();
     for kind in [0x25u8, 0x21, 0x26, 0x00] {
-        // RELAYED with an unknown session, BIND with a forged ticket, PING with a bad MAC,
+        // Kind::Relayed with an unknown session, Kind::RelayBind with a forged ticket, Kind::RelayPing with a bad MAC,
         // garbage.
         for _ in 0..16 {
             let mut f = hex_decode(&random_hex(120));
@@ -715,7 +716,7 @@ fn access_is_refused_on_the_wire() {
             })
             .unwrap();
             ntmtun::proto::handshake::Initiator::start(
-                ntmtun::proto::wire::HANDSHAKE_INIT,
+                Kind::HandshakeInit,
                 &mallory,
                 &alice_pub,
                 1000 + i,

@@ -123,8 +123,10 @@ impl<'a> Resolved<'a> {
     }
 
     /// Starts the node `name` (recorded as `stubnode`) in this mount namespace, resolvectl
-    /// on its PATH, and waits until both nodes are registered.
-    fn start_node(&self, node: &str) {
+    /// on its PATH, and waits until both nodes are registered and the node has registered its
+    /// stub with resolved (which follows the DC's answer). Returns what this run logged
+    /// (`lab.sh spawn` starts the log afresh).
+    fn start_node(&self, node: &str) -> String {
         let path = format!(
             "PATH={}:{}",
             self.cache.join("bin").display(),
@@ -151,6 +153,16 @@ impl<'a> Resolved<'a> {
         ]);
         assert!(out.status.success(), "{}", describe_output(&out));
         self.lab.wait_registered(Duration::from_secs(20));
+        let log = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+            let log = self.node_log();
+            log.contains("stub resolver registered").then_some(log)
+        });
+        log.unwrap_or_else(|| {
+            panic!(
+                "no \"stub resolver registered\" within 20 s\n{}",
+                self.logs()
+            )
+        })
     }
 
     fn node_log(&self) -> String {
@@ -226,13 +238,9 @@ fn stub_mode_with_a_real_systemd_resolved() {
     let state = lab.path("alice.dns-state");
 
     let r = Resolved::start(&lab, "alice", &cache, &[]);
-    r.start_node("alice");
+    let log = r.start_node("alice");
     assert_eq!(lab.status_json("alice")["dns"]["mode"], "stub");
-    assert!(
-        r.node_log().contains("stub resolver registered"),
-        "{}",
-        r.logs()
-    );
+    assert!(log.contains("stub resolver registered"), "{}", r.logs());
     assert_link_registered(&r);
     assert_domain_resolves(&r, &lab);
     // Other names still go to the upstream, not into the tunnel.
@@ -288,8 +296,7 @@ fn stub_mode_with_a_real_systemd_resolved() {
     assert!(gone.is_some(), "alice did not die");
     assert!(state.exists(), "no state file after SIGKILL");
     assert!(!r.resolvectl(&["status"]).contains("198.18.0.0"));
-    r.start_node("alice");
-    let log = r.node_log();
+    let log = r.start_node("alice");
     assert!(
         log.contains("undoing the DNS changes of a previous run")
             && log.contains("systemd-resolved settings of the TUN reverted")

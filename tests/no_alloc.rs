@@ -1,11 +1,11 @@
 //! "No allocation on the per-packet path", checked: a counting global
 //! allocator watches the shared per-packet code of both IO shells
-//! (`dataplane::path` with the `gso` batch buffers) over many batches after
+//! (`dataplane::path` with the `vnet` and `net::batch` buffers) over many batches after
 //! a warm-up, and must see zero allocations:
 //!
 //! - outbound: TUN reads, plain packets and a USO super-packet, taken by
 //!   `TunReader` (GSO split into slots), routed and sealed in place by
-//!   `Path::outbound`, sent as GSO trains by `UdpTx::flush` (sendmmsg to a
+//!   `Path::outbound`, sent as GSO trains by `net::batch::UdpTx::flush` (sendmmsg to a
 //!   loopback socket);
 //! - inbound: a GRO train of records (TCP segments of one flow) split,
 //!   opened as a batch, checked and admitted by `Path::inbound` into the
@@ -17,12 +17,13 @@ mod common;
 
 use arc_swap::ArcSwap;
 use ntmtun::dataplane::gro;
-use ntmtun::dataplane::gso::{self, TunReader, TunWriter, UdpTx, VNET_HDR_LEN};
 use ntmtun::dataplane::path::{Path, Sent, PAYLOAD_AT};
+use ntmtun::dataplane::vnet::{TunReader, TunWriter, VNET_HDR_LEN};
 use ntmtun::dataplane::worker::DataplaneCounters;
+use ntmtun::net::batch::{self, UdpTx};
 use ntmtun::node::table::{Endpoint, PeerStats};
 use ntmtun::proto::session::Session;
-use ntmtun::proto::wire::{DATA, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
+use ntmtun::proto::wire::{Kind, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{Ipv4Addr, UdpSocket};
@@ -188,11 +189,7 @@ fn per_packet_path_does_not_allocate() {
     let mut read = vec![0u8; supers.len().max(VNET_HDR_LEN + 28 + 100 + 30 * PLAIN)];
     let mut drain = vec![0u8; 65536];
     let mut reader = TunReader::new(true, PAYLOAD_AT, TAG_LEN, 128);
-    let mut tx: UdpTx<Sent> = UdpTx::new(
-        false,
-        ntmtun::net::udp::gso_supported(sender.as_raw_fd()),
-        128,
-    );
+    let mut tx: UdpTx<Sent> = UdpTx::new(false, batch::gso_supported(sender.as_raw_fd()), 128);
     // Records arrive from the endpoint the table has (else the control
     // thread would hear of a new one).
     let from = receiver.local_addr().unwrap();
@@ -226,9 +223,9 @@ fn per_packet_path_does_not_allocate() {
         train.copy_from_slice(&train_template);
         for k in 0..64 {
             let rec = &mut train[k * rec_len..(k + 1) * rec_len];
-            theirs.seal(DATA, rec, inner).unwrap();
+            theirs.seal(Kind::Data, rec, inner).unwrap();
         }
-        assert_eq!(gso::segments(train.len(), rec_len).count(), 64);
+        assert_eq!(batch::segments(train.len(), rec_len).count(), 64);
         path.inbound(train, rec_len, from, writer);
         assert_eq!(writer.room(), 64 - 2, "64 segments coalesced into 2");
         assert_eq!(writer.flush_to(sink.as_raw_fd()).unwrap(), written);

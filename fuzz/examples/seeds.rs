@@ -9,7 +9,7 @@ use ntmtun::proto::relay as frames;
 use ntmtun::proto::session::Session;
 use ntmtun::proto::signal::{self, FromDc, PeerHello, Register, RegisterReply, Resolution, ToDc};
 use ntmtun::proto::ticket::{Ticket, TicketKey};
-use ntmtun::proto::wire;
+use ntmtun::proto::wire::{self, Kind};
 use ntmtun_fuzz::node::{dns_query, peer_info, registered, vip_packet, NODE_VIP, PEER_VIP};
 use ntmtun_fuzz::{key, public, sa, Records, KEY_DC, KEY_NODE_A, KEY_RELAY};
 use std::path::Path;
@@ -28,7 +28,7 @@ fn main() {
     let dir = Path::new(&dir);
     let peer = Session::new(2, 1, &[2; 32], &[1; 32]);
     let (_, m1) = Initiator::start(
-        wire::DC_HANDSHAKE_INIT,
+        Kind::DcHandshakeInit,
         &key(KEY_NODE_A),
         &public(KEY_DC),
         1,
@@ -41,16 +41,16 @@ fn main() {
         dir,
         "wire",
         &[
-            peer.seal_to_vec(wire::DATA, b"payload").expect("seal"),
+            peer.seal_to_vec(Kind::Data, b"payload").expect("seal"),
             m1.clone(),
-            wire::encode_resp_header(wire::DC_HANDSHAKE_RESP, 5, 6).to_vec(),
+            wire::encode_resp_header(Kind::DcHandshakeResp, 5, 6).to_vec(),
         ],
     );
 
     // session_open: one raw record, then sealed ones delivered, replayed,
     // flipped, truncated, and a jump of the window.
     let mut s = Records::new(&[]);
-    s.push(0, &peer.seal_to_vec(wire::DATA, b"raw").expect("seal"));
+    s.push(0, &peer.seal_to_vec(Kind::Data, b"raw").expect("seal"));
     s.push(1, b"one").push(1, b"two").push(1, b"");
     s.push(2, &[1, 0, 0, 0])
         .push(2, &[0, 0, 0, 0])
@@ -64,7 +64,7 @@ fn main() {
         "session_open",
         &[
             Session::new(2, 1, &[2; 32], &[1; 32])
-                .seal_to_vec(wire::DATA, b"x")
+                .seal_to_vec(Kind::Data, b"x")
                 .expect("seal"),
             s.into_bytes(),
         ],
@@ -72,7 +72,7 @@ fn main() {
 
     // handshake: a valid message 1 for the DC's key; a response-shaped one.
     let mut resp = vec![1];
-    resp.extend_from_slice(&wire::encode_resp_header(wire::DC_HANDSHAKE_RESP, 5, 1));
+    resp.extend_from_slice(&wire::encode_resp_header(Kind::DcHandshakeResp, 5, 1));
     resp.extend_from_slice(&[0x42; 48]);
     let mut init = vec![0];
     init.extend_from_slice(&m1);
@@ -88,7 +88,7 @@ fn main() {
     let src = "198.51.100.7:4000".parse().expect("addr");
     let now = std::time::Instant::now();
     let reply = ntmtun::proto::cookie::CookieMaker::new(&public(KEY_DC), now)
-        .reply(ntmtun::proto::cookie::DC_COOKIE_REPLY, &m1, src, now)
+        .reply(Kind::DcCookieReply, &m1, src, now)
         .expect("reply");
     let mut as_reply = vec![0];
     as_reply.extend_from_slice(&reply);
@@ -167,12 +167,12 @@ fn main() {
             frames::probe_reply(42, sa("[2001:db8::7]:41641")),
             {
                 let mut b = vec![0u8; 8];
-                frames::put_relayed_header(&mut b, 5);
+                wire::put_relayed_header(&mut b, 5);
                 b.extend_from_slice(b"inner");
                 b
             },
-            frames::ping(frames::PING, 7, &tk_dc),
-            frames::ping(frames::PONG, 7, &tk_dc),
+            frames::ping(Kind::RelayPing, 7, &tk_dc),
+            frames::ping(Kind::RelayPong, 7, &tk_dc),
             ticket.to_vec(),
         ],
     );

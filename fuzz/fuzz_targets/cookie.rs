@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ntmtun::proto::cookie::{self, CookieMaker, COOKIE_REPLY, COOKIE_REPLY_LEN, DC_COOKIE_REPLY};
+use ntmtun::proto::cookie::{self, CookieMaker, COOKIE_REPLY_LEN};
 use ntmtun::proto::handshake::Initiator;
-use ntmtun::proto::wire;
+use ntmtun::proto::wire::Kind;
 use ntmtun_fuzz::{key, public, KEY_DC, KEY_NODE_A};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -18,7 +18,7 @@ fn sent() -> &'static Vec<u8> {
     static M: OnceLock<Vec<u8>> = OnceLock::new();
     M.get_or_init(|| {
         Initiator::start(
-            wire::DC_HANDSHAKE_INIT,
+            Kind::DcHandshakeInit,
             &key(KEY_NODE_A),
             &public(KEY_DC),
             7,
@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         // Initiator: arbitrary bytes as a reply to our initiation. Nobody
         // but the DC's cookie maker seals for this mac1, so nothing opens.
         let _ = cookie::reply_receiver(rest);
-        for kind in [COOKIE_REPLY, DC_COOKIE_REPLY] {
+        for kind in [Kind::CookieReply, Kind::DcCookieReply] {
             assert!(
                 cookie::open_reply(kind, &dc, sent(), rest).is_none(),
                 "a reply nobody sealed opened"
@@ -56,12 +56,13 @@ fuzz_target!(|data: &[u8]| {
             !maker.check_mac2(rest, src, t) || rest.len() >= 32,
             "mac2 accepted on a datagram too short to carry one"
         );
-        let Some(reply) = maker.reply(DC_COOKIE_REPLY, rest, src, t) else {
+        let Some(reply) = maker.reply(Kind::DcCookieReply, rest, src, t) else {
             return;
         };
         assert_eq!(reply.len(), COOKIE_REPLY_LEN);
         assert_eq!(&reply[4..8], &rest[4..8]);
-        let c = cookie::open_reply(DC_COOKIE_REPLY, &dc, rest, &reply).expect("own reply opens");
+        let c =
+            cookie::open_reply(Kind::DcCookieReply, &dc, rest, &reply).expect("own reply opens");
         let mut m = rest.to_vec();
         cookie::set_mac2(&mut m, &c);
         assert!(maker.check_mac2(&m, src, t + Duration::from_secs(1)));

@@ -1,4 +1,4 @@
-//! The TUN offload code both ways: the read split (`gso::TunReader`: an
+//! The TUN offload code both ways: the read split (`vnet::TunReader`: an
 //! arbitrary virtio header and packet) and our GRO for writes
 //! (`gro::Coalescer`: sequences of raw packets, or of TCP/UDP segments
 //! built from fuzzer fields with right checksums and fuzzer twists).
@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ntmtun::dataplane::gro::{self, Coalescer};
-use ntmtun::dataplane::gso::{TunReader, MAX_PACKET, VNET_HDR_LEN};
+use ntmtun::dataplane::vnet::{TunReader, MAX_PACKET, VNET_HDR_LEN};
 use ntmtun::net::packet::internet_checksum;
 use ntmtun_fuzz::Reader;
 

@@ -8,6 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use ntmtun::proto::handshake::{Initiator, Mac1Key, Responder};
 use ntmtun::proto::wire;
+use ntmtun::proto::wire::Kind;
 use ntmtun_fuzz::{key, public, with_mac1, KEY_DC, KEY_NODE_A};
 use std::sync::OnceLock;
 
@@ -16,7 +17,7 @@ fn mac1() -> &'static Mac1Key {
     K.get_or_init(|| {
         // The harness's mac1 must be the real one, or nothing gets past it.
         let (_, m1) = Initiator::start(
-            wire::DC_HANDSHAKE_INIT,
+            Kind::DcHandshakeInit,
             &key(KEY_NODE_A),
             &public(KEY_DC),
             1,
@@ -46,13 +47,13 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Ok(r) = Responder::read(&key(KEY_DC), mac1(), &msg) {
             let (_, m2) = r
-                .reply(wire::DC_HANDSHAKE_RESP, 9, b"reply")
+                .reply(Kind::DcHandshakeResp, 9, b"reply")
                 .expect("reply to a message 1 that read");
             assert!(wire::decode_resp(&m2).is_ok());
         }
     } else {
         let (mut init, _) = Initiator::start(
-            wire::DC_HANDSHAKE_INIT,
+            Kind::DcHandshakeInit,
             &key(KEY_NODE_A),
             &public(KEY_DC),
             1,

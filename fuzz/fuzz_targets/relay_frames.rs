@@ -6,6 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use ntmtun::proto::relay as frames;
 use ntmtun::proto::ticket::{Ticket, TicketKey};
+use ntmtun::proto::wire::{self, Kind};
 use ntmtun_fuzz::{key, public, Reader, KEY_DC, KEY_RELAY};
 use std::sync::OnceLock;
 
@@ -31,13 +32,13 @@ fuzz_target!(|data: &[u8]| {
         let again = frames::probe_reply(nonce, addr);
         assert_eq!(frames::parse_probe_reply(&again), Some((nonce, addr)));
     }
-    if let Some((sid, inner)) = frames::parse_relayed(data) {
-        assert_eq!(inner, &data[frames::RELAYED_HEADER_LEN..]);
-        let mut hdr = [0u8; frames::RELAYED_HEADER_LEN];
-        frames::put_relayed_header(&mut hdr, sid);
-        assert_eq!(hdr[..], data[..frames::RELAYED_HEADER_LEN]);
+    if let Ok((sid, inner)) = wire::decode_relayed(data) {
+        assert_eq!(inner, &data[wire::RELAYED_HEADER_LEN..]);
+        let mut hdr = [0u8; wire::RELAYED_HEADER_LEN];
+        wire::put_relayed_header(&mut hdr, sid);
+        assert_eq!(hdr[..], data[..wire::RELAYED_HEADER_LEN]);
     }
-    for kind in [frames::PING, frames::PONG] {
+    for kind in [Kind::RelayPing, Kind::RelayPong] {
         if let Some(nonce) = frames::parse_ping(kind, data, tk) {
             assert_eq!(frames::ping(kind, nonce, tk), data);
         }

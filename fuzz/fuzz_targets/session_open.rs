@@ -8,6 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use ntmtun::proto::session::Session;
 use ntmtun::proto::wire;
+use ntmtun::proto::wire::Kind;
 use ntmtun_fuzz::Reader;
 
 /// Raw record: `[bytes]`.
@@ -36,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
             }
             OP_SEAL => {
                 let payload = b.rest().to_vec();
-                let rec = peer.seal_to_vec(wire::DATA, &payload).expect("seal");
+                let rec = peer.seal_to_vec(Kind::Data, &payload).expect("seal");
                 assert_eq!(rec.len(), payload.len() + wire::TRANSPORT_OVERHEAD);
                 sealed.push((rec, payload, false));
             }
@@ -69,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
             }
             OP_SKIP => {
                 for _ in 0..b.u16() % 4096 {
-                    let _ = peer.seal_to_vec(wire::DATA, &[]);
+                    let _ = peer.seal_to_vec(Kind::Data, &[]);
                 }
             }
             _ => unreachable!(),

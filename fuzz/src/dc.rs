@@ -4,7 +4,7 @@
 //! a real registration handshake, or sealed with a node's DC session.
 //!
 //! Input: one setup byte, then records. Setup bits: bit 0 skips registering
-//! A, bit 1 skips registering B. Checks: every DC_DATA the DC sends a node
+//! A, bit 1 skips registering B. Checks: every Kind::DcData the DC sends a node
 //! opens and decodes as `FromDc`; every relay grant's ticket opens with the
 //! relay's key and carries that side's secret; registration responses finish
 //! the node's handshake and decode as `RegisterReply`.
@@ -20,17 +20,18 @@ use ntmtun::proto::signal::{
 };
 use ntmtun::proto::ticket::TicketKey;
 use ntmtun::proto::wire;
+use ntmtun::proto::wire::Kind;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Raw datagram: `[source index][bytes]`.
 pub const OP_RAW: u8 = 0;
-/// DC_DATA sealed with node k's session: `[k][ToDc bytes]`.
+/// Kind::DcData sealed with node k's session: `[k][ToDc bytes]`.
 pub const OP_TO_DC: u8 = 1;
 /// Registration handshake from node k with this payload: `[k][Register bytes]`.
 pub const OP_REGISTER: u8 = 2;
-/// PONG MACed with the relay key: `[use last nonce][nonce u64]`.
+/// Kind::RelayPong MACed with the relay key: `[use last nonce][nonce u64]`.
 pub const OP_PONG: u8 = 3;
 /// Time passes: `[milliseconds u32]`, then `handle_timeout`.
 pub const OP_TIME: u8 = 4;
@@ -126,7 +127,7 @@ impl Harness {
     fn register(&mut self, k: usize, payload: &[u8]) {
         self.next_index = self.next_index.wrapping_add(1);
         let Ok((init, bytes)) = Initiator::start(
-            wire::DC_HANDSHAKE_INIT,
+            Kind::DcHandshakeInit,
             &key(NODES[k].1),
             &public(crate::KEY_DC),
             self.next_index,
@@ -140,7 +141,7 @@ impl Harness {
 
     fn send_to_dc(&mut self, k: usize, payload: &[u8]) {
         let Some(s) = &self.sessions[k] else { return };
-        let Ok(rec) = s.seal_to_vec(wire::DC_DATA, payload) else {
+        let Ok(rec) = s.seal_to_vec(Kind::DcData, payload) else {
             return;
         };
         self.send(sa(NODES[k].2), &rec);
@@ -157,19 +158,20 @@ impl Harness {
     fn received(&mut self, out: Vec<Transmit>) {
         for Transmit { to, mut bytes } in out {
             let relay = to == sa(crate::RELAY_ADDR) || to == sa(crate::RELAY6_ADDR);
-            if relay && bytes.first() == Some(&frames::PING) {
-                let nonce = frames::parse_ping(frames::PING, &bytes, &self.relay_key);
+            if relay && Kind::RelayPing.starts(&bytes) {
+                let nonce = frames::parse_ping(Kind::RelayPing, &bytes, &self.relay_key);
                 assert!(nonce.is_some(), "the DC sent the relay an unauthentic PING");
                 self.last_ping = nonce;
                 continue;
             }
             // A node may register from any of the source addresses.
             for k in 0..NODES.len() {
-                match bytes.first() {
-                    Some(&wire::DC_HANDSHAKE_RESP) => {
+                match Kind::of(&bytes).ok() {
+                    Some(Kind::DcHandshakeResp) => {
                         let (sender, receiver, noise) =
                             wire::decode_resp(&bytes).expect("the DC's response header decodes");
-                        let Some(mut init) = self.initiators[k].take_if(|i| i.local_index == receiver)
+                        let Some(mut init) =
+                            self.initiators[k].take_if(|i| i.local_index == receiver)
                         else {
                             continue;
                         };
@@ -183,7 +185,7 @@ impl Harness {
                         }
                         break;
                     }
-                    Some(&wire::DC_DATA) => {
+                    Some(Kind::DcData) => {
                         let Some(s) = &self.sessions[k] else { continue };
                         let Ok(h) = wire::TransportHeader::decode(&bytes) else {
                             panic!("the DC sent a malformed DC_DATA");
@@ -265,7 +267,7 @@ pub fn run(data: &[u8]) {
                 if use_last {
                     nonce = h.last_ping.unwrap_or(nonce);
                 }
-                let pong = frames::ping(frames::PONG, nonce, &h.relay_key);
+                let pong = frames::ping(Kind::RelayPong, nonce, &h.relay_key);
                 h.send(sa(crate::RELAY_ADDR), &pong);
             }
             OP_TIME => {
@@ -368,7 +370,24 @@ pub fn seeds() -> Vec<Vec<u8>> {
     // Raw garbage from a node address.
     let mut s = Records::new(&[0]);
     let mut body = vec![0];
-    body.extend_from_slice(&[wire::DC_DATA, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    body.extend_from_slice(&[
+        Kind::DcData as u8,
+        0,
+        0,
+        0,
+        1,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]);
     s.push(OP_RAW, &body);
     let mut body = vec![3];
     put_addr(&mut body, sa(crate::RELAY_ADDR));

@@ -17,6 +17,7 @@ use ntmtun::proto::signal::{
     self, FromDc, Path, PeerHello, PeerInfo, Register, RegisterReply, Registered, RelayGrant, ToDc,
 };
 use ntmtun::proto::wire;
+use ntmtun::proto::wire::Kind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -26,11 +27,11 @@ pub const OP_UDP: u8 = 0;
 pub const OP_TUN: u8 = 1;
 /// Answer from a real resolver: `[source index][bytes]`.
 pub const OP_UPSTREAM: u8 = 2;
-/// DC_DATA record sealed with the DC session: `[FromDc bytes]`.
+/// Kind::DcData record sealed with the DC session: `[FromDc bytes]`.
 pub const OP_FROM_DC: u8 = 3;
 /// Handshake initiation from peer B (valid Noise): `[via relay][payload]`.
 pub const OP_PEER_INIT: u8 = 4;
-/// DATA record sealed with peer B's session: `[via relay][payload]`.
+/// Kind::Data record sealed with peer B's session: `[via relay][payload]`.
 pub const OP_PEER_DATA: u8 = 5;
 /// Peer B answers the node's last initiation: `[via relay][payload]`.
 pub const OP_PEER_RESPOND: u8 = 6;
@@ -38,9 +39,9 @@ pub const OP_PEER_RESPOND: u8 = 6;
 pub const OP_TIME: u8 = 7;
 /// The DC answers the node's last registration: `[RegisterReply bytes]`.
 pub const OP_REG_REPLY: u8 = 8;
-/// BIND_ACK MACed with the granted secret: `[side][timestamp u64][use last bind][addr]`.
+/// Kind::RelayBindAck MACed with the granted secret: `[side][timestamp u64][use last bind][addr]`.
 pub const OP_BIND_ACK: u8 = 9;
-/// PROBE_REPLY from the relay: `[use last nonce][nonce u64][addr]`.
+/// Kind::RelayProbeReply from the relay: `[use last nonce][nonce u64][addr]`.
 pub const OP_PROBE_REPLY: u8 = 10;
 /// The host's addresses changed: `[count][addr]...`.
 pub const OP_NETWORK: u8 = 11;
@@ -104,7 +105,7 @@ struct Harness {
     now: Instant,
     /// The DC's side of the node's DC channel.
     dc_session: Option<Session>,
-    /// The node's last registration initiation (DC_HANDSHAKE_INIT).
+    /// The node's last registration initiation (Kind::DcHandshakeInit).
     last_register: Option<Vec<u8>>,
     /// Peer B's side of the tunnel.
     peer_session: Option<Session>,
@@ -159,8 +160,8 @@ impl Harness {
     /// From peer B, directly or through the relay.
     fn deliver_from_peer(&mut self, via_relay: bool, bytes: &[u8]) {
         if via_relay {
-            let mut b = vec![0u8; frames::RELAYED_HEADER_LEN];
-            frames::put_relayed_header(&mut b, GRANT_SID);
+            let mut b = vec![0u8; wire::RELAYED_HEADER_LEN];
+            wire::put_relayed_header(&mut b, GRANT_SID);
             b.extend_from_slice(bytes);
             self.udp(sa(crate::RELAY_ADDR), &b);
         } else {
@@ -170,7 +171,7 @@ impl Harness {
 
     fn deliver_from_dc(&mut self, payload: &[u8]) {
         let Some(s) = &self.dc_session else { return };
-        let Ok(rec) = s.seal_to_vec(wire::DC_DATA, payload) else {
+        let Ok(rec) = s.seal_to_vec(Kind::DcData, payload) else {
             return;
         };
         self.udp(sa(crate::DC_ADDR), &rec);
@@ -190,7 +191,7 @@ impl Harness {
         };
         assert_eq!(r.remote_key, public(crate::KEY_NODE_A));
         signal::decode::<Register>(&r.payload).expect("the node's Register decodes");
-        if let Ok((s, bytes)) = r.reply(wire::DC_HANDSHAKE_RESP, 0x5000, payload) {
+        if let Ok((s, bytes)) = r.reply(Kind::DcHandshakeResp, 0x5000, payload) {
             self.dc_session = Some(s);
             self.udp(sa(crate::DC_ADDR), &bytes);
         }
@@ -234,9 +235,9 @@ impl Harness {
     fn sent(&mut self, to: SocketAddr, mut bytes: Vec<u8>) {
         let relays = [sa(crate::RELAY_ADDR), sa(crate::RELAY6_ADDR)];
         if to == sa(crate::DC_ADDR) || to == sa(crate::DC6_ADDR) {
-            match bytes.first() {
-                Some(&wire::DC_HANDSHAKE_INIT) => self.last_register = Some(bytes),
-                Some(&wire::DC_DATA) => {
+            match Kind::of(&bytes).ok() {
+                Some(Kind::DcHandshakeInit) => self.last_register = Some(bytes),
+                Some(Kind::DcData) => {
                     if let Some(s) = &self.dc_session {
                         if let Ok(r) = s.open(&mut bytes) {
                             signal::decode::<ToDc>(&bytes[r])
@@ -250,17 +251,17 @@ impl Harness {
             return;
         }
         if relays.contains(&to) {
-            match bytes.first() {
-                Some(&frames::BIND) => {
+            match Kind::of(&bytes).ok() {
+                Some(Kind::RelayBind) => {
                     // Fuzzed directions may grant other secrets on this relay.
                     if let Some(b) = frames::Bind::parse(&bytes).filter(|b| b.verify(&GRANT_SECRET))
                     {
                         self.last_bind = Some((b.side, b.timestamp));
                     }
                 }
-                Some(&frames::PROBE) => self.last_probe = frames::parse_probe(&bytes),
-                Some(&frames::RELAYED) => {
-                    if let Some((_, inner)) = frames::parse_relayed(&bytes) {
+                Some(Kind::RelayProbe) => self.last_probe = frames::parse_probe(&bytes),
+                Some(Kind::Relayed) => {
+                    if let Ok((_, inner)) = wire::decode_relayed(&bytes) {
                         let inner = inner.to_vec();
                         self.arrive_at_peer(inner);
                     }
@@ -275,9 +276,9 @@ impl Harness {
     }
 
     fn arrive_at_peer(&mut self, mut bytes: Vec<u8>) {
-        match bytes.first() {
-            Some(&wire::HANDSHAKE_INIT) => self.last_node_init = Some(bytes),
-            Some(&wire::HANDSHAKE_RESP) => {
+        match Kind::of(&bytes).ok() {
+            Some(Kind::HandshakeInit) => self.last_node_init = Some(bytes),
+            Some(Kind::HandshakeResp) => {
                 let Ok((sender, receiver, noise)) = wire::decode_resp(&bytes) else {
                     panic!("the node sent a malformed handshake response");
                 };
@@ -287,7 +288,7 @@ impl Harness {
                     }
                 }
             }
-            Some(&wire::DATA) => {
+            Some(Kind::Data) => {
                 if let Some(s) = &self.peer_session {
                     let _ = s.open(&mut bytes);
                 }
@@ -299,7 +300,7 @@ impl Harness {
     fn peer_init(&mut self, via_relay: bool, payload: &[u8]) {
         self.peer_index = self.peer_index.wrapping_add(1);
         let Ok((init, bytes)) = Initiator::start(
-            wire::HANDSHAKE_INIT,
+            Kind::HandshakeInit,
             &key(crate::KEY_NODE_B),
             &public(crate::KEY_NODE_A),
             self.peer_index,
@@ -325,7 +326,7 @@ impl Harness {
         };
         signal::decode::<PeerHello>(&r.payload).expect("the node's PeerHello decodes");
         self.peer_index = self.peer_index.wrapping_add(1);
-        if let Ok((s, bytes)) = r.reply(wire::HANDSHAKE_RESP, self.peer_index, payload) {
+        if let Ok((s, bytes)) = r.reply(Kind::HandshakeResp, self.peer_index, payload) {
             self.peer_session = Some(s);
             self.deliver_from_peer(via_relay, &bytes);
         }
@@ -384,7 +385,7 @@ fn run_harness(data: &[u8]) -> Harness {
             OP_PEER_DATA => {
                 let relay = b.u8() & 1 == 1;
                 if let Some(s) = &h.peer_session {
-                    if let Ok(rec) = s.seal_to_vec(wire::DATA, b.rest()) {
+                    if let Ok(rec) = s.seal_to_vec(Kind::Data, b.rest()) {
                         h.deliver_from_peer(relay, &rec);
                     }
                 }
@@ -475,7 +476,7 @@ pub fn dns_check(dns: &DnsInterceptor, query: &[u8], vip: Ipv4Addr) {
         DnsAction::Resolve { pending, target } => {
             let _ = pending.id();
             let name = match target {
-                dns::ResolveTarget::Name(n) => n,
+                dns::ResolveTarget::Name(n) => n.to_string(),
                 dns::ResolveTarget::Address(_) => "bob".into(),
             };
             for res in [

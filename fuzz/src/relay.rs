@@ -4,13 +4,14 @@
 //! relay key), so the fuzzer reaches binding and forwarding.
 //!
 //! Input: one setup byte (the relay's rate ceiling), then records. Checks:
-//! only RELAYED frames are forwarded, to a bound address; a reply to a BIND
-//! is a BIND_ACK that authenticates with the bound side's secret; a reply
-//! to a PROBE names the sender; a reply to a PING is an authentic PONG.
+//! only Kind::Relayed frames are forwarded, to a bound address; a reply to a Kind::RelayBind
+//! is a Kind::RelayBindAck that authenticates with the bound side's secret; a reply
+//! to a Kind::RelayProbe names the sender; a reply to a Kind::RelayPing is an authentic Kind::RelayPong.
 
 use crate::{key, public, sa, Reader, Records, MAX_OPS, UNIX_BASE};
 use ntmtun::proto::relay as frames;
 use ntmtun::proto::ticket::{Ticket, TicketKey};
+use ntmtun::proto::wire::{self, Kind};
 use ntmtun::relay::core::{Action, RelayCore};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,13 +20,13 @@ use std::time::{Duration, Instant};
 
 /// Raw datagram: `[source index][bytes]`.
 pub const OP_RAW: u8 = 0;
-/// BIND with a sealed ticket:
+/// Kind::RelayBind with a sealed ticket:
 /// `[source][side][sid u8][expiry delta i16][rate u32][timestamp u64][secret n][flags]`.
 /// flags bit 0: corrupt the MAC; bit 1: corrupt the ticket.
 pub const OP_BIND: u8 = 1;
-/// RELAYED frame: `[source][sid u8][payload]`.
+/// Kind::Relayed frame: `[source][sid u8][payload]`.
 pub const OP_RELAYED: u8 = 2;
-/// PING: `[source][nonce u64][corrupt]`.
+/// Kind::RelayPing: `[source][nonce u64][corrupt]`.
 pub const OP_PING: u8 = 3;
 /// Time passes: `[milliseconds u32]`, then `expire`.
 pub const OP_TIME: u8 = 4;
@@ -115,13 +116,13 @@ pub fn run(data: &[u8]) {
                 d
             }
             OP_RELAYED => {
-                let mut d = vec![0u8; frames::RELAYED_HEADER_LEN];
-                frames::put_relayed_header(&mut d, u32::from(b.u8()));
+                let mut d = vec![0u8; wire::RELAYED_HEADER_LEN];
+                wire::put_relayed_header(&mut d, u32::from(b.u8()));
                 d.extend_from_slice(b.rest());
                 d
             }
             _ => {
-                let mut d = frames::ping(frames::PING, b.u64(), key_dc);
+                let mut d = frames::ping(Kind::RelayPing, b.u64(), key_dc);
                 if b.u8() & 1 == 1 {
                     d[5] ^= 1;
                 }
@@ -130,7 +131,8 @@ pub fn run(data: &[u8]) {
         };
         match relay.handle(from, &dgram, now, unix) {
             Action::Forward(to) => {
-                let (sid, _) = frames::parse_relayed(&dgram).expect("only RELAYED is forwarded");
+                let (sid, _) =
+                    wire::decode_relayed(&dgram).expect("only Kind::Relayed is forwarded");
                 assert!(
                     bound.get(&(sid, 0)) == Some(&from) || bound.get(&(sid, 1)) == Some(&from),
                     "forwarded for an unbound sender"
@@ -140,8 +142,8 @@ pub fn run(data: &[u8]) {
                     "forwarded to an unbound address"
                 );
             }
-            Action::Reply(reply) => match dgram.first() {
-                Some(&frames::BIND) => {
+            Action::Reply(reply) => match Kind::of(&dgram).ok() {
+                Some(Kind::RelayBind) => {
                     let bind = frames::Bind::parse(&dgram).expect("replied to a malformed BIND");
                     let t = key_relay
                         .open(bind.ticket)
@@ -154,16 +156,19 @@ pub fn run(data: &[u8]) {
                         (side, sid, ts, observed),
                         (bind.side, t.sid, bind.timestamp, from)
                     );
-                    assert!(bind.verify(&secret), "replied to a BIND with a bad MAC");
+                    assert!(
+                        bind.verify(&secret),
+                        "replied to a Kind::RelayBind with a bad MAC"
+                    );
                     bound.insert((sid, side), from);
                 }
-                Some(&frames::PROBE) => {
+                Some(Kind::RelayProbe) => {
                     let (_, seen) = frames::parse_probe_reply(&reply).expect("PROBE_REPLY");
                     assert_eq!(seen, from);
                 }
-                Some(&frames::PING) => {
-                    assert!(frames::parse_ping(frames::PING, &dgram, key_relay).is_some());
-                    assert!(frames::parse_ping(frames::PONG, &reply, key_dc).is_some());
+                Some(Kind::RelayPing) => {
+                    assert!(frames::parse_ping(Kind::RelayPing, &dgram, key_relay).is_some());
+                    assert!(frames::parse_ping(Kind::RelayPong, &reply, key_dc).is_some());
                 }
                 other => panic!("relay replied to kind {other:?}"),
             },

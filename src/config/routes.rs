@@ -2,7 +2,8 @@
 //! `snat`, and dc.toml `[[route_grants]]` (docs/configuration.md). A child
 //! of `config` so it uses the same validation context and error shapes.
 
-use super::{check_label, ConfigError, Cx, DEFAULT_VIRTUAL_PREFIX};
+use super::{ConfigError, Cx, DEFAULT_VIRTUAL_PREFIX};
+use crate::proto::name::Label;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use std::net::Ipv4Addr;
@@ -175,7 +176,7 @@ impl Cx<'_> {
         for (i, r) in raw.into_iter().enumerate() {
             let node_key = format!("route_grants[{i}].node");
             let node = self.string(&node_key, self.required(&node_key, r.node, NODE)?, NODE)?;
-            check_label(&node).map_err(|why| {
+            Label::parse(&node).map_err(|why| {
                 self.invalid(
                     &node_key,
                     format!("{node:?} is not a valid node name: it {why}; expected {NODE}"),

@@ -4,9 +4,9 @@
 //! `write` per coalesced packet. Works on every kernel; `uring` is the
 //! faster shell.
 
-use super::gso::{self, UdpRx};
 use super::path::Path;
 use super::worker::{Buffers, Worker, IDLE_WAKE};
+use crate::net::batch::{self, UdpRx};
 use crate::net::poll;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
@@ -93,12 +93,13 @@ fn udp_batch(w: &Worker, path: &Path, bufs: &mut Buffers, rx: &mut UdpRx) {
             }
         };
         for i in 0..n {
-            let (from, seg, data) = rx.get(i);
-            let Some(from) = from else { continue };
-            if bufs.writer.room() < gso::segments(data.len(), seg).count() {
+            let Some((meta, data)) = rx.get(i) else {
+                continue;
+            };
+            if bufs.writer.room() < batch::segments(meta.len, meta.stride).count() {
                 flush_tun(w, bufs);
             }
-            path.inbound(data, seg, from, &mut bufs.writer);
+            path.inbound(data, meta.stride, meta.from, &mut bufs.writer);
         }
         if n < rx.capacity() {
             break;

@@ -8,7 +8,7 @@
 //! The rules are the kernel's GRO rules (`inet_gro_receive`,
 //! `ipv6_gro_receive`, `tcp_gro_receive`, `udp_gro_receive_segment`), kept
 //! to what a virtio header can describe and the TUN reader's split
-//! (`gso::TunReader`, tun-rs's `gso_split`) gives back byte for byte:
+//! (`vnet::TunReader`, tun-rs's `gso_split`) gives back byte for byte:
 //! - IPv4 without options or fragments, IPv6 without extension headers;
 //!   every IP field equal but the lengths, the checksum and (IPv4) the ID,
 //!   which counts up by one per segment; valid header and transport
@@ -24,7 +24,8 @@
 //! keep their order. One copy per packet (whole into a new slot, or its
 //! payload onto its flow's super-packet); the slots are allocated once.
 
-use super::gso::{GSO_MAX_SEGMENTS, MAX_PACKET, VNET_HDR_LEN};
+use super::vnet::{MAX_PACKET, VNET_HDR_LEN};
+use crate::net::batch::GSO_MAX_SEGMENTS;
 use crate::net::packet::{IPPROTO_TCP as TCP, IPPROTO_UDP as UDP};
 
 const NEEDS_CSUM: u8 = 1;
@@ -509,7 +510,7 @@ pub fn build(spec: &Spec, payload: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::gso::TunReader;
+    use crate::dataplane::vnet::TunReader;
     use proptest::prelude::*;
 
     const MSS: usize = 1388;

@@ -5,21 +5,21 @@
 //! Two IO shells move the packets (`io` picks one): `uring` (multishot
 //! io_uring reads and receives into provided-buffer rings, batched SENDMSG)
 //! and `epoll` (poll(2) + recvmmsg/sendmmsg). Both run the per-packet code
-//! of `path` and the offloads of `gso` (TUN TSO/USO super-packets, UDP GSO
-//! sends, UDP GRO receives) and `gro` (coalesced TUN writes); `NTMTUN_OFFLOAD=0`
-//! turns them off), behind the same `ToControl` channel and `PeerTable`
-//! snapshot.
+//! of `path`, the TUN offloads of `vnet` (TSO/USO super-packets) and `gro`
+//! (coalesced TUN writes), and the UDP batches of `net::batch` (GSO sends,
+//! GRO receives); `NTMTUN_OFFLOAD=0` turns the offloads off. Both sit
+//! behind the same `ToControl` channel and `PeerTable` snapshot.
 
 pub mod epoll;
 pub mod gro;
-pub mod gso;
 pub mod io;
 pub mod mtu;
 pub mod path;
 pub mod uring;
+pub mod vnet;
 pub mod worker;
 
-pub use gso::{offload_from_env, tun_write};
+pub use vnet::tun_write;
 
 use crate::node::table::Endpoint;
 use std::net::SocketAddr;

@@ -5,16 +5,19 @@
 //! (only packets bound for the control thread are copied); the shells do
 //! the reading, sending and writing.
 
-use super::gso::{self, TunReader, TunWriter, TxRec, UdpTx};
 use super::mtu::{self, Fit};
+use super::vnet::{TunReader, TunWriter};
 use super::worker::DataplaneCounters;
 use super::ToControl;
+use crate::net::batch::{self, Transmit, UdpTx};
 use crate::net::icmp::FRAG_NEEDED_MAX;
 use crate::net::packet;
 use crate::node::table::{admits, Endpoint, PeerTable, RxRoute, TxRoute};
-use crate::proto::relay::{parse_relayed, put_relayed_header, RELAYED_HEADER_LEN};
+use crate::proto::control::Payload;
 use crate::proto::session::{SessionError, OPEN_BATCH};
-use crate::proto::wire::{self, TransportHeader, TRANSPORT_HEADER_LEN};
+use crate::proto::wire::{
+    self, put_relayed_header, Datagram, Kind, RELAYED_HEADER_LEN, TRANSPORT_HEADER_LEN,
+};
 use crossbeam_channel::Sender;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
@@ -145,7 +148,7 @@ impl Path<'_> {
         let len =
             match route
                 .session
-                .seal_at(counter, wire::DATA, &mut slot[RELAYED_HEADER_LEN..], n)
+                .seal_at(counter, Kind::Data, &mut slot[RELAYED_HEADER_LEN..], n)
             {
                 Ok(len) => len,
                 Err(e) => {
@@ -162,8 +165,8 @@ impl Path<'_> {
                 (0, relay)
             }
         };
-        let queued = tx.push(TxRec {
-            slot: i,
+        let queued = tx.push(Transmit {
+            buf: i,
             start,
             len: RELAYED_HEADER_LEN + len - start,
             to,
@@ -197,23 +200,31 @@ impl Path<'_> {
         }
     }
 
-    /// A datagram from the network, or a UDP GRO train of `seg`-byte
-    /// datagrams (`seg` 0: one datagram). Runs of records for one session
+    /// A datagram from the network, or a UDP GRO train of `stride`-byte
+    /// datagrams (`RecvMeta::stride`). Runs of records for one session
     /// are opened as a batch (`Session::open_batch`); IPv4 payloads are
     /// queued on `writer`, which the caller keeps from filling up (at least
-    /// `gso::segments(..).count()` free, see `TunWriter::room`).
-    pub fn inbound(&self, train: &mut [u8], seg: usize, from: SocketAddr, writer: &mut TunWriter) {
+    /// `batch::segments(..).count()` free, see `TunWriter::room`).
+    pub fn inbound(
+        &self,
+        train: &mut [u8],
+        stride: usize,
+        from: SocketAddr,
+        writer: &mut TunWriter,
+    ) {
         let mut recs: [Range<usize>; OPEN_BATCH] = std::array::from_fn(|_| 0..0);
         let mut out: [Result<Range<usize>, SessionError>; OPEN_BATCH] =
             std::array::from_fn(|_| Err(SessionError::Malformed));
-        let mut segs = gso::segments(train.len(), seg).peekable();
+        let mut segs = batch::segments(train.len(), stride).peekable();
         while let Some(first) = segs.next() {
-            let key = record_key(&train[first.clone()]);
-            if key.is_none() && is_short_data(&train[first.clone()]) {
-                // The control thread would only drop it too.
-                self.counters.rx_malformed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
+            let key = match record_key(&train[first.clone()]) {
+                Ok(key) => key,
+                Err(()) => {
+                    // The control thread would only drop it too.
+                    self.counters.rx_malformed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
             let route = key.and_then(|(_, index)| self.table.by_index.get(&index));
             let (Some((sid, _)), Some(route)) = (key, route) else {
                 self.to_control(ToControl::Udp {
@@ -227,7 +238,7 @@ impl Path<'_> {
             let mut n = 1;
             while n < OPEN_BATCH {
                 match segs.peek() {
-                    Some(r) if record_key(&train[r.clone()]) == key => {
+                    Some(r) if record_key(&train[r.clone()]) == Ok(key) => {
                         recs[n] = r.start + skip..r.end;
                         n += 1;
                         segs.next();
@@ -267,15 +278,16 @@ impl Path<'_> {
         if seen == route.endpoint {
             route.stats.record_route_rx(self.now);
         }
-        let control = payload.first().is_some_and(|b| b >> 4 != 4);
+        let opened = Payload::of(payload);
+        let control = matches!(opened, Payload::Control(_));
         // Control messages (probes) carry their own endpoint rules; the
         // first record on an unconfirmed session is news either way.
         if (seen != route.endpoint || route.unconfirmed) && !control {
             self.to_control(ToControl::EndpointSeen { index, from: seen });
         }
-        match payload.first() {
-            None => {} // keepalive
-            Some(b) if b >> 4 == 4 => {
+        match opened {
+            Payload::Keepalive => {}
+            Payload::Ipv4(payload) => {
                 if !admits(
                     payload,
                     route.virtual_ip,
@@ -289,7 +301,7 @@ impl Path<'_> {
                     debug!(len = payload.len(), "packet dropped: the TUN batch is full");
                 }
             }
-            Some(_) => self.to_control(ToControl::PeerControl {
+            Payload::Control(payload) => self.to_control(ToControl::PeerControl {
                 index,
                 from: seen,
                 payload: payload.to_vec(),
@@ -300,26 +312,18 @@ impl Path<'_> {
 
 /// What decides whether datagrams can be opened in one batch: the relay
 /// session they came through (None: direct) and our session index; None
-/// for anything that is not a data record.
-fn record_key(dgram: &[u8]) -> Option<(Option<u32>, u32)> {
-    let (sid, record) = match parse_relayed(dgram) {
-        Some((sid, _)) => (Some(sid), &dgram[RELAYED_HEADER_LEN..]),
-        None => (None, dgram),
+/// for anything that is not a data record, and an error for one that
+/// claims to be a data record (direct or relayed) but is malformed.
+fn record_key(dgram: &[u8]) -> Result<Option<(Option<u32>, u32)>, ()> {
+    let (sid, record) = match wire::parse(dgram) {
+        Ok(Datagram::Relayed { sid, inner }) => (Some(sid), inner),
+        _ => (None, dgram),
     };
-    match TransportHeader::decode(record) {
-        Ok(h) if h.kind == wire::DATA => Some((sid, h.receiver)),
-        _ => None,
+    match wire::parse(record) {
+        Ok(Datagram::Record(h)) if h.kind == Kind::Data => Ok(Some((sid, h.receiver))),
+        Err(_) if Kind::Data.starts(record) => Err(()),
+        _ => Ok(None),
     }
-}
-
-/// A datagram that claims to be a data record (direct or relayed) but is
-/// too short for a header and a tag.
-fn is_short_data(dgram: &[u8]) -> bool {
-    let record = match parse_relayed(dgram) {
-        Some(_) => &dgram[RELAYED_HEADER_LEN..],
-        None => dgram,
-    };
-    record.first() == Some(&wire::DATA) && TransportHeader::decode(record).is_err()
 }
 
 /// Per-peer send statistics with a one-entry route cache.

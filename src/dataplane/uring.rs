@@ -15,16 +15,14 @@
 //! to let go of the buffers before they are freed.
 
 use super::epoll::flush_tun;
-use super::gso::{self, wait_writable, RX_SLOT, VNET_HDR_LEN};
 use super::path::Path;
+use super::vnet::{self, VNET_HDR_LEN};
 use super::worker::{Buffers, Worker, IDLE_WAKE, TX_SLOTS};
-use crate::net::batch::from_sockaddr;
-use crate::net::udp;
+use crate::net::batch::{self, wait_writable, RecvMeta, CTRL_LEN, NAME_LEN, RX_SLOT};
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, IoUring};
 use std::alloc::Layout;
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use tracing::{debug, warn};
@@ -35,11 +33,10 @@ const UDP_GROUP: u16 = 2;
 /// worker has handled the earlier ones.
 const RING_BUFS: u16 = 32;
 /// A TUN read: virtio header and the largest super-packet.
-const TUN_BUF: usize = VNET_HDR_LEN + gso::MAX_PACKET;
-/// Multishot receives put `io_uring_recvmsg_out`, the sender's address
-/// and the control data in front of the payload.
-const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_storage>();
-const CTRL_LEN: usize = 64;
+const TUN_BUF: usize = VNET_HDR_LEN + vnet::MAX_PACKET;
+/// Multishot receives put `io_uring_recvmsg_out` (16 bytes), room for the
+/// sender's address and the control data (`batch::multishot_template`) in
+/// front of the payload.
 const RECV_HEAD: usize = 16 + NAME_LEN + CTRL_LEN;
 const UDP_BUF: usize = RECV_HEAD + RX_SLOT;
 /// Completions handled per wake-up.
@@ -224,12 +221,8 @@ pub fn run(w: &Worker, bufs: &mut Buffers) -> io::Result<()> {
         tun,
         udp,
     };
-    // Only the name and control lengths of this template matter to a
-    // multishot receive; it must outlive the request.
-    // SAFETY: an all-zero msghdr is valid.
-    let mut template: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-    template.msg_namelen = NAME_LEN as _;
-    template.msg_controllen = CTRL_LEN as _;
+    // The multishot receive's header; it must outlive the request.
+    let template = batch::multishot_template();
     let mut tun_read = Multishot::new("io_uring TUN read");
     let mut udp_recv = Multishot::new("io_uring UDP receive");
     let result = serve(w, bufs, &mut r, &template, &mut tun_read, &mut udp_recv);
@@ -354,8 +347,8 @@ fn tun_packet(
     used + bufs.reader.place_from(read, used)
 }
 
-/// One multishot receive in buffer `bid`: the sender, the GRO segment
-/// size and the datagram(s), each opened and queued for the TUN.
+/// One multishot receive in buffer `bid`: the sender, the GRO stride and
+/// the datagram(s), each opened and queued for the TUN.
 fn datagram(
     w: &Worker,
     path: &Path,
@@ -368,7 +361,7 @@ fn datagram(
     let Some(buf) = ring.buf_mut(bid, len) else {
         return;
     };
-    let (from, seg, payload_len) = {
+    let meta = {
         let Ok(out) = RecvMsgOut::parse(buf, template) else {
             return;
         };
@@ -379,30 +372,18 @@ fn datagram(
             );
             return;
         }
-        // SAFETY: an all-zero sockaddr_storage is valid.
-        let mut ss: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
-        let name = out.name_data();
-        let n = name.len().min(NAME_LEN);
-        // SAFETY: at most NAME_LEN bytes into a NAME_LEN-byte struct.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                name.as_ptr(),
-                (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
-                n,
-            )
-        };
-        (
-            from_sockaddr(&ss).map(udp::canonical),
-            gso::gro_segment_size_in(out.control_data()),
+        RecvMeta::decode(
+            out.name_data(),
+            out.control_data(),
             out.payload_data().len(),
         )
     };
-    let Some(from) = from else { return };
-    let data = &mut buf[RECV_HEAD..RECV_HEAD + payload_len];
-    if bufs.writer.room() < gso::segments(data.len(), seg).count() {
+    let Some(meta) = meta else { return };
+    let data = &mut buf[RECV_HEAD..RECV_HEAD + meta.len];
+    if bufs.writer.room() < batch::segments(meta.len, meta.stride).count() {
         flush_tun(w, bufs);
     }
-    path.inbound(data, seg, from, &mut bufs.writer);
+    path.inbound(data, meta.stride, meta.from, &mut bufs.writer);
 }
 
 /// Seals the `used` slots and sends the records: one SENDMSG per run, all

@@ -1,7 +1,8 @@
 //! One data-plane worker: a TUN queue and a UDP socket, pinned to a core,
 //! moving packets run-to-completion through one of two IO shells (`io`):
 //! poll(2) + recvmmsg/sendmmsg (`epoll`) or io_uring (`uring`). Both share
-//! the per-packet processing of `path` and the offload mechanics of `gso`:
+//! the per-packet processing of `path`, the TUN offloads of `vnet` and the
+//! UDP batches of `net::batch`:
 //!
 //! Outbound: TUN reads (super-packets split into segments when the TUN has
 //! offload) land in preallocated slots with room in front for the relay
@@ -12,11 +13,11 @@
 //! batch (`gro`). The per-packet path reuses preallocated buffers; only
 //! packets bound for the control thread are copied.
 
-use super::gso::{TunReader, TunWriter, UdpTx};
 use super::io::Shell;
 use super::path::{Path, Sent, PAYLOAD_AT};
+use super::vnet::{TunReader, TunWriter};
 use super::{epoll, uring, ToControl};
-use crate::net::udp;
+use crate::net::batch::{self, UdpTx};
 use crate::node::table::PeerTable;
 use crate::proto::wire::TAG_LEN;
 use arc_swap::ArcSwap;
@@ -116,14 +117,14 @@ impl Worker {
         // kernel agreed; the UDP offloads follow the same switch.
         let offload = self.tun.tcp_gso();
         let gro = offload
-            && match udp::enable_gro(fd) {
+            && match batch::enable_gro(fd) {
                 Ok(()) => true,
                 Err(e) => {
                     warn!(worker = self.id, error = %e, "UDP GRO refused; receiving single datagrams");
                     false
                 }
             };
-        let gso = offload && udp::gso_supported(fd);
+        let gso = offload && batch::gso_supported(fd);
         if offload && !gso {
             warn!(
                 worker = self.id,

@@ -10,9 +10,9 @@ use crate::config::RouteGrant;
 use crate::config::MAX_ADVERTISED_ROUTES;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::metrics::Sample;
-use crate::proto::cookie;
 use crate::proto::handshake::Responder;
 use crate::proto::link::{Gate, IndexAlloc, Verdict};
+use crate::proto::name::Label;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::session::Session;
@@ -21,7 +21,7 @@ use crate::proto::signal::{
     RelayGrant, Resolution, Target, ToDc,
 };
 use crate::proto::ticket::{Ticket, TicketKey};
-use crate::proto::wire::{self, TransportHeader};
+use crate::proto::wire::{self, Datagram, Kind, TransportHeader};
 use crate::reload::DcChange;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
@@ -202,17 +202,6 @@ pub const HANDSHAKE_LOAD: u32 = 200;
 /// Compares two byte strings in time that depends only on their lengths.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A node name is one DNS label: 1-63 of [a-z0-9-], no leading/trailing '-'.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl DcCore {
@@ -449,23 +438,42 @@ impl DcCore {
         now: Instant,
         unix_now: u64,
     ) -> Vec<Transmit> {
-        if datagram.first() == Some(&relay_frames::PONG) {
-            return self.handle_pong(from, datagram, now, unix_now);
-        }
-        if datagram.first() == Some(&cookie::FED_COOKIE_REPLY) {
-            return self
-                .fed
-                .handle_cookie_reply(datagram, now)
-                .into_iter()
-                .collect();
-        }
-        match wire::kind(datagram) {
-            Ok(wire::DC_HANDSHAKE_INIT) => self.handle_register(from, datagram, now, unix_now),
-            Ok(wire::DC_DATA) => self.handle_data(from, datagram, now, unix_now),
-            Ok(wire::FED_HANDSHAKE_INIT) if !self.fed.is_empty() => {
+        let kind = match wire::parse(datagram) {
+            Ok(Datagram::Relay {
+                kind: Kind::RelayPong,
+                ..
+            }) => return self.handle_pong(from, datagram, now, unix_now),
+            Ok(Datagram::CookieReply {
+                kind: Kind::FedCookieReply,
+                bytes,
+            }) => {
+                return self
+                    .fed
+                    .handle_cookie_reply(bytes, now)
+                    .into_iter()
+                    .collect()
+            }
+            Ok(Datagram::Init { kind, .. }) => kind,
+            Ok(Datagram::Resp { kind, .. }) => kind,
+            Ok(Datagram::Record(h)) => h.kind,
+            Ok(other) => {
+                debug!(%from, datagram = ?other, "dropping message not meant for the DC");
+                self.stats.dropped += 1;
+                return Vec::new();
+            }
+            Err(e) => {
+                debug!(%from, error = %e, "dropping malformed datagram");
+                self.stats.dropped += 1;
+                return Vec::new();
+            }
+        };
+        match kind {
+            Kind::DcHandshakeInit => self.handle_register(from, datagram, now, unix_now),
+            Kind::DcData => self.handle_data(from, datagram, now, unix_now),
+            Kind::FedHandshakeInit if !self.fed.is_empty() => {
                 match self
                     .gate
-                    .check(cookie::FED_COOKIE_REPLY, datagram, Some(from), now)
+                    .check(Kind::FedCookieReply, datagram, Some(from), now)
                 {
                     Verdict::Proceed => {}
                     Verdict::Cookie(bytes) => {
@@ -482,25 +490,20 @@ impl DcCore {
                 out.extend(self.on_fed_events(events, now, unix_now));
                 out
             }
-            Ok(wire::FED_HANDSHAKE_RESP) => {
+            Kind::FedHandshakeResp => {
                 let (mut out, events) = self.fed.handle_resp(from, datagram, now);
                 out.extend(self.on_fed_events(events, now, unix_now));
                 out
             }
-            Ok(wire::FED_DATA) => match self.fed.handle_data(from, datagram, now) {
+            Kind::FedData => match self.fed.handle_data(from, datagram, now) {
                 Some(ev) => self.on_fed_events(vec![ev], now, unix_now),
                 None => {
                     self.stats.dropped += 1;
                     Vec::new()
                 }
             },
-            Ok(k) => {
-                debug!(%from, kind = k, "dropping message not meant for the DC");
-                self.stats.dropped += 1;
-                Vec::new()
-            }
-            Err(e) => {
-                debug!(%from, error = %e, "dropping malformed datagram");
+            k => {
+                debug!(%from, kind = ?k, "dropping message not meant for the DC");
                 self.stats.dropped += 1;
                 Vec::new()
             }
@@ -517,7 +520,7 @@ impl DcCore {
         self.stats.handshakes_received += 1;
         match self
             .gate
-            .check(cookie::DC_COOKIE_REPLY, datagram, Some(from), now)
+            .check(Kind::DcCookieReply, datagram, Some(from), now)
         {
             Verdict::Proceed => {}
             Verdict::Cookie(bytes) => {
@@ -601,7 +604,7 @@ impl DcCore {
             }
         };
         let index = self.alloc_index();
-        let (session, bytes) = match responder.reply(wire::DC_HANDSHAKE_RESP, index, &payload) {
+        let (session, bytes) = match responder.reply(Kind::DcHandshakeResp, index, &payload) {
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %e, "cannot build handshake response");
@@ -694,9 +697,9 @@ impl DcCore {
         reg: &Register,
         unix_now: u64,
     ) -> Result<NodeRecord, String> {
-        if !valid_name(&reg.name) {
+        if let Err(why) = Label::parse(&reg.name) {
             return Err(format!(
-                "name {:?} is not a valid node name: use 1-63 lowercase letters, digits or '-'",
+                "name {:?} is not a valid node name: it {why}; use 1-63 lowercase letters, digits or '-'",
                 reg.name
             ));
         }
@@ -933,7 +936,7 @@ impl DcCore {
         }
         let target = self.local_target(target);
         let found = match &target {
-            Target::Name(n) => self.store.by_name(&n.to_ascii_lowercase()),
+            Target::Name(n) => self.store.by_name(n),
             Target::Address(ip) => self.store.by_ip(*ip),
         };
         let mut out = Vec::new();
@@ -968,7 +971,7 @@ impl DcCore {
     pub(super) fn send(&self, to: &PublicKey, msg: &FromDc) -> Option<Transmit> {
         let node = self.online.get(to)?;
         let payload = signal::encode(msg).ok()?;
-        let bytes = node.session.seal_to_vec(wire::DC_DATA, &payload).ok()?;
+        let bytes = node.session.seal_to_vec(Kind::DcData, &payload).ok()?;
         Some(Transmit {
             to: node.reflexive,
             bytes,
@@ -1018,7 +1021,7 @@ impl DcCore {
                 for &addr in &r.spec.addresses {
                     out.push(Transmit {
                         to: addr,
-                        bytes: relay_frames::ping(relay_frames::PING, unix_now, &r.key),
+                        bytes: relay_frames::ping(Kind::RelayPing, unix_now, &r.key),
                     });
                 }
             }
@@ -1186,7 +1189,7 @@ impl DcCore {
         unix_now: u64,
     ) -> Vec<Transmit> {
         for r in &mut self.relays {
-            // The nonce is the ping's send time: an old PONG replayed by
+            // The nonce is the ping's send time: an old Kind::RelayPong replayed by
             // someone on the path must not keep a dead relay alive.
             // (Saturating: a relay holding the key could send any nonce.)
             let fresh = |nonce: u64| {
@@ -1194,7 +1197,7 @@ impl DcCore {
                     && nonce <= unix_now.saturating_add(2)
             };
             if r.spec.addresses.contains(&from)
-                && relay_frames::parse_ping(relay_frames::PONG, datagram, &r.key).is_some_and(fresh)
+                && relay_frames::parse_ping(Kind::RelayPong, datagram, &r.key).is_some_and(fresh)
             {
                 if !r.alive {
                     info!(relay = %from, "relay answers again");
@@ -1268,7 +1271,7 @@ pub(super) fn directed(
 mod tests {
     use super::*;
 
-    /// Found by the dc_core fuzz target: a PONG whose nonce is near
+    /// Found by the dc_core fuzz target: a Kind::RelayPong whose nonce is near
     /// u64::MAX overflowed the freshness check.
     #[test]
     fn pong_with_extreme_nonce_is_dropped_not_a_panic() {
@@ -1294,15 +1297,15 @@ mod tests {
         );
         let k = TicketKey::derive(&relay_key, &dc_key.public_key());
         for nonce in [u64::MAX, 5_000] {
-            let mut pong = relay_frames::ping(relay_frames::PONG, nonce, &k);
+            let mut pong = relay_frames::ping(Kind::RelayPong, nonce, &k);
             assert!(dc.handle(relay_addr, &mut pong, now, 1_000).is_empty());
         }
         assert_eq!(
             dc.stats.dropped, 2,
             "a future or overflowing nonce is not a sign of life"
         );
-        let mut pong = relay_frames::ping(relay_frames::PONG, 999, &k);
+        let mut pong = relay_frames::ping(Kind::RelayPong, 999, &k);
         dc.handle(relay_addr, &mut pong, now, 1_000);
-        assert_eq!(dc.stats.dropped, 2, "a fresh PONG counts");
+        assert_eq!(dc.stats.dropped, 2, "a fresh Kind::RelayPong counts");
     }
 }

@@ -8,6 +8,7 @@
 use super::core::{directed, DcCore, Transmit};
 use super::direction::{self, View};
 use crate::keys::PublicKey;
+use crate::proto::name::{self, Domain, Label, NodeName};
 use crate::proto::signal::{DcToDc, FromDc, PeerInfo, RemoteNode, Resolution, Target};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -44,10 +45,7 @@ impl DcCore {
     /// `label.domain` of a federated domain, or an address in its prefix.
     pub(super) fn remote_owner(&self, target: &Target) -> Option<usize> {
         match target {
-            Target::Name(n) => {
-                let (_, domain) = n.split_once('.')?;
-                self.fed.peer_for_domain(domain)
-            }
+            Target::Name(n) => self.fed.peer_for_domain(target_name(n)?.domain()?.as_str()),
             Target::Address(ip) if !self.settings.prefix.contains(ip) => {
                 self.fed.peer_for_address(*ip)
             }
@@ -55,12 +53,14 @@ impl DcCore {
         }
     }
 
-    /// A name qualified with our own domain is the bare label locally.
+    /// A name of our own domain (bare or qualified, any case) is its label,
+    /// as the store holds it; anything else stays as it is and is found
+    /// nowhere.
     pub(super) fn local_target(&self, target: Target) -> Target {
         match target {
-            Target::Name(n) => match n.split_once('.') {
-                Some((label, d)) if d.eq_ignore_ascii_case(&self.settings.domain) => {
-                    Target::Name(label.to_string())
+            Target::Name(n) => match target_name(&n) {
+                Some(name) if name.is_in(&self.settings.domain) => {
+                    Target::Name(name.label().to_string())
                 }
                 _ => Target::Name(n),
             },
@@ -116,10 +116,12 @@ impl DcCore {
             debug!(node = %asker.short(), domain = self.fed.domain(peer), "federated DC not reachable");
             return None;
         };
+        // The other DC is asked for the bare label (`DcToDc::Lookup`).
         let target = match target {
-            Target::Name(n) => {
-                Target::Name(n.split_once('.').map_or(n.clone(), |(l, _)| l.to_string()))
-            }
+            Target::Name(n) => match target_name(&n) {
+                Some(name) => Target::Name(name.label().to_string()),
+                None => Target::Name(n),
+            },
             t => t,
         };
         let asker_info = RemoteNode {
@@ -267,10 +269,8 @@ impl DcCore {
             return false;
         };
         prefix.contains(&info.virtual_ip)
-            && info
-                .name
-                .strip_suffix(domain)
-                .is_some_and(|l| l.ends_with('.') && l.len() > 1)
+            && NodeName::parse(&info.name)
+                .is_ok_and(|n| n.domain().is_some_and(|d| d.as_str() == domain))
     }
 
     /// Another DC asks about one of our nodes for one of its own.
@@ -306,9 +306,9 @@ impl DcCore {
             warn!(domain = self.fed.domain(peer), name = %asker.name, vip = %asker.virtual_ip, "federated DC asked for a node outside its domain or prefix: refused");
             return reply(self, Resolution::NotFound, None, false);
         }
-        let found = match &target {
-            Target::Name(n) => self.store.by_name(&n.to_ascii_lowercase()),
-            Target::Address(ip) => self.store.by_ip(*ip),
+        let found = match self.local_target(target) {
+            Target::Name(n) => self.store.by_name(&n),
+            Target::Address(ip) => self.store.by_ip(ip),
         };
         let key = match found {
             Ok(Some(rec)) => rec.public_key,
@@ -366,9 +366,13 @@ impl DcCore {
         let mut out = Vec::new();
         let result = match result {
             Resolution::Found(mut info) => {
-                info.name = format!("{}.{domain}", info.name);
+                // The other DC names its node by its bare label; ours see it
+                // qualified with that DC's domain.
+                if let (Ok(label), Ok(d)) = (Label::parse(&info.name), Domain::parse(&domain)) {
+                    info.name = NodeName::qualified(label, d).to_string();
+                }
                 if !self.belongs_to(peer, &info) {
-                    warn!(%domain, vip = %info.virtual_ip, "federated DC answered with an address outside its prefix: dropped");
+                    warn!(%domain, name = %info.name, vip = %info.virtual_ip, "federated DC answered with a name outside its domain or an address outside its prefix: dropped");
                     Resolution::NotFound
                 } else {
                     let asker_v4 = self.online.get(&p.asker).map(|n| n.reflexive.is_ipv4());
@@ -416,4 +420,10 @@ impl DcCore {
         out.extend(self.send(&p.asker, &msg));
         out
     }
+}
+
+/// The node name a `Target::Name` holds, folded (names are
+/// case-insensitive); `None` if it is not one.
+fn target_name(text: &str) -> Option<NodeName> {
+    NodeName::parse(&name::fold(text)).ok()
 }

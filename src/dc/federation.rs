@@ -13,6 +13,7 @@ use crate::proto::handshake::{Mac1Key, Responder};
 use crate::proto::link::{Backoff, CookieOutcome, Dialer, IndexAlloc, Response, SessionPair};
 use crate::proto::session::Session;
 use crate::proto::signal::{self, DcToDc, FedHello, FedReply, FederatedDomain};
+use crate::proto::wire::Kind;
 use crate::proto::wire::{self, TransportHeader};
 use ipnet::Ipv4Net;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -96,8 +97,8 @@ impl Peer {
             addrs_expire: None,
             lookup_pending: false,
             dialer: Dialer::new(
-                wire::FED_HANDSHAKE_INIT,
-                cookie::FED_COOKIE_REPLY,
+                Kind::FedHandshakeInit,
+                Kind::FedCookieReply,
                 spec.public_key,
                 Backoff::COORDINATOR,
             ),
@@ -376,7 +377,7 @@ impl Federation {
         }
     }
 
-    /// A FED_HANDSHAKE_INIT from another DC (the caller rate-limits).
+    /// A Kind::FedHandshakeInit from another DC (the caller rate-limits).
     pub fn handle_init(
         &mut self,
         mac1: &Mac1Key,
@@ -429,7 +430,7 @@ impl Federation {
             return none;
         };
         let index = self.alloc_index();
-        let (session, bytes) = match responder.reply(wire::FED_HANDSHAKE_RESP, index, &payload) {
+        let (session, bytes) = match responder.reply(Kind::FedHandshakeResp, index, &payload) {
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %e, "cannot build federation handshake response");
@@ -444,7 +445,7 @@ impl Federation {
         (vec![Transmit { to: from, bytes }], events)
     }
 
-    /// A FED_HANDSHAKE_RESP to one of our initiations.
+    /// A Kind::FedHandshakeResp to one of our initiations.
     pub fn handle_resp(
         &mut self,
         from: SocketAddr,
@@ -501,7 +502,7 @@ impl Federation {
         }
     }
 
-    /// A FED_COOKIE_REPLY: the other DC is under load. Keeps its cookie and
+    /// A Kind::FedCookieReply: the other DC is under load. Keeps its cookie and
     /// returns our initiation again at once, with mac2 (once per attempt).
     /// None for a forged reply, or none in flight.
     pub fn handle_cookie_reply(&mut self, datagram: &[u8], now: Instant) -> Option<Transmit> {
@@ -522,7 +523,7 @@ impl Federation {
         }
     }
 
-    /// A FED_DATA record: the message, and which DC sent it.
+    /// A Kind::FedData record: the message, and which DC sent it.
     pub fn handle_data(
         &mut self,
         from: SocketAddr,
@@ -566,7 +567,7 @@ impl Federation {
                 return None;
             }
         };
-        let bytes = session.seal_to_vec(wire::FED_DATA, &payload).ok()?;
+        let bytes = session.seal_to_vec(Kind::FedData, &payload).ok()?;
         p.last_sent = now;
         Some(Transmit { to, bytes })
     }
@@ -766,13 +767,13 @@ mod tests {
             };
             let from: SocketAddr = from.parse().unwrap();
             let mut bytes = t.bytes;
-            match bytes[0] {
-                wire::FED_HANDSHAKE_INIT => {
+            match Kind::of(&bytes) {
+                Ok(Kind::FedHandshakeInit) => {
                     let (tx, ev) = answer(me, from, &bytes, now);
                     out.extend(tx.into_iter().map(|t| (!from_x, t)));
                     events.extend(ev.into_iter().map(|e| (!from_x, e)));
                 }
-                wire::FED_HANDSHAKE_RESP => {
+                Ok(Kind::FedHandshakeResp) => {
                     let (tx, ev) = me.handle_resp(from, &bytes, now);
                     out.extend(tx.into_iter().map(|t| (!from_x, t)));
                     events.extend(ev.into_iter().map(|e| (!from_x, e)));
@@ -902,7 +903,7 @@ mod tests {
         );
         assert!(!x.is_up(0));
         assert!(
-            t.iter().any(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT),
+            t.iter().any(|t| t.bytes[0] == Kind::FedHandshakeInit as u8),
             "redials at once"
         );
     }
@@ -940,7 +941,7 @@ mod tests {
             .handle_timeout(back, 9)
             .0
             .into_iter()
-            .filter(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT)
+            .filter(|t| t.bytes[0] == Kind::FedHandshakeInit as u8)
             .map(|t| (false, t))
             .collect();
         assert!(!out.is_empty(), "Y redials");
@@ -959,7 +960,7 @@ mod tests {
 
     fn handshakes(t: &[Transmit]) -> Vec<SocketAddr> {
         t.iter()
-            .filter(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT)
+            .filter(|t| t.bytes[0] == Kind::FedHandshakeInit as u8)
             .map(|t| t.to)
             .collect()
     }

@@ -4,6 +4,7 @@
 use super::core::{DcCore, DcSettings, RelaySpec};
 use super::federation::FederationSpec;
 use super::store::Store;
+use crate::clock::unix_now;
 use crate::config::{DcConfig, FederationEntry};
 use crate::net::{poll, udp};
 use crate::reload::DcChange;
@@ -13,7 +14,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 /// Datagrams read from one socket per wake-up.
@@ -160,13 +161,6 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
 /// Whether some `[[federation]]` entry is found by DNS SRV (no `address`).
 fn needs_dns(entries: &[FederationEntry]) -> bool {
     entries.iter().any(|f| f.address.is_none())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Replies leave from the socket the request came in on when the family

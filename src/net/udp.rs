@@ -27,18 +27,23 @@ impl Default for UdpOptions {
     }
 }
 
-/// Best-effort integer socket option (failure leaves the default).
-fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) {
+/// Sets an integer socket option.
+pub(crate) fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: value outlives the call; the length matches its type.
-    let _ = unsafe {
+    let r = unsafe {
         libc::setsockopt(
             fd,
             level,
             name,
-            &value as *const i32 as *const libc::c_void,
+            (&value as *const i32).cast(),
             std::mem::size_of::<i32>() as u32,
         )
     };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Binds a UDP socket on `addr`. IPv6 wildcard sockets are dual-stack so one
@@ -66,13 +71,14 @@ pub fn bind(addr: SocketAddr, opts: UdpOptions) -> io::Result<UdpSocket> {
     let _ = sock.set_recv_buffer_size(opts.buffer_bytes);
     let _ = sock.set_send_buffer_size(opts.buffer_bytes);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
-    setsockopt_int(
+    // Best effort: failure leaves the capped size.
+    let _ = setsockopt_int(
         fd,
         libc::SOL_SOCKET,
         libc::SO_RCVBUFFORCE,
         opts.buffer_bytes as i32,
     );
-    setsockopt_int(
+    let _ = setsockopt_int(
         fd,
         libc::SOL_SOCKET,
         libc::SO_SNDBUFFORCE,
@@ -98,47 +104,4 @@ pub fn for_socket(to: SocketAddr, v6_socket: bool) -> SocketAddr {
 /// turned back into IPv4 (what peers and the DC know us and each other by).
 pub fn canonical(from: SocketAddr) -> SocketAddr {
     SocketAddr::new(from.ip().to_canonical(), from.port())
-}
-
-/// Turns on UDP_GRO (Linux 5.0+): the kernel may hand one `recvmsg` a
-/// train of same-size datagrams from one sender, glued together, with the
-/// segment size in a `SOL_UDP/UDP_GRO` control message. Whoever enables it
-/// must read that control message and split (see `dataplane::gso`).
-pub fn enable_gro(fd: i32) -> io::Result<()> {
-    let on: i32 = 1;
-    // SAFETY: `on` outlives the call; the length matches its type.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            &on as *const i32 as *const libc::c_void,
-            std::mem::size_of::<i32>() as u32,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// Whether the kernel knows UDP_SEGMENT (Linux 4.18+): reading the option
-/// fails with ENOPROTOOPT where it does not. A kernel that knows it may still
-/// refuse a given send (EIO without checksum offload, EINVAL when a segment
-/// exceeds the path MTU); senders handle that per send.
-pub fn gso_supported(fd: i32) -> bool {
-    let mut val: i32 = 0;
-    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
-    // SAFETY: `val` and `len` outlive the call and describe a 4-byte buffer.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_UDP,
-            libc::UDP_SEGMENT,
-            &mut val as *mut i32 as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    r == 0
 }

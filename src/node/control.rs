@@ -127,7 +127,7 @@ impl Control {
         }
         let done = self
             .record(DnsMode::Capture)
-            .and_then(|()| system::capture_dns(&self.tun_name, &capture));
+            .and_then(|()| Ok(system::capture_dns(&self.tun_name, &capture)?));
         match done {
             Ok(()) => self.hooked = true,
             Err(e) => warn!(
@@ -337,7 +337,7 @@ impl Control {
                         reg.prefix_len,
                         ipv6,
                     ) {
-                        warn!(error = format!("{e:#}"), "cannot configure the TUN");
+                        warn!(error = %e, "cannot configure the TUN");
                     }
                     // Stub mode hooks on the `StubDomains` that follows.
                     if !self.hooked {

@@ -11,14 +11,15 @@ use super::health::ACTIVE_TICK;
 use super::peer::{DnsWaiter, Peer};
 use super::table::{Endpoint, PeerTable, Routes, RxRoute, TxRoute};
 use crate::keys::{PrivateKey, PublicKey};
-use crate::proto::cookie;
+use crate::proto::control::Payload;
 use crate::proto::link::{Gate, IndexAlloc};
+use crate::proto::name::NodeName;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::{
     FederatedDomain, FromDc, GrantedRoute, RefusedRoute, Registered, Resolution, Target, ToDc,
 };
-use crate::proto::wire;
+use crate::proto::wire::{self, Datagram, Kind};
 use crate::reload::NodeChange;
 use crate::status::{
     AdvertisedRoute, DcStatus, DnsStatus, PeerStatus, RefusedHandshakes, StatusReport, SubnetRoute,
@@ -439,28 +440,37 @@ impl NodeCore {
     /// A datagram the workers did not handle themselves (everything but
     /// data records of known sessions).
     pub fn handle_udp(&mut self, from: SocketAddr, datagram: &mut [u8], now: Instant) {
-        match datagram.first() {
-            Some(&relay_frames::RELAYED) => {
-                let Some((sid, inner)) = relay_frames::parse_relayed(datagram) else {
-                    return;
-                };
+        match wire::parse(datagram) {
+            Ok(Datagram::Relayed { sid, inner }) => {
                 let mut inner = inner.to_vec();
                 self.handle_peer_datagram(Endpoint::Relay { relay: from, sid }, &mut inner, now);
             }
-            Some(&relay_frames::BIND_ACK) => self.on_bind_ack(from, datagram, now),
-            Some(&relay_frames::PROBE_REPLY) => self.on_probe_reply(from, datagram),
-            Some(&cookie::DC_COOKIE_REPLY) => {
-                if let Some((to, bytes)) = self.dc.handle_cookie_reply(datagram, now) {
+            Ok(Datagram::Relay {
+                kind: Kind::RelayBindAck,
+                bytes,
+            }) => self.on_bind_ack(from, bytes, now),
+            Ok(Datagram::Relay {
+                kind: Kind::RelayProbeReply,
+                bytes,
+            }) => self.on_probe_reply(from, bytes),
+            Ok(Datagram::CookieReply {
+                kind: Kind::DcCookieReply,
+                bytes,
+            }) => {
+                if let Some((to, bytes)) = self.dc.handle_cookie_reply(bytes, now) {
                     bump(&self.counters.cookies_received);
                     self.out.push_back(Output::Udp { to, bytes });
                 }
             }
-            Some(&wire::DC_HANDSHAKE_RESP) => {
+            Ok(Datagram::Resp {
+                kind: Kind::DcHandshakeResp,
+                ..
+            }) => {
                 if let Some(ev) = self.dc.handle_response(from, datagram, now) {
                     self.on_dc_event(ev, now);
                 }
             }
-            Some(&wire::DC_DATA) => match self.dc.open(datagram) {
+            Ok(Datagram::Record(h)) if h.kind == Kind::DcData => match self.dc.open(datagram) {
                 Some(msg) => self.on_dc_message(msg, now),
                 None => debug!(%from, "DC record rejected"),
             },
@@ -469,15 +479,25 @@ impl NodeCore {
         }
     }
 
+    /// A node-to-node datagram, direct or unwrapped from a relay.
     fn handle_peer_datagram(&mut self, from: Endpoint, datagram: &mut [u8], now: Instant) {
-        if datagram.first() == Some(&cookie::COOKIE_REPLY) {
-            return self.on_cookie_reply(from, datagram, now);
-        }
-        match wire::kind(datagram) {
-            Ok(wire::HANDSHAKE_INIT) => self.on_handshake_init(from, datagram, now),
-            Ok(wire::HANDSHAKE_RESP) => self.on_handshake_resp(from, datagram, now),
-            Ok(wire::DATA) => self.open_data(from, datagram, now),
-            Ok(k) => debug!(%from, kind = k, "unexpected message type dropped"),
+        match wire::parse(datagram) {
+            Ok(Datagram::CookieReply {
+                kind: Kind::CookieReply,
+                bytes,
+            }) => self.on_cookie_reply(from, bytes, now),
+            Ok(Datagram::Init {
+                kind: Kind::HandshakeInit,
+                bytes,
+            }) => self.on_handshake_init(from, bytes, now),
+            Ok(Datagram::Resp {
+                kind: Kind::HandshakeResp,
+                sender,
+                receiver,
+                noise,
+            }) => self.on_handshake_resp(from, sender, receiver, noise, now),
+            Ok(Datagram::Record(h)) if h.kind == Kind::Data => self.open_data(from, datagram, now),
+            Ok(other) => debug!(%from, datagram = ?other, "unexpected message type dropped"),
             Err(e) => debug!(%from, error = %e, "malformed datagram dropped"),
         }
     }
@@ -505,20 +525,21 @@ impl NodeCore {
         }
         let (vip, index) = (p.virtual_ip, session.local_index);
         let payload = &datagram[range];
-        let control = payload.first().is_some_and(|b| b >> 4 != 4);
+        let opened = Payload::of(payload);
+        let control = matches!(opened, Payload::Control(_));
         let unconfirmed = p.sessions.awaits_confirmation(index);
         if (p.endpoint != Some(from) || unconfirmed) && !control {
             self.handle_endpoint_seen(index, from, now);
         }
-        match payload.first() {
-            None => {}
-            Some(b) if b >> 4 == 4 => {
+        match opened {
+            Payload::Keepalive => {}
+            Payload::Ipv4(payload) => {
                 let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
                 if super::table::admits(payload, vip, local, &self.routes) {
                     self.out.push_back(Output::Tun(payload.to_vec()));
                 }
             }
-            Some(_) => {
+            Payload::Control(payload) => {
                 let payload = payload.to_vec();
                 self.handle_peer_control(index, from, &payload, now);
             }
@@ -702,9 +723,13 @@ impl NodeCore {
         }
     }
 
-    /// Starts a ping to the peer named `name`; the answer comes back as
-    /// `Output::Pong` with this id. A peer with no tunnel gets one first.
+    /// Starts a ping to the node named `name` (`alice`: of our own domain;
+    /// `alice.<domain>`: of that domain; any case); the answer comes back
+    /// as `Output::Pong` with this id. A peer with no tunnel gets one
+    /// first, asked for as a DNS question for the name would ask.
     pub fn ping(&mut self, name: &str, now: Instant) -> Result<u64, String> {
+        let name = self.ping_name(name)?;
+        let name = name.as_str();
         let id = self.next_ping();
         if let Some(key) = self.peers.values().find(|p| p.name == name).map(|p| p.key) {
             self.send_ping(key, id, now);
@@ -822,10 +847,9 @@ impl NodeCore {
     pub fn status(&self, now: Instant) -> StatusReport {
         let reg = self.dc.registered.as_ref();
         // Peers of federated domains are already named `label.domain`.
-        let fqdn = |name: &str| {
-            reg.filter(|_| !name.contains('.'))
-                .map(|r| format!("{name}.{}", r.domain))
-                .unwrap_or_else(|| name.to_string())
+        let fqdn = |name: &str| match (reg, NodeName::parse(name)) {
+            (Some(r), Ok(n)) if n.domain().is_none() => format!("{n}.{}", r.domain),
+            _ => name.to_string(),
         };
         let secs = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
         let mut peers: Vec<PeerStatus> = self

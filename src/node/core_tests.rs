@@ -9,6 +9,7 @@ use crate::keys::PrivateKey;
 use crate::net::packet;
 use crate::proto::ticket::TicketKey;
 use crate::proto::wire;
+use crate::proto::wire::Kind;
 use crate::relay::core::{Action as RelayAction, RelayCore};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -574,7 +575,7 @@ fn dns_query_builds_tunnel_then_answers_with_virtual_ip() {
     let route = bob_table.by_vip.get(&alice_vip).expect("no route to alice");
     let mut rec = route
         .session
-        .seal_to_vec(wire::DATA, b"inner ip packet")
+        .seal_to_vec(Kind::Data, b"inner ip packet")
         .unwrap();
     let h = wire::TransportHeader::decode(&rec).unwrap();
     let rx = alice_table
@@ -675,7 +676,7 @@ fn handshakes_from_undirected_keys_are_dropped() {
     // Someone who knows alice's public key, but whom the DC never directed
     // to her, initiates a handshake.
     let init = crate::proto::handshake::Initiator::start(
-        wire::HANDSHAKE_INIT,
+        Kind::HandshakeInit,
         &PrivateKey::generate(),
         &net.nodes[0].core.public_key(),
         99,
@@ -759,7 +760,7 @@ fn rekey_replaces_session_and_old_records_still_open() {
     net.dns(1, "alice.ntm.internal.", RecordType::A).unwrap();
     let old = net.nodes[1].core.take_table().unwrap();
     let old_route = old.by_vip.get(&alice_vip).unwrap();
-    let mut in_flight = old_route.session.seal_to_vec(wire::DATA, b"late").unwrap();
+    let mut in_flight = old_route.session.seal_to_vec(Kind::Data, b"late").unwrap();
     net.advance(Duration::from_secs(125));
     let new = net.nodes[1].core.take_table().unwrap();
     let new_route = new.by_vip.get(&alice_vip).unwrap();

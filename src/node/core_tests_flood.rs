@@ -4,9 +4,10 @@
 //! cookie replies change nothing.
 
 use super::*;
-use crate::proto::cookie::{CookieMaker, COOKIE_REPLY, COOKIE_REPLY_LEN, DC_COOKIE_REPLY};
+use crate::proto::cookie::{CookieMaker, COOKIE_REPLY_LEN};
 use crate::proto::handshake::Initiator;
 use crate::proto::signal::{self, PeerHello};
+use crate::proto::wire::Kind;
 use std::sync::atomic::Ordering::Relaxed;
 
 const ATTACKER: &str = "198.51.100.67:9999";
@@ -16,7 +17,7 @@ const ATTACKER: &str = "198.51.100.67:9999";
 fn stranger_initiation(to: &crate::keys::PublicKey, index: u32) -> Vec<u8> {
     let hello = signal::encode(&PeerHello { timestamp: 1 }).unwrap();
     Initiator::start(
-        wire::HANDSHAKE_INIT,
+        Kind::HandshakeInit,
         &PrivateKey::generate(),
         to,
         index,
@@ -67,9 +68,9 @@ fn a_flood_turns_on_cookies_and_no_initiation_without_mac2_is_answered() {
         200 - load,
         "one cookie reply per initiation"
     );
-    assert!(out
-        .iter()
-        .all(|(to, b)| *to == attacker && b.len() == COOKIE_REPLY_LEN && b[0] == COOKIE_REPLY));
+    assert!(out.iter().all(|(to, b)| *to == attacker
+        && b.len() == COOKIE_REPLY_LEN
+        && b[0] == Kind::CookieReply as u8));
     // Under load even a Noise part that would not parse gets only a cookie
     // reply: the Noise code (and its Diffie-Hellman) never runs.
     let mut junk = stranger_initiation(&alice, 7);
@@ -83,7 +84,7 @@ fn a_flood_turns_on_cookies_and_no_initiation_without_mac2_is_answered() {
     net.nodes[0].core.handle_udp(attacker, &mut fixed, net.now);
     let out = outputs(&mut net.nodes[0].core);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].1[0], COOKIE_REPLY);
+    assert_eq!(out[0].1[0], Kind::CookieReply as u8);
 }
 
 /// The mac1 key, as docs/protocol.md defines it.
@@ -140,24 +141,24 @@ fn forged_cookie_replies_are_ignored() {
     // Sealed for another key (anyone can make these for their own key).
     let mallory = PrivateKey::generate().public_key();
     let wrong_key = CookieMaker::new(&mallory, net.now)
-        .reply(COOKIE_REPLY, &m1, src, net.now)
+        .reply(Kind::CookieReply, &m1, src, net.now)
         .unwrap();
     // Alice's key, but bound to another initiation with the same index (an
     // off-path forger does not know our mac1).
     let mut other = stranger_initiation(&alice, 0);
     other[4..8].copy_from_slice(&m1[4..8]);
     let other_mac1 = CookieMaker::new(&alice, net.now)
-        .reply(COOKIE_REPLY, &other, src, net.now)
+        .reply(Kind::CookieReply, &other, src, net.now)
         .unwrap();
     // Random bytes of the right shape.
     let mut random = m1[..8].to_vec();
-    random[0] = COOKIE_REPLY;
+    random[0] = Kind::CookieReply as u8;
     random.extend((0..COOKIE_REPLY_LEN - 8).map(|i| (i * 7) as u8));
     // The DC's type at a peer.
     let mut dc_type = CookieMaker::new(&alice, net.now)
-        .reply(DC_COOKIE_REPLY, &m1, src, net.now)
+        .reply(Kind::DcCookieReply, &m1, src, net.now)
         .unwrap();
-    dc_type[0] = DC_COOKIE_REPLY;
+    dc_type[0] = Kind::DcCookieReply as u8;
     for mut forged in [wrong_key, other_mac1, random, dc_type] {
         bob_core.handle_udp(alice_addr, &mut forged, net.now);
     }
@@ -170,7 +171,7 @@ fn forged_cookie_replies_are_ignored() {
     // A genuine one is taken, and the initiation goes out once more with
     // a mac2 alice accepts.
     let mut maker = CookieMaker::new(&alice, net.now);
-    let mut genuine = maker.reply(COOKIE_REPLY, &m1, src, net.now).unwrap();
+    let mut genuine = maker.reply(Kind::CookieReply, &m1, src, net.now).unwrap();
     bob_core.handle_udp(alice_addr, &mut genuine.clone(), net.now);
     let resent = outputs(bob_core);
     assert_eq!(resent.len(), 1);
@@ -197,7 +198,7 @@ fn registrations_complete_through_the_dc_cookie_under_load() {
     let attacker: SocketAddr = ATTACKER.parse().unwrap();
     for i in 0..50u32 {
         let mut m1 = Initiator::start(
-            wire::DC_HANDSHAKE_INIT,
+            Kind::DcHandshakeInit,
             &PrivateKey::generate(),
             &dc,
             i + 1,
@@ -207,7 +208,7 @@ fn registrations_complete_through_the_dc_cookie_under_load() {
         .1;
         let out = net.dc.handle(attacker, &mut m1, net.now, net.unix());
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].bytes[0], DC_COOKIE_REPLY);
+        assert_eq!(out[0].bytes[0], Kind::DcCookieReply as u8);
     }
     assert_eq!(net.dc.stats.handshakes_answered, 1);
     assert_eq!(net.dc.stats.cookie_replies, 51);

@@ -5,6 +5,7 @@
 use super::*;
 use crate::keys::PublicKey;
 use crate::proto::link::REJECT_GRACE;
+use crate::proto::wire::Kind;
 
 fn peer_key(net: &Net, i: usize) -> PublicKey {
     *net.nodes[i].core.peers.keys().next().expect("no peer")
@@ -32,7 +33,7 @@ fn a_forged_response_leaves_the_initiation_in_flight() {
     let index = dialer.index().expect("no initiation in flight");
     let message = dialer.message().unwrap().to_vec();
     // An off-path attacker who guessed the index answers first.
-    let mut forged = wire::encode_resp_header(wire::HANDSHAKE_RESP, 77, index).to_vec();
+    let mut forged = wire::encode_resp_header(Kind::HandshakeResp, 77, index).to_vec();
     forged.extend_from_slice(&[0x5a; 48]);
     let alice_addr = net.nodes[0].addr;
     net.nodes[1]

@@ -5,6 +5,7 @@
 //! dropped and counted before it can move any endpoint.
 
 use super::*;
+use crate::proto::wire::Kind;
 use std::sync::atomic::Ordering::Relaxed;
 
 #[test]
@@ -54,7 +55,7 @@ fn a_gateways_lan_address_is_never_a_direct_endpoint() {
     // gwa's virtual IP: dropped before the handshake code sees them.
     let c = net.nodes[b].core.counters();
     let received = c.handshakes_received.load(Relaxed);
-    let mut init = vec![wire::HANDSHAKE_INIT; 148];
+    let mut init = vec![Kind::HandshakeInit as u8; 148];
     let looped_from = SocketAddr::new(IpAddr::V4(vip_a), 1000);
     net.nodes[b]
         .core

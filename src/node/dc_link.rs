@@ -4,9 +4,9 @@
 //! and sealing/opening signaling records.
 
 use crate::keys::{PrivateKey, PublicKey};
-use crate::proto::cookie;
 use crate::proto::link::{Backoff, CookieOutcome, Dialer, IndexAlloc, Response, SessionPair};
 use crate::proto::signal::{self, FromDc, Register, RegisterReply, Registered, ToDc};
+use crate::proto::wire::Kind;
 use crate::proto::wire::{self, TransportHeader};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -74,8 +74,8 @@ impl DcLink {
     /// daemon, fixed in tests).
     pub fn new(id: DcIdentity, now: Instant, index_seed: u64) -> Self {
         let dialer = Dialer::new(
-            wire::DC_HANDSHAKE_INIT,
-            cookie::DC_COOKIE_REPLY,
+            Kind::DcHandshakeInit,
+            Kind::DcCookieReply,
             id.dc_key,
             Backoff::COORDINATOR,
         );
@@ -188,7 +188,7 @@ impl DcLink {
         }
     }
 
-    /// Consumes a DC_COOKIE_REPLY: the DC is under load. Keeps the cookie
+    /// Consumes a Kind::DcCookieReply: the DC is under load. Keeps the cookie
     /// and returns the registration to send again at once, with mac2 (once
     /// per attempt). None for a forged reply or none in flight.
     pub fn handle_cookie_reply(
@@ -205,7 +205,7 @@ impl DcLink {
         }
     }
 
-    /// Consumes a DC_HANDSHAKE_RESP datagram.
+    /// Consumes a Kind::DcHandshakeResp datagram.
     pub fn handle_response(
         &mut self,
         from: SocketAddr,
@@ -256,11 +256,11 @@ impl DcLink {
         let session = self.sessions.sending()?;
         let to = self.dc_addr?;
         let payload = signal::encode(msg).ok()?;
-        let bytes = session.seal_to_vec(wire::DC_DATA, &payload).ok()?;
+        let bytes = session.seal_to_vec(Kind::DcData, &payload).ok()?;
         Some((to, bytes))
     }
 
-    /// Opens a DC_DATA record from the DC.
+    /// Opens a Kind::DcData record from the DC.
     pub fn open(&self, datagram: &mut [u8]) -> Option<FromDc> {
         let header = TransportHeader::decode(datagram).ok()?;
         let session = self.sessions.find(header.receiver)?;

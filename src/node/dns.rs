@@ -21,8 +21,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use ipnet::{IpNet, Ipv4Net};
 
-/// Longest DNS label (RFC 1035).
-const MAX_LABEL_LEN: usize = 63;
+use crate::proto::name::{self, Domain, Label};
+
 /// SOA timers for the synthetic zone. Nothing transfers this zone, so only
 /// MINIMUM (the negative-caching TTL, set from the configured TTL) matters.
 const SOA_SERIAL: u32 = 1;
@@ -64,8 +64,9 @@ pub enum DnsAction {
 /// The question to put to the DC.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ResolveTarget {
-    /// Forward lookup of a node label, lowercase (e.g. `"alice"`).
-    Name(String),
+    /// Forward lookup of a node label in the interceptor's domain (e.g.
+    /// `alice`), folded to lowercase.
+    Name(Label),
     /// Reverse (PTR) lookup of a virtual address inside the prefix.
     Address(Ipv4Addr),
 }
@@ -114,8 +115,8 @@ enum NameMatch {
     Outside,
     /// The domain itself.
     Apex,
-    /// `<label>.<domain>` with a valid label (lowercased).
-    Node(String),
+    /// `<label>.<domain>` with a valid label (folded to lowercase).
+    Node(Label),
     /// Under the domain but not a node name: deeper, or an invalid label.
     NonExistent,
 }
@@ -125,8 +126,8 @@ enum NameMatch {
 pub struct DnsInterceptor {
     /// Lowercase, fully qualified.
     domain: Name,
-    /// Lowercase, without the trailing dot, for [`DnsInterceptor::domain`].
-    domain_str: String,
+    /// The same, as [`DnsInterceptor::domain`] gives it.
+    zone: Domain,
     /// Virtual address range; PTR queries inside it are ours.
     prefix: Ipv4Net,
     /// TTL of positive answers and of the SOA used for negative caching.
@@ -137,31 +138,19 @@ impl DnsInterceptor {
     /// Creates an interceptor for `domain` (e.g. `"ntm.internal"`, any case,
     /// trailing dot optional) whose nodes get addresses from `prefix`.
     ///
-    /// Every label of the domain must be `[a-z0-9-]{1,63}` so the names we
-    /// synthesize are plain hostnames.
+    /// The domain must follow the name rule (`proto::name`), so the names
+    /// we synthesize are plain hostnames.
     pub fn new(domain: &str, prefix: Ipv4Net, ttl: u32) -> Result<Self, DnsError> {
-        let invalid = |reason: &str| DnsError::InvalidDomain {
+        let invalid = |reason: String| DnsError::InvalidDomain {
             domain: domain.to_string(),
-            reason: reason.to_string(),
+            reason,
         };
-        let trimmed = domain.strip_suffix('.').unwrap_or(domain);
-        if trimmed.is_empty() {
-            return Err(invalid("empty (the root cannot be intercepted)"));
-        }
-        let mut name = Name::from_ascii(trimmed)
-            .map_err(|e| invalid(&e.to_string()))?
-            .to_lowercase();
+        let zone = Domain::parse(&name::fold(domain)).map_err(|e| invalid(e.to_string()))?;
+        let mut name = Name::from_ascii(zone.as_str()).map_err(|e| invalid(e.to_string()))?;
         name.set_fqdn(true);
-        if name.is_root() {
-            return Err(invalid("empty (the root cannot be intercepted)"));
-        }
-        if !name.iter().all(is_valid_label) {
-            return Err(invalid("labels must be 1-63 characters of [a-z0-9-]"));
-        }
-        let domain_str = name.to_ascii().trim_end_matches('.').to_string();
         Ok(Self {
             domain: name,
-            domain_str,
+            zone,
             prefix,
             ttl,
         })
@@ -169,7 +158,12 @@ impl DnsInterceptor {
 
     /// The intercepted domain, lowercase and without a trailing dot.
     pub fn domain(&self) -> &str {
-        &self.domain_str
+        self.zone.as_str()
+    }
+
+    /// The intercepted domain, as a [`Domain`].
+    pub fn zone(&self) -> &Domain {
+        &self.zone
     }
 
     /// The virtual prefix whose addresses it answers for (A and PTR).
@@ -293,9 +287,10 @@ impl DnsInterceptor {
         let extra = name.iter().len().saturating_sub(self.domain.iter().len());
         match extra {
             0 => NameMatch::Apex,
-            1 => match name.iter().next() {
-                Some(label) if is_valid_label(label) => {
-                    NameMatch::Node(String::from_utf8_lossy(label).to_ascii_lowercase())
+            // DNS is case-insensitive: fold, then the (lowercase) label rule.
+            1 => match name.iter().next().map(std::str::from_utf8) {
+                Some(Ok(label)) => {
+                    Label::parse(&name::fold(label)).map_or(NameMatch::NonExistent, NameMatch::Node)
                 }
                 _ => NameMatch::NonExistent,
             },
@@ -358,12 +353,10 @@ impl DnsInterceptor {
         DnsAction::Reply(self.reply_bytes(request, rcode, Vec::new(), vec![self.soa_record()]))
     }
 
-    /// `<label>.<domain>.` for a label from the DC, if it is a valid label.
+    /// `<label>.<domain>.` for a label from the DC (any case), if it is a
+    /// valid label.
     fn node_name(&self, label: &str) -> Option<Name> {
-        let label = label.to_ascii_lowercase();
-        if !is_valid_label(label.as_bytes()) {
-            return None;
-        }
+        let label = Label::parse(&name::fold(label)).ok()?;
         self.domain.prepend_label(label.as_str()).ok()
     }
 
@@ -447,14 +440,6 @@ fn encode_or_servfail(resp: &Message, request: &Message) -> Vec<u8> {
     fallback.queries = Vec::<Query>::new();
     fallback.edns = None;
     fallback.to_vec().unwrap_or_default()
-}
-
-/// `[a-z0-9-]{1,63}`, case-insensitively.
-fn is_valid_label(label: &[u8]) -> bool {
-    (1..=MAX_LABEL_LEN).contains(&label.len())
-        && label
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
 }
 
 #[cfg(test)]
@@ -572,7 +557,7 @@ mod tests {
         let d = interceptor();
         let asked = query_msg("alice.ntm.internal.", RecordType::A);
         let (pending, target) = resolve_of(d.classify(&asked.to_vec().unwrap()));
-        assert_eq!(target, ResolveTarget::Name("alice".into()));
+        assert_eq!(target, ResolveTarget::Name(Label::parse("alice").unwrap()));
         assert_eq!(pending.id(), ID);
 
         let resp = Message::from_vec(&d.answer(&pending, &alice())).unwrap();
@@ -591,7 +576,7 @@ mod tests {
         let d = interceptor();
         let asked = query_msg("AlIcE.NTM.Internal.", RecordType::A);
         let (pending, target) = resolve_of(d.classify(&asked.to_vec().unwrap()));
-        assert_eq!(target, ResolveTarget::Name("alice".into()));
+        assert_eq!(target, ResolveTarget::Name(Label::parse("alice").unwrap()));
         let bytes = d.answer(&pending, &alice());
         // The wire bytes carry the question's original case.
         assert!(bytes.windows(5).any(|w| w == b"AlIcE"));
@@ -673,6 +658,28 @@ mod tests {
             assert!(resp.answers.is_empty());
             assert_soa(&resp);
         }
+    }
+
+    /// The label rule is `proto::name`'s, applied after folding case: a
+    /// label starting or ending with '-' is no node name.
+    #[test]
+    fn labels_follow_the_name_rule_after_folding_case() {
+        let d = interceptor();
+        // Labels that from_ascii rejects but can arrive on the wire.
+        for label in ["-alice", "alice-", "-"] {
+            let labels: [&[u8]; 3] = [label.as_bytes(), b"ntm", b"internal"];
+            let mut name = Name::from_labels(labels).unwrap();
+            name.set_fqdn(true);
+            let mut asked = Message::new(ID, MessageType::Query, OpCode::Query);
+            asked.add_query(Query::query(name, RecordType::A));
+            let resp = reply_of(d.classify(&asked.to_vec().unwrap()));
+            assert_our_reply(&resp, ResponseCode::NXDomain, &asked);
+        }
+        let (_, target) = resolve_of(d.classify(&query("ALICE-2.ntm.internal.", RecordType::A)));
+        assert_eq!(
+            target,
+            ResolveTarget::Name(Label::parse("alice-2").unwrap())
+        );
     }
 
     #[test]

@@ -7,9 +7,10 @@ use crate::dc::federation::FederationSpec;
 use crate::dc::store::Store;
 use crate::keys::PrivateKey;
 use crate::net::packet;
-use crate::proto::cookie::{COOKIE_REPLY_LEN, FED_COOKIE_REPLY};
+use crate::proto::cookie::COOKIE_REPLY_LEN;
 use crate::proto::ticket::TicketKey;
 use crate::proto::wire;
+use crate::proto::wire::Kind;
 use crate::relay::core::{Action as RelayAction, RelayCore};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
@@ -48,6 +49,8 @@ struct Fed {
     configured: Vec<bool>,
     /// Datagrams the upstream resolver got (names not intercepted).
     upstream: usize,
+    /// Answered pings: (node, ping id, the endpoint that answered).
+    pongs: Vec<(usize, u64, String)>,
     wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
@@ -142,13 +145,19 @@ impl Fed {
             stub_domains: Vec::new(),
             configured: Vec::new(),
             upstream: 0,
+            pongs: Vec::new(),
             wire: VecDeque::new(),
         }
     }
 
     fn add_node(&mut self, name: &str, addr: &str, dc_key: &PrivateKey) {
+        self.add_node_of(name, addr, self.nodes.len(), dc_key);
+    }
+
+    /// Adds node `name` at `addr`, registering with DC `dc` (0: X, 1: Y).
+    fn add_node_of(&mut self, name: &str, addr: &str, dc: usize, dc_key: &PrivateKey) {
         let addr: SocketAddr = addr.parse().unwrap();
-        let dc = self.dcs[self.nodes.len()].0;
+        let dc = self.dcs[dc].0;
         let mut core = NodeCore::new(
             NodeSettings {
                 name: name.into(),
@@ -188,6 +197,7 @@ impl Fed {
                         assert!(self.configured[i], "stub domains before the TUN's address");
                         self.stub_domains[i].push(d);
                     }
+                    Output::Pong { id, endpoint, .. } => self.pongs.push((i, id, endpoint)),
                     _ => {}
                 }
             }
@@ -297,6 +307,20 @@ impl Fed {
         None
     }
 
+    /// `ntmtun ping NAME` on node `i`: the endpoint that answered, waiting
+    /// (bounded, in simulated time) for the pong.
+    fn ping(&mut self, i: usize, name: &str) -> String {
+        let id = self.nodes[i].1.ping(name, self.now).unwrap();
+        for _ in 0..50 {
+            self.settle();
+            if let Some(k) = self.pongs.iter().position(|p| (p.0, p.1) == (i, id)) {
+                return self.pongs.swap_remove(k).2;
+            }
+            self.advance(Duration::from_millis(100));
+        }
+        panic!("node {i}: no answer to ping {name}");
+    }
+
     /// Writes an A query for `name` into node `i`'s TUN, nothing delivered.
     fn ask_dns(&mut self, i: usize, name: &str) {
         self.ask_dns_to(i, RESOLVER, name);
@@ -352,7 +376,7 @@ fn a_node_resolves_and_reaches_a_node_of_the_federated_domain() {
     let route = bob_table.by_vip.get(&alice_vip).expect("no route to alice");
     let mut rec = route
         .session
-        .seal_to_vec(wire::DATA, b"across domains")
+        .seal_to_vec(Kind::Data, b"across domains")
         .unwrap();
     let h = wire::TransportHeader::decode(&rec).unwrap();
     let rx = alice_table
@@ -361,6 +385,59 @@ fn a_node_resolves_and_reaches_a_node_of_the_federated_domain() {
         .expect("alice has no matching session");
     let r = rx.session.open(&mut rec).unwrap();
     assert_eq!(&rec[r], b"across domains");
+}
+
+/// `ntmtun ping NAME` (issue 11): the full name of a node of the federated
+/// domain pings that node, even where our own domain has a node with the
+/// same label, as a DNS query for the name would reach it; the bare label
+/// (or the label qualified with our own domain) is our own domain's node.
+#[test]
+fn ping_by_full_name_reaches_the_federated_node_and_a_bare_label_our_own() {
+    let mut f = Fed::new("198.19.0.0/16");
+    let ky = f.keys.1.clone();
+    f.add_node_of("alice", "198.51.100.14:3000", 1, &ky);
+    f.advance(Duration::from_secs(2));
+    let (x_alice, y_alice) = (f.nodes[0].0.to_string(), f.nodes[2].0.to_string());
+
+    assert_eq!(f.ping(1, "alice.x.ntm.internal"), x_alice);
+    assert_eq!(f.ping(1, "Alice.X.NTM.internal"), x_alice);
+    assert_eq!(f.ping(1, "alice"), y_alice);
+    assert_eq!(f.ping(1, "alice.y.ntm.internal"), y_alice);
+    // And alice of x reaches bob by his full name, with no DNS query first.
+    assert_eq!(f.ping(0, "bob.y.ntm.internal"), f.nodes[1].0.to_string());
+
+    let bob = f.nodes[1].1.status(f.now);
+    let names: Vec<(&str, &str)> = bob
+        .peers
+        .iter()
+        .map(|p| (p.name.as_str(), p.fqdn.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("alice", "alice.y.ntm.internal"),
+            ("alice.x.ntm.internal", "alice.x.ntm.internal")
+        ]
+    );
+
+    // A domain that is neither ours nor federated, and a name that is no
+    // name, are refused at once, saying why.
+    let err = f.nodes[1]
+        .1
+        .ping("alice.z.ntm.internal", f.now)
+        .unwrap_err();
+    for part in [
+        "alice.z.ntm.internal",
+        "(y.ntm.internal)",
+        "(x.ntm.internal)",
+    ] {
+        assert!(err.contains(part), "{err:?} lacks {part:?}");
+    }
+    let err = f.nodes[1].1.ping("al_ice", f.now).unwrap_err();
+    assert!(
+        err.contains("\"al_ice\"") && err.contains("contains '_'"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -536,7 +613,7 @@ fn under_load_federation_initiations_meet_a_cookie_first() {
         .1
         .handle_timeout(f.now, unix)
         .into_iter()
-        .find(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT)
+        .find(|t| t.bytes[0] == Kind::FedHandshakeInit as u8)
         .expect("X dials Y");
     // A copy from a spoofed source (valid mac1, no mac2): a cookie reply
     // to that source, before any Diffie-Hellman.
@@ -546,7 +623,7 @@ fn under_load_federation_initiations_meet_a_cookie_first() {
         .handle(spoofed, &mut init.bytes.clone(), f.now, unix);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].to, spoofed);
-    assert_eq!(out[0].bytes[0], FED_COOKIE_REPLY);
+    assert_eq!(out[0].bytes[0], Kind::FedCookieReply as u8);
     assert_eq!(out[0].bytes.len(), COOKIE_REPLY_LEN);
     assert_eq!(f.dcs[1].1.stats.fed_cookie_replies, 1);
     assert_eq!(federation_up(&f.dcs[1].1), 0);
@@ -594,7 +671,7 @@ fn a_reload_without_federation_changes_sends_nothing_and_keeps_the_session() {
     let unix = f.unix();
     let t = f.dcs[0].1.handle_timeout(f.now, unix);
     assert!(
-        !t.iter().any(|t| t.bytes[0] == wire::FED_HANDSHAKE_INIT),
+        !t.iter().any(|t| t.bytes[0] == Kind::FedHandshakeInit as u8),
         "re-handshake after a no-op reload"
     );
     assert_eq!(federation_up(&f.dcs[0].1), 1);

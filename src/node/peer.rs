@@ -9,11 +9,10 @@ use super::table::{Endpoint, PeerStats};
 use super::tun::TUN_MTU;
 use crate::keys::PublicKey;
 use crate::node::dns::PendingQuery;
-use crate::proto::cookie::COOKIE_REPLY;
 use crate::proto::link::{Backoff, Dialer, SessionPair};
 use crate::proto::session::Session;
 use crate::proto::signal::{Path, RelayGrant};
-use crate::proto::wire::HANDSHAKE_INIT;
+use crate::proto::wire::Kind;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -129,7 +128,7 @@ impl Peer {
             endpoint_heard: None,
             upgrade: None,
             sessions: SessionPair::default(),
-            dialer: Dialer::new(HANDSHAKE_INIT, COOKIE_REPLY, key, Backoff::TUNNEL),
+            dialer: Dialer::new(Kind::HandshakeInit, Kind::CookieReply, key, Backoff::TUNNEL),
             last_hello: 0,
             last_response: None,
             queue: VecDeque::new(),

@@ -10,8 +10,9 @@ use super::counters::bump;
 use super::dns::{DnsAction, DnsInterceptor, Resolution as DnsResolution, ResolveTarget};
 use super::peer::DnsWaiter;
 use crate::net::packet;
+use crate::proto::name::{self, NodeName};
 use crate::proto::signal::{FederatedDomain, Target, ToDc};
-use crate::proto::wire;
+use crate::proto::wire::Kind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -47,7 +48,7 @@ impl NodeCore {
             if let Some(p) = self.peers.get_mut(&key) {
                 if let (Some(s), Some(ep)) = (p.sending(), p.endpoint) {
                     // The workers' table just had not caught up yet.
-                    if let Ok(bytes) = s.seal_to_vec(wire::DATA, &pkt) {
+                    if let Ok(bytes) = s.seal_to_vec(Kind::Data, &pkt) {
                         p.stats.record_tx(pkt.len(), now);
                         let (to, bytes) = ep.wrap(&bytes);
                         self.out.push_back(Output::Udp { to, bytes });
@@ -87,15 +88,16 @@ impl NodeCore {
         now: Instant,
     ) {
         let Some(dns) = &self.dns else { return };
+        // Our domain's interceptor first, then the federated domains'; the
+        // one that does not forward is the zone of the name.
         let mut action = dns.classify(query);
-        // Names of federated domains are asked of our DC as `label.domain`.
-        let mut zone = None;
+        let mut zone = dns;
         for fed in &self.fed_dns {
             if !matches!(action, DnsAction::Forward) {
                 break;
             }
             action = fed.classify(query);
-            zone = Some(fed.domain().to_string());
+            zone = fed;
         }
         match action {
             DnsAction::Forward => self.forward_dns(client, resolver, query, now),
@@ -110,14 +112,56 @@ impl NodeCore {
                     resolver,
                     deadline: now + DNS_WAIT,
                 };
-                let (target, direct) = match (target, zone) {
-                    (ResolveTarget::Name(n), Some(z)) => (Target::Name(format!("{n}.{z}")), true),
-                    (ResolveTarget::Name(n), None) => (Target::Name(n), true),
-                    (ResolveTarget::Address(a), _) => (Target::Address(a), false),
+                let (target, direct) = match target {
+                    ResolveTarget::Name(label) => {
+                        let name = NodeName::qualified(label, zone.zone().clone());
+                        (Target::Name(self.dc_name(name)), true)
+                    }
+                    ResolveTarget::Address(a) => (Target::Address(a), false),
                 };
                 self.answer_or_resolve(target, direct, waiter, now);
             }
         }
+    }
+
+    /// How this node asks its DC about `name` and names the peer, for a DNS
+    /// question and `ntmtun ping` alike: bare in our own domain, qualified
+    /// (`label.domain`) in a federated one.
+    fn dc_name(&self, name: NodeName) -> String {
+        match &self.dc.registered {
+            Some(reg) => name.relative_to(&reg.domain),
+            None => name,
+        }
+        .to_string()
+    }
+
+    /// The peer name (as [`NodeCore::dc_name`] gives it) for a name typed
+    /// for `ntmtun ping`: bare (our own domain) or qualified with our
+    /// domain or a federated one, in any case.
+    pub(super) fn ping_name(&self, text: &str) -> Result<String, String> {
+        let name = NodeName::parse(&name::fold(text))
+            .map_err(|e| format!("{text:?} is not a node name: {e}"))?;
+        if let Some(domain) = name.domain() {
+            let own = self.dc.registered.as_ref().map(|r| r.domain.as_str());
+            let federated = || {
+                self.federated
+                    .iter()
+                    .any(|f| f.domain.eq_ignore_ascii_case(domain.as_str()))
+            };
+            if own != Some(domain.as_str()) && !federated() {
+                let others: Vec<&str> = self.federated.iter().map(|f| f.domain.as_str()).collect();
+                return Err(format!(
+                    "{name} is not in this node's domain ({}) or a domain federated with it ({})",
+                    own.unwrap_or("unknown until the DC registers this node"),
+                    if others.is_empty() {
+                        "none".to_string()
+                    } else {
+                        others.join(", ")
+                    }
+                ));
+            }
+        }
+        Ok(self.dc_name(name))
     }
 
     /// Answers from what we know when we can; otherwise asks the DC.
@@ -227,11 +271,10 @@ impl NodeCore {
             Some(fed) => {
                 let res = match res {
                     DnsResolution::Found { name, virtual_ip } => DnsResolution::Found {
-                        name: name
-                            .strip_suffix(fed.domain())
-                            .and_then(|l| l.strip_suffix('.'))
-                            .unwrap_or(name)
-                            .to_string(),
+                        name: match NodeName::parse(name) {
+                            Ok(n) if n.is_in(fed.domain()) => n.label().to_string(),
+                            _ => name.clone(),
+                        },
                         virtual_ip: *virtual_ip,
                     },
                     other => other.clone(),

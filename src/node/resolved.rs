@@ -96,7 +96,7 @@ pub fn undo(path: &Path) {
         Some(State {
             tun,
             mode: DnsMode::Stub,
-        }) if !super::tun::exists(&tun) => {
+        }) if !crate::net::host::link::exists(&tun) => {
             // resolved dropped the link's settings with the link.
             debug!(
                 tun,

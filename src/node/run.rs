@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Control-channel depth: bounded so a flood cannot grow memory; workers
 /// count what they drop when it is full.
@@ -86,7 +86,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     let _socket_file = control_socket::SocketFile(cfg.control_socket.clone());
     // Offloads (TUN TSO/USO, UDP GSO/GRO) unless NTMTUN_OFFLOAD=0.
     let shell = crate::dataplane::io::choose(cfg.io)?;
-    let (queues, _) = tun::create(&cfg.tun, workers, crate::dataplane::offload_from_env())?;
+    let (queues, _) = tun::create(&cfg.tun, workers, crate::net::batch::offload_from_env())?;
     // The control socket and a TUN name nobody held prove no other node
     // runs here, so clearing the rules and DNS settings a crashed
     // predecessor may have left behind is safe (a node that fails before
@@ -97,7 +97,10 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
         resolved::undo(&dns_state);
     }
     system::teardown();
-    super::subnet::teardown();
+    if let Err(e) = super::subnet::teardown() {
+        // Hosts without nf_tables cannot have our table.
+        debug!(error = %e, "no gateway nftables table to remove");
+    }
     let offload = queues[0].tcp_gso();
     let (sockets, v6) = bind_data_sockets(cfg.listen_port, workers)?;
     let port = sockets[0].local_addr()?.port();

@@ -6,12 +6,12 @@
 //! The routes go with the TUN when the node exits; the table is deleted at
 //! shutdown and at start-up (after a crash), like `system::teardown`.
 
-use super::system::ip;
-use anyhow::{bail, Context, Result};
-use ipnet::Ipv4Net;
-use std::io::Write;
-use std::process::{Command, Stdio};
-use tracing::{debug, info, warn};
+use crate::net::host;
+use crate::net::host::nat::{self, Gateway as NatTable};
+use crate::net::host::route::{self, Route};
+use anyhow::{Context, Result};
+use ipnet::{IpNet, Ipv4Net};
+use tracing::{info, warn};
 
 /// The nftables table this node owns (family ip).
 pub const NFT_TABLE: &str = "ntmtun";
@@ -30,8 +30,8 @@ pub fn sync_routes(
     for p in installed {
         if wanted.contains(p) {
             now.push(*p);
-        } else if let Err(e) = ip(&["-4", "route", "del", &p.to_string(), "dev", tun]) {
-            warn!(prefix = %p, kind, error = format!("{e:#}"), "cannot remove a route from the TUN");
+        } else if let Err(e) = route::delete(tun_route(tun, *p)) {
+            warn!(prefix = %p, kind, error = %e, "cannot remove a route from the TUN");
         } else {
             info!(prefix = %p, kind, tun, "route removed from the TUN");
         }
@@ -40,7 +40,7 @@ pub fn sync_routes(
         if now.contains(p) {
             continue;
         }
-        match ip(&["-4", "route", "replace", &p.to_string(), "dev", tun]) {
+        match route::replace(tun_route(tun, *p)) {
             Ok(()) => {
                 info!(prefix = %p, kind, tun, "route into the tunnel");
                 now.push(*p);
@@ -48,12 +48,20 @@ pub fn sync_routes(
             Err(e) => warn!(
                 prefix = %p,
                 kind,
-                error = format!("{e:#}"),
+                error = %e,
                 "cannot route a prefix into the TUN; its hosts are unreachable from here"
             ),
         }
     }
     now
+}
+
+fn tun_route(tun: &str, prefix: Ipv4Net) -> Route<'_> {
+    Route {
+        dst: IpNet::V4(prefix),
+        dev: tun,
+        table: route::MAIN,
+    }
 }
 
 /// What a gateway changed on the host, to undo at shutdown.
@@ -80,12 +88,18 @@ pub fn start_gateway(tun: &str, snat: bool) -> Result<Gateway> {
         Some(before)
     };
     let gw = Gateway { forward_was };
-    if let Err(e) = nft(&ruleset(tun, snat)) {
+    let table = NatTable {
+        table: NFT_TABLE,
+        tun,
+        snat,
+    };
+    if let Err(e) = nat::install(table) {
         if snat {
-            return Err(e.context("snat = true, but the masquerade table could not be installed"));
+            return Err(anyhow::Error::new(e)
+                .context("snat = true, but the masquerade table could not be installed"));
         }
         warn!(
-            error = format!("{e:#}"),
+            error = %e,
             "no MSS clamping into the tunnel (nftables); TCP relies on path MTU discovery"
         );
     } else {
@@ -97,7 +111,9 @@ pub fn start_gateway(tun: &str, snat: bool) -> Result<Gateway> {
 impl Drop for Gateway {
     /// Removes the table and restores `ip_forward`.
     fn drop(&mut self) {
-        teardown();
+        if let Err(e) = teardown() {
+            warn!(error = %e, "cannot remove the gateway nftables table");
+        }
         if let Some(v) = &self.forward_was {
             let v = if v.is_empty() { "0" } else { v.as_str() };
             if let Err(e) = std::fs::write(IP_FORWARD, v) {
@@ -107,86 +123,15 @@ impl Drop for Gateway {
     }
 }
 
-/// Deletes our nftables table if it exists (a crashed predecessor's too).
-pub fn teardown() {
-    if let Err(e) = nft(&format!("delete table ip {NFT_TABLE}\n")) {
-        debug!(error = format!("{e:#}"), "removing the nftables table");
-    }
-}
-
-/// The gateway's table. Forwarded TCP SYNs into the TUN get their MSS
-/// clamped to the route's MTU (LAN hosts assume 1500); with `snat`,
-/// traffic from the TUN leaving by another interface is masqueraded.
-fn ruleset(tun: &str, snat: bool) -> String {
-    let masquerade = if snat {
-        format!(
-            "    chain postrouting {{
-        type nat hook postrouting priority srcnat; policy accept;
-        iifname \"{tun}\" oifname != \"{tun}\" masquerade
-    }}
-"
-        )
-    } else {
-        String::new()
-    };
-    // Create-then-delete first (one transaction; works on nftables before
-    // 1.0.8's `destroy`): replacing the table leaves no stale rules.
-    format!(
-        "table ip {NFT_TABLE}
-delete table ip {NFT_TABLE}
-table ip {NFT_TABLE} {{
-    chain forward {{
-        type filter hook forward priority mangle; policy accept;
-        oifname \"{tun}\" tcp flags syn tcp option maxseg size set rt mtu
-        iifname \"{tun}\" tcp flags syn tcp option maxseg size set rt mtu
-    }}
-{masquerade}}}
-"
-    )
-}
-
-fn nft(script: &str) -> Result<()> {
-    debug!(script, "nft");
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run `nft` (install nftables)")?;
-    child
-        .stdin
-        .take()
-        .context("nft stdin")?
-        .write_all(script.as_bytes())
-        .context("writing to nft")?;
-    let out = child.wait_with_output().context("waiting for nft")?;
-    if !out.status.success() {
-        bail!(
-            "`nft -f -` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ruleset_masquerades_only_with_snat() {
-        let with = ruleset("ntm0", true);
-        assert!(
-            with.contains("iifname \"ntm0\" oifname != \"ntm0\" masquerade"),
-            "{with}"
-        );
-        assert!(with.contains("maxseg size set rt mtu"), "{with}");
-        let without = ruleset("ntm0", false);
-        assert!(!without.contains("masquerade"), "{without}");
-        assert!(
-            without.starts_with("table ip ntmtun\ndelete table ip ntmtun\n"),
-            "{without}"
-        );
+/// Deletes our nftables table if it exists (a crashed predecessor's too);
+/// no table is no error.
+pub fn teardown() -> Result<(), host::Error> {
+    match nat::delete_table(NFT_TABLE) {
+        Ok(()) => {
+            info!(table = NFT_TABLE, "gateway nftables table removed");
+            Ok(())
+        }
+        Err(e) if e.is_absent() => Ok(()),
+        Err(e) => Err(e),
     }
 }

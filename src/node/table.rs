@@ -223,14 +223,14 @@ impl Endpoint {
     }
 
     /// Wraps a node-to-node datagram for this endpoint: relayed ones get
-    /// the 8-byte RELAYED header. Returns where to send it.
+    /// the 8-byte Kind::Relayed header. Returns where to send it.
     pub fn wrap(&self, datagram: &[u8]) -> (SocketAddr, Vec<u8>) {
         match *self {
             Endpoint::Direct(a) => (a, datagram.to_vec()),
             Endpoint::Relay { relay, sid } => {
-                let mut v = vec![0u8; crate::proto::relay::RELAYED_HEADER_LEN + datagram.len()];
-                crate::proto::relay::put_relayed_header(&mut v, sid);
-                v[crate::proto::relay::RELAYED_HEADER_LEN..].copy_from_slice(datagram);
+                let mut v = vec![0u8; crate::proto::wire::RELAYED_HEADER_LEN + datagram.len()];
+                crate::proto::wire::put_relayed_header(&mut v, sid);
+                v[crate::proto::wire::RELAYED_HEADER_LEN..].copy_from_slice(datagram);
                 (relay, v)
             }
         }

@@ -22,14 +22,6 @@ fn build(name: &str, offload: bool) -> std::io::Result<SyncDevice> {
         .build_sync()
 }
 
-/// Does a network interface called `name` exist in our network namespace?
-pub(super) fn exists(name: &str) -> bool {
-    std::ffi::CString::new(name)
-        // SAFETY: a valid NUL-terminated string; the call only reads it.
-        .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
-        .unwrap_or(false)
-}
-
 /// Creates `name` with `queues` queues (IFF_MULTI_QUEUE), up, no address
 /// yet: the address comes from the DC.
 ///
@@ -43,7 +35,7 @@ pub fn create(name: &str, queues: usize, offload: bool) -> Result<(Vec<SyncDevic
     // TUNSETIFF on a multi-queue TUN of that name would attach us to it as
     // one more queue: a second node would silently share the first one's
     // device. Any existing interface of that name is a mistake to report.
-    if exists(name) {
+    if crate::net::host::link::exists(name) {
         anyhow::bail!(
             "interface {name:?} (key `tun`) already exists: another node runs here, or another \
              device has that name; expected a free name: stop that node or set `tun` to another name"

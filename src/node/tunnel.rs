@@ -7,39 +7,17 @@ use super::counters::bump;
 use super::peer::RelayLink;
 use super::table::Endpoint;
 use crate::keys::PublicKey;
+use crate::proto::control::Control;
 use crate::proto::cookie;
 use crate::proto::handshake::Responder;
 use crate::proto::link::{CookieOutcome, Response, Verdict};
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::{self, PeerHello, PeerInfo};
-use crate::proto::wire;
+use crate::proto::wire::Kind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
-
-/// Peer control messages travel inside data records; an IP packet never
-/// starts with these bytes (its first nibble is the IP version, 4 or 6).
-pub const CTL_PING: u8 = 0x01;
-pub const CTL_PONG: u8 = 0x02;
-/// Upgrade probe sent straight to a relayed peer's direct candidates, and
-/// its answer. Only the answer moves the prober to the direct path: it
-/// proves both directions work.
-pub const CTL_PROBE: u8 = 0x03;
-pub const CTL_PROBE_ACK: u8 = 0x04;
-/// Sent through the relay by a peer whose direct path died: follow it now
-/// rather than after our own timeout.
-pub const CTL_FALLBACK: u8 = 0x05;
-/// Path MTU probe, padded to the inner size it tests ([kind][id][size]
-/// then zeros), and its acknowledgement ([kind][id][size]).
-pub const CTL_MTU_PROBE: u8 = 0x06;
-pub const CTL_MTU_ACK: u8 = 0x07;
-/// Sent through the relay by a peer whose data or ping to us went
-/// unanswered on the direct path: ping it straight back. Our own packet
-/// reopens a mapping our NAT let lapse, which nothing the peer sends can.
-pub const CTL_REPROBE: u8 = 0x08;
-const CTL_LEN: usize = 9;
-const CTL_MTU_LEN: usize = CTL_LEN + 2;
 
 /// A session the peer initiated waits this long for its first record
 /// before we start a handshake of our own.
@@ -252,7 +230,7 @@ impl NodeCore {
             Endpoint::Direct(addr) => Some(addr),
             Endpoint::Relay { .. } => None,
         };
-        match self.gate.check(cookie::COOKIE_REPLY, datagram, source, now) {
+        match self.gate.check(Kind::CookieReply, datagram, source, now) {
             Verdict::Proceed => {}
             Verdict::Cookie(reply) => {
                 bump(&self.counters.handshakes_cookie_replied);
@@ -299,7 +277,7 @@ impl NodeCore {
             debug!(peer = %p.name, "replayed handshake initiation dropped");
             return;
         }
-        match resp.reply(wire::HANDSHAKE_RESP, index, &[]) {
+        match resp.reply(Kind::HandshakeResp, index, &[]) {
             Ok((session, bytes)) => {
                 p.last_hello = hello.timestamp;
                 p.last_response = Some(bytes.clone());
@@ -338,10 +316,14 @@ impl NodeCore {
         }
     }
 
-    pub(super) fn on_handshake_resp(&mut self, from: Endpoint, datagram: &[u8], now: Instant) {
-        let Ok((sender, receiver, noise)) = wire::decode_resp(datagram) else {
-            return;
-        };
+    pub(super) fn on_handshake_resp(
+        &mut self,
+        from: Endpoint,
+        sender: u32,
+        receiver: u32,
+        noise: &[u8],
+        now: Instant,
+    ) {
         let Some(key) = self.initiations.get(&receiver).copied() else {
             debug!(%from, "handshake response for no initiation in flight");
             return;
@@ -392,7 +374,7 @@ impl NodeCore {
             self.reply_dns(&w, &answer);
         }
         for pkt in queued {
-            if let Ok(bytes) = session.seal_to_vec(wire::DATA, &pkt) {
+            if let Ok(bytes) = session.seal_to_vec(Kind::Data, &pkt) {
                 stats.record_tx(pkt.len(), now);
                 self.send_to(ep, &bytes);
             }
@@ -472,7 +454,7 @@ impl NodeCore {
         let (Some(s), Some(ep)) = (p.sending(), p.endpoint) else {
             return;
         };
-        if let Ok(bytes) = s.seal_to_vec(wire::DATA, &[]) {
+        if let Ok(bytes) = s.seal_to_vec(Kind::Data, &[]) {
             p.stats.record_tx(0, now);
             self.send_to(ep, &bytes);
         }
@@ -497,7 +479,7 @@ impl NodeCore {
         }
         let id = self.next_ping();
         for t in targets {
-            if let Ok(bytes) = s.seal_to_vec(wire::DATA, &Self::control_message(CTL_PROBE, id)) {
+            if let Ok(bytes) = s.seal_to_vec(Kind::Data, &Control::Probe(id).to_vec()) {
                 self.send_to(t, &bytes);
             }
         }
@@ -520,13 +502,13 @@ impl NodeCore {
         bump(&self.counters.relay_fallbacks);
         self.table_dirty = true;
         let id = self.next_ping();
-        self.send_control(key, relay_ep, CTL_FALLBACK, id, now);
+        self.send_control(key, relay_ep, Control::Fallback(id), now);
         true
     }
 
     /// The direct path went quiet (data or a ping unanswered): before path
     /// health may declare it dead, ping it again, and ask the peer through
-    /// the relay to ping us straight back (`CTL_REPROBE`): the relay stays a
+    /// the relay to ping us straight back (`Control::Reprobe`): the relay stays a
     /// standby, not a destination. Only a pong ends the re-probe.
     pub(super) fn reprobe_direct(&mut self, key: PublicKey, now: Instant) {
         let Some(p) = self.peers.get_mut(&key) else {
@@ -539,18 +521,18 @@ impl NodeCore {
         self.send_ping(key, id, now);
         if let Some(relay) = relay {
             let id = self.next_ping();
-            self.send_control(key, relay, CTL_REPROBE, id, now);
+            self.send_control(key, relay, Control::Reprobe(id), now);
         }
     }
 
     /// Seals a control message on the current session and sends it to `ep`.
-    fn send_control(&mut self, key: PublicKey, ep: Endpoint, kind: u8, id: u64, now: Instant) {
+    fn send_control(&mut self, key: PublicKey, ep: Endpoint, msg: Control, now: Instant) {
         let Some(p) = self.peers.get(&key) else {
             return;
         };
         let Some(s) = p.sending() else { return };
         p.stats.record_tx(0, now);
-        if let Ok(bytes) = s.seal_to_vec(wire::DATA, &Self::control_message(kind, id)) {
+        if let Ok(bytes) = s.seal_to_vec(Kind::Data, &msg.to_vec()) {
             self.send_to(ep, &bytes);
         }
     }
@@ -575,24 +557,18 @@ impl NodeCore {
         let Some(probes) = probes else { return };
         let mut msg = [0u8; super::tun::TUN_MTU as usize];
         for size in probes.sizes {
-            let m = &mut msg[..usize::from(size).max(CTL_MTU_LEN)];
-            m[0] = CTL_MTU_PROBE;
-            m[1..9].copy_from_slice(&probes.id.to_le_bytes());
-            m[9..11].copy_from_slice(&size.to_le_bytes());
-            if let Ok(bytes) = s.seal_to_vec(wire::DATA, m) {
+            let n = Control::MtuProbe {
+                id: probes.id,
+                size,
+            }
+            .write(&mut msg);
+            if let Ok(bytes) = s.seal_to_vec(Kind::Data, &msg[..n]) {
                 self.send_to(ep, &bytes);
             }
         }
     }
 
     // ----- ping / pong ------------------------------------------------------
-
-    fn control_message(kind: u8, id: u64) -> [u8; CTL_LEN] {
-        let mut m = [0u8; CTL_LEN];
-        m[0] = kind;
-        m[1..].copy_from_slice(&id.to_le_bytes());
-        m
-    }
 
     pub(super) fn send_ping(&mut self, key: PublicKey, id: u64, now: Instant) {
         let Some(p) = self.peers.get_mut(&key) else {
@@ -606,7 +582,7 @@ impl NodeCore {
             .retain(|(_, t)| now.saturating_duration_since(*t) < Duration::from_secs(10));
         p.pings.push((id, now));
         p.stats.record_tx(0, now);
-        if let Ok(bytes) = s.seal_to_vec(wire::DATA, &Self::control_message(CTL_PING, id)) {
+        if let Ok(bytes) = s.seal_to_vec(Kind::Data, &Control::Ping(id).to_vec()) {
             self.send_to(ep, &bytes);
         }
     }
@@ -619,61 +595,45 @@ impl NodeCore {
         payload: &[u8],
         now: Instant,
     ) {
-        let (Some(&kind), Some(id)) = (payload.first(), payload.get(1..CTL_LEN)) else {
+        let Some(msg) = Control::parse(payload) else {
             return;
         };
-        let id = u64::from_le_bytes(id.try_into().unwrap_or_default());
-        let size = payload
-            .get(CTL_LEN..CTL_MTU_LEN)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]));
-        let well_formed = match kind {
-            // A probe's length is the size it tests.
-            CTL_MTU_PROBE => size.is_some_and(|s| usize::from(s) == payload.len()),
-            CTL_MTU_ACK => payload.len() == CTL_MTU_LEN,
-            _ => payload.len() == CTL_LEN,
-        };
-        if !well_formed {
-            return;
-        }
         let Some(key) = self.peer_of_index(index) else {
             return;
         };
         self.confirm_session(key, index, now);
-        let reply = |kind| Self::control_message(kind, id);
-        match kind {
-            CTL_MTU_PROBE => {
+        match msg {
+            Control::MtuProbe { id, size } => {
                 // Acknowledge where it came from: the probe tested that path.
                 let Some(s) = self.peers.get(&key).and_then(|p| p.sending()) else {
                     return;
                 };
-                let mut ack = [0u8; CTL_MTU_LEN];
-                ack.copy_from_slice(&payload[..CTL_MTU_LEN]);
-                ack[0] = CTL_MTU_ACK;
-                if let Ok(bytes) = s.seal_to_vec(wire::DATA, &ack) {
+                let ack = Control::MtuAck { id, size }.to_vec();
+                if let Ok(bytes) = s.seal_to_vec(Kind::Data, &ack) {
                     self.send_to(from, &bytes);
                 }
             }
-            CTL_MTU_ACK => {
+            Control::MtuAck { id, size } => {
                 let Some(p) = self.peers.get_mut(&key) else {
                     return;
                 };
                 // Only acks over the path being probed count.
-                if p.endpoint == Some(from) && p.pmtu.on_ack(id, size.unwrap_or(0)) {
+                if p.endpoint == Some(from) && p.pmtu.on_ack(id, size) {
                     info!(peer = %p.name, mtu = p.pmtu.mtu(), endpoint = %from, "path MTU");
                     self.table_dirty = true;
                 }
             }
-            CTL_PROBE => {
+            Control::Probe(id) => {
                 // Answer where it came from; do not move: the probe proves
                 // only the peer-to-us direction.
                 let Some(s) = self.peers.get(&key).and_then(|p| p.sending()) else {
                     return;
                 };
-                if let Ok(bytes) = s.seal_to_vec(wire::DATA, &reply(CTL_PROBE_ACK)) {
+                if let Ok(bytes) = s.seal_to_vec(Kind::Data, &Control::ProbeAck(id).to_vec()) {
                     self.send_to(from, &bytes);
                 }
             }
-            CTL_FALLBACK => {
+            Control::Fallback(_) => {
                 if let Some(p) = self.peers.get_mut(&key) {
                     if p.endpoint != Some(from) {
                         info!(peer = %p.name, relay = %from, "peer lost the direct path; following it to the relay");
@@ -683,7 +643,7 @@ impl NodeCore {
                     }
                 }
             }
-            CTL_REPROBE => {
+            Control::Reprobe(_) => {
                 let direct = self
                     .peers
                     .get(&key)
@@ -693,7 +653,7 @@ impl NodeCore {
                     self.send_ping(key, id, now);
                 }
             }
-            CTL_PROBE_ACK => {
+            Control::ProbeAck(_) => {
                 let before = self.peers.get(&key).and_then(|p| p.endpoint);
                 self.handle_endpoint_seen(index, from, now);
                 let Some(p) = self.peers.get(&key) else {
@@ -705,7 +665,7 @@ impl NodeCore {
                     self.keepalive(key, now);
                 }
             }
-            CTL_PING => {
+            Control::Ping(id) => {
                 self.handle_endpoint_seen(index, from, now);
                 let Some(p) = self.peers.get(&key) else {
                     return;
@@ -717,7 +677,7 @@ impl NodeCore {
                 // out before the peer's packet reopened its NAT: ask again.
                 let reprobing = p.reprobe_unanswered().is_some();
                 p.stats.record_tx(0, now);
-                if let Ok(bytes) = s.seal_to_vec(wire::DATA, &reply(CTL_PONG)) {
+                if let Ok(bytes) = s.seal_to_vec(Kind::Data, &Control::Pong(id).to_vec()) {
                     self.send_to(ep, &bytes);
                 }
                 if reprobing {
@@ -725,7 +685,7 @@ impl NodeCore {
                     self.send_ping(key, id, now);
                 }
             }
-            CTL_PONG => {
+            Control::Pong(id) => {
                 self.handle_endpoint_seen(index, from, now);
                 let Some(p) = self.peers.get_mut(&key) else {
                     return;
@@ -745,7 +705,6 @@ impl NodeCore {
                     });
                 }
             }
-            _ => {}
         }
     }
 }

@@ -17,6 +17,7 @@
 //! cannot forge a reply that the initiator accepts.
 
 use super::ticket::{mac_eq, MAC_LEN};
+use super::wire::Kind;
 use crate::keys::PublicKey;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
@@ -25,13 +26,6 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Node-to-node cookie reply (answers `HANDSHAKE_INIT`).
-pub const COOKIE_REPLY: u8 = 0x04;
-/// DC-to-node cookie reply (answers `DC_HANDSHAKE_INIT`). Not 0x14: that
-/// starts the federation types (`wire::FED_HANDSHAKE_INIT`).
-pub const DC_COOKIE_REPLY: u8 = 0x17;
-/// DC-to-DC cookie reply (answers `FED_HANDSHAKE_INIT`).
-pub const FED_COOKIE_REPLY: u8 = 0x18;
 /// Length of a cookie, and of the `mac2` it keys.
 pub const COOKIE_LEN: usize = 16;
 pub const MAC2_LEN: usize = MAC_LEN;
@@ -140,7 +134,7 @@ impl CookieMaker {
     /// `source`; None if it is too short to be one.
     pub fn reply(
         &mut self,
-        kind: u8,
+        kind: Kind,
         datagram: &[u8],
         source: SocketAddr,
         now: Instant,
@@ -155,7 +149,7 @@ impl CookieMaker {
             .encrypt_in_place_detached(XNonce::from_slice(&nonce), mac1, &mut cookie)
             .ok()?;
         let mut out = Vec::with_capacity(COOKIE_REPLY_LEN);
-        out.extend_from_slice(&[kind, 0, 0, 0]);
+        out.extend_from_slice(&[kind as u8, 0, 0, 0]);
         out.extend_from_slice(sender);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&cookie);
@@ -177,8 +171,8 @@ pub fn reply_receiver(datagram: &[u8]) -> Option<u32> {
 /// `responder` to the initiation `sent` (our own bytes: their mac1 is the
 /// associated data). None for anything forged, truncated, or aimed at
 /// another initiation.
-pub fn open_reply(kind: u8, responder: &PublicKey, sent: &[u8], reply: &[u8]) -> Option<Cookie> {
-    if reply.first() != Some(&kind) {
+pub fn open_reply(kind: Kind, responder: &PublicKey, sent: &[u8], reply: &[u8]) -> Option<Cookie> {
+    if !kind.starts(reply) {
         return None;
     }
     let receiver = reply_receiver(reply)?;
@@ -257,7 +251,6 @@ mod tests {
     use super::*;
     use crate::keys::PrivateKey;
     use crate::proto::handshake::Initiator;
-    use crate::proto::wire::HANDSHAKE_INIT;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -265,7 +258,7 @@ mod tests {
 
     fn initiation(responder: &PublicKey, index: u32) -> Vec<u8> {
         Initiator::start(
-            HANDSHAKE_INIT,
+            Kind::HandshakeInit,
             &PrivateKey::generate(),
             responder,
             index,
@@ -283,10 +276,10 @@ mod tests {
         let src = addr("198.51.100.7:4000");
         let mut m1 = initiation(&r, 77);
         assert!(!maker.check_mac2(&m1, src, t), "no mac2 yet");
-        let reply = maker.reply(COOKIE_REPLY, &m1, src, t).unwrap();
+        let reply = maker.reply(Kind::CookieReply, &m1, src, t).unwrap();
         assert_eq!(reply.len(), COOKIE_REPLY_LEN);
         assert_eq!(reply_receiver(&reply), Some(77));
-        let cookie = open_reply(COOKIE_REPLY, &r, &m1, &reply).unwrap();
+        let cookie = open_reply(Kind::CookieReply, &r, &m1, &reply).unwrap();
         set_mac2(&mut m1, &cookie);
         assert!(maker.check_mac2(&m1, src, t));
         // Bound to the source address and port.
@@ -305,8 +298,8 @@ mod tests {
         let mut maker = CookieMaker::new(&r, t);
         let src = addr("[2001:db8::7]:4000");
         let mut m1 = initiation(&r, 1);
-        let reply = maker.reply(COOKIE_REPLY, &m1, src, t).unwrap();
-        let cookie = open_reply(COOKIE_REPLY, &r, &m1, &reply).unwrap();
+        let reply = maker.reply(Kind::CookieReply, &m1, src, t).unwrap();
+        let cookie = open_reply(Kind::CookieReply, &r, &m1, &reply).unwrap();
         set_mac2(&mut m1, &cookie);
         assert!(maker.check_mac2(&m1, src, t + SECRET_LIFETIME));
         assert!(!maker.check_mac2(&m1, src, t + 2 * SECRET_LIFETIME));
@@ -319,33 +312,33 @@ mod tests {
         let mut maker = CookieMaker::new(&r, t);
         let src = addr("198.51.100.7:4000");
         let m1 = initiation(&r, 5);
-        let reply = maker.reply(COOKIE_REPLY, &m1, src, t).unwrap();
+        let reply = maker.reply(Kind::CookieReply, &m1, src, t).unwrap();
         // Every bit flip is refused.
         for i in 0..reply.len() {
             for bit in 0..8 {
                 let mut bad = reply.clone();
                 bad[i] ^= 1 << bit;
                 assert!(
-                    open_reply(COOKIE_REPLY, &r, &m1, &bad).is_none(),
+                    open_reply(Kind::CookieReply, &r, &m1, &bad).is_none(),
                     "flip {i}.{bit}"
                 );
             }
         }
         // A reply to another initiation (another mac1) does not open.
         let other = initiation(&r, 5);
-        assert!(open_reply(COOKIE_REPLY, &r, &other, &reply).is_none());
+        assert!(open_reply(Kind::CookieReply, &r, &other, &reply).is_none());
         // Nor does one claiming to come from another responder.
         let q = PrivateKey::generate().public_key();
-        assert!(open_reply(COOKIE_REPLY, &q, &m1, &reply).is_none());
+        assert!(open_reply(Kind::CookieReply, &q, &m1, &reply).is_none());
         // Truncated or padded.
-        assert!(open_reply(COOKIE_REPLY, &r, &m1, &reply[..reply.len() - 1]).is_none());
+        assert!(open_reply(Kind::CookieReply, &r, &m1, &reply[..reply.len() - 1]).is_none());
         let mut long = reply.clone();
         long.push(0);
-        assert!(open_reply(COOKIE_REPLY, &r, &m1, &long).is_none());
+        assert!(open_reply(Kind::CookieReply, &r, &m1, &long).is_none());
         // Random bytes of the right shape.
-        let mut junk = vec![COOKIE_REPLY, 0, 0, 0, 5, 0, 0, 0];
+        let mut junk = vec![Kind::CookieReply as u8, 0, 0, 0, 5, 0, 0, 0];
         junk.extend((0..COOKIE_REPLY_LEN - 8).map(|i| i as u8));
-        assert!(open_reply(COOKIE_REPLY, &r, &m1, &junk).is_none());
+        assert!(open_reply(Kind::CookieReply, &r, &m1, &junk).is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use super::cookie::{self, MAC2_LEN};
 use super::session::Session;
-use super::wire::{self, INIT_HEADER_LEN};
+use super::wire::{self, Kind, INIT_HEADER_LEN};
 use crate::keys::{PrivateKey, PublicKey};
 use snow::{Builder, HandshakeState};
 
@@ -95,7 +95,7 @@ pub struct Initiator {
 impl Initiator {
     /// Builds message 1 (header + Noise) of type `kind` carrying `payload`.
     pub fn start(
-        kind: u8,
+        kind: Kind,
         local: &PrivateKey,
         remote: &PublicKey,
         local_index: u32,
@@ -198,7 +198,7 @@ impl Responder {
     /// session and the datagram to send back.
     pub fn reply(
         mut self,
-        kind: u8,
+        kind: Kind,
         local_index: u32,
         payload: &[u8],
     ) -> Result<(Session, Vec<u8>), HandshakeError> {
@@ -221,28 +221,27 @@ impl Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::wire::{DATA, HANDSHAKE_INIT, HANDSHAKE_RESP};
 
     #[test]
     fn full_handshake_gives_matching_sessions() {
         let a = PrivateKey::generate();
         let b = PrivateKey::generate();
         let (mut init, m1) =
-            Initiator::start(HANDSHAKE_INIT, &a, &b.public_key(), 11, b"hello").unwrap();
+            Initiator::start(Kind::HandshakeInit, &a, &b.public_key(), 11, b"hello").unwrap();
         let resp = Responder::read(&b, &Mac1Key::for_responder(&b.public_key()), &m1).unwrap();
         assert_eq!(resp.remote_key, a.public_key());
         assert_eq!(resp.payload, b"hello");
         assert_eq!(resp.remote_index, 11);
-        let (sb, m2) = resp.reply(HANDSHAKE_RESP, 22, b"welcome").unwrap();
+        let (sb, m2) = resp.reply(Kind::HandshakeResp, 22, b"welcome").unwrap();
         let (sender, receiver, noise) = wire::decode_resp(&m2).unwrap();
         assert_eq!((sender, receiver), (22, 11));
         let (sa, payload) = init.read_response(sender, noise).unwrap();
         assert_eq!(payload, b"welcome");
 
-        let mut rec = sa.seal_to_vec(DATA, b"ping").unwrap();
+        let mut rec = sa.seal_to_vec(Kind::Data, b"ping").unwrap();
         let r = sb.open(&mut rec).unwrap();
         assert_eq!(&rec[r], b"ping");
-        let mut back = sb.seal_to_vec(DATA, b"pong").unwrap();
+        let mut back = sb.seal_to_vec(Kind::Data, b"pong").unwrap();
         let r = sa.open(&mut back).unwrap();
         assert_eq!(&back[r], b"pong");
     }
@@ -252,7 +251,7 @@ mod tests {
         let a = PrivateKey::generate();
         let b = PrivateKey::generate();
         let c = PrivateKey::generate();
-        let (_, m1) = Initiator::start(HANDSHAKE_INIT, &a, &b.public_key(), 1, b"").unwrap();
+        let (_, m1) = Initiator::start(Kind::HandshakeInit, &a, &b.public_key(), 1, b"").unwrap();
         // Aimed at another key: refused by mac1, before any DH.
         assert!(matches!(
             Responder::read(&c, &Mac1Key::for_responder(&c.public_key()), &m1),

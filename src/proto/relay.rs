@@ -1,27 +1,14 @@
 //! Frames spoken with a Relay Server (docs/protocol.md, "Relay").
 //!
 //! Nodes bind to a relay session with a DC ticket, then wrap their usual
-//! node <-> node datagrams (handshakes, data records) in an 8-byte RELAYED
+//! node <-> node datagrams (handshakes, data records) in an 8-byte Kind::Relayed
 //! header. The relay forwards those bytes unchanged to the other side: it
 //! never holds a key that could open them.
 
 use super::ticket::{mac, mac_eq, MAC_LEN, TICKET_LEN};
+use super::wire::Kind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// Node -> relay: bind one side of a ticketed session to my address.
-pub const BIND: u8 = 0x21;
-/// Relay -> node: bound; says which address the relay saw.
-pub const BIND_ACK: u8 = 0x22;
-/// Node -> relay: which address do you see? (second NAT observer)
-pub const PROBE: u8 = 0x23;
-pub const PROBE_REPLY: u8 = 0x24;
-/// Node <-> relay <-> node: a wrapped node-to-node datagram.
-pub const RELAYED: u8 = 0x25;
-/// DC -> relay liveness check, and its answer.
-pub const PING: u8 = 0x26;
-pub const PONG: u8 = 0x27;
-
-pub const RELAYED_HEADER_LEN: usize = 8;
 const ADDR_LEN: usize = 19;
 pub const BIND_LEN: usize = 4 + 8 + TICKET_LEN + MAC_LEN;
 pub const BIND_ACK_LEN: usize = 4 + 4 + 8 + ADDR_LEN + MAC_LEN;
@@ -59,7 +46,7 @@ fn u64_at(b: &[u8], i: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
 }
 
-/// A parsed BIND (the MAC is checked by `verify` once the secret is known).
+/// A parsed Kind::RelayBind (the MAC is checked by `verify` once the secret is known).
 pub struct Bind<'a> {
     pub side: u8,
     pub timestamp: u64,
@@ -69,7 +56,7 @@ pub struct Bind<'a> {
 
 impl<'a> Bind<'a> {
     pub fn parse(b: &'a [u8]) -> Option<Bind<'a>> {
-        if b.len() != BIND_LEN || b[0] != BIND || b[1] > 1 {
+        if b.len() != BIND_LEN || !Kind::RelayBind.starts(b) || b[1] > 1 {
             return None;
         }
         Some(Bind {
@@ -89,7 +76,7 @@ impl<'a> Bind<'a> {
 
 pub fn bind(side: u8, timestamp: u64, ticket: &[u8; TICKET_LEN], secret: &[u8; 32]) -> Vec<u8> {
     let mut b = vec![0u8; BIND_LEN];
-    b[0] = BIND;
+    b[0] = Kind::RelayBind as u8;
     b[1] = side;
     b[4..12].copy_from_slice(&timestamp.to_le_bytes());
     b[12..12 + TICKET_LEN].copy_from_slice(ticket);
@@ -106,7 +93,7 @@ pub fn bind_ack(
     secret: &[u8; 32],
 ) -> Vec<u8> {
     let mut b = vec![0u8; BIND_ACK_LEN];
-    b[0] = BIND_ACK;
+    b[0] = Kind::RelayBindAck as u8;
     b[1] = side;
     b[4..8].copy_from_slice(&sid.to_le_bytes());
     b[8..16].copy_from_slice(&timestamp.to_le_bytes());
@@ -116,12 +103,12 @@ pub fn bind_ack(
     b
 }
 
-/// Parses and authenticates a BIND_ACK: (side, sid, timestamp, observed).
+/// Parses and authenticates a Kind::RelayBindAck: (side, sid, timestamp, observed).
 pub fn parse_bind_ack(
     b: &[u8],
     secret_for: impl Fn(u32, u8) -> Option<[u8; 32]>,
 ) -> Option<(u8, u32, u64, SocketAddr)> {
-    if b.len() != BIND_ACK_LEN || b[0] != BIND_ACK {
+    if b.len() != BIND_ACK_LEN || !Kind::RelayBindAck.starts(b) {
         return None;
     }
     let side = b[1];
@@ -136,62 +123,44 @@ pub fn parse_bind_ack(
 
 pub fn probe(nonce: u64) -> Vec<u8> {
     let mut b = vec![0u8; PROBE_LEN];
-    b[0] = PROBE;
+    b[0] = Kind::RelayProbe as u8;
     b[4..12].copy_from_slice(&nonce.to_le_bytes());
     b
 }
 
 pub fn parse_probe(b: &[u8]) -> Option<u64> {
-    (b.len() == PROBE_LEN && b[0] == PROBE).then(|| u64_at(b, 4))?
+    (b.len() == PROBE_LEN && Kind::RelayProbe.starts(b)).then(|| u64_at(b, 4))?
 }
 
 pub fn probe_reply(nonce: u64, observed: SocketAddr) -> Vec<u8> {
     let mut b = vec![0u8; PROBE_REPLY_LEN];
-    b[0] = PROBE_REPLY;
+    b[0] = Kind::RelayProbeReply as u8;
     b[4..12].copy_from_slice(&nonce.to_le_bytes());
     put_addr(&mut b[12..], observed);
     b
 }
 
-/// (nonce, observed address) of a PROBE_REPLY.
+/// (nonce, observed address) of a Kind::RelayProbeReply.
 pub fn parse_probe_reply(b: &[u8]) -> Option<(u64, SocketAddr)> {
-    if b.len() != PROBE_REPLY_LEN || b[0] != PROBE_REPLY {
+    if b.len() != PROBE_REPLY_LEN || !Kind::RelayProbeReply.starts(b) {
         return None;
     }
     Some((u64_at(b, 4)?, get_addr(&b[12..])?))
 }
 
-/// Writes the RELAYED header for session `sid` into `out[..8]`.
-pub fn put_relayed_header(out: &mut [u8], sid: u32) {
-    out[..RELAYED_HEADER_LEN].fill(0);
-    out[0] = RELAYED;
-    out[4..8].copy_from_slice(&sid.to_le_bytes());
-}
-
-/// (sid, inner datagram) of a RELAYED frame.
-pub fn parse_relayed(b: &[u8]) -> Option<(u32, &[u8])> {
-    if b.len() <= RELAYED_HEADER_LEN || b[0] != RELAYED || b[1..4] != [0, 0, 0] {
-        return None;
-    }
-    Some((
-        u32::from_le_bytes(b[4..8].try_into().ok()?),
-        &b[RELAYED_HEADER_LEN..],
-    ))
-}
-
-/// PING or PONG carrying `nonce`, MACed with the DC-relay key.
-pub fn ping(kind: u8, nonce: u64, key: &super::ticket::TicketKey) -> Vec<u8> {
+/// Kind::RelayPing or Kind::RelayPong carrying `nonce`, MACed with the DC-relay key.
+pub fn ping(kind: Kind, nonce: u64, key: &super::ticket::TicketKey) -> Vec<u8> {
     let mut b = vec![0u8; PING_LEN];
-    b[0] = kind;
+    b[0] = kind as u8;
     b[4..12].copy_from_slice(&nonce.to_le_bytes());
     let tag = key.mac(&b[..PING_LEN - MAC_LEN]);
     b[PING_LEN - MAC_LEN..].copy_from_slice(&tag);
     b
 }
 
-/// The nonce of an authentic PING/PONG of type `kind`.
-pub fn parse_ping(kind: u8, b: &[u8], key: &super::ticket::TicketKey) -> Option<u64> {
-    if b.len() != PING_LEN || b[0] != kind {
+/// The nonce of an authentic Kind::RelayPing/Kind::RelayPong of type `kind`.
+pub fn parse_ping(kind: Kind, b: &[u8], key: &super::ticket::TicketKey) -> Option<u64> {
+    if b.len() != PING_LEN || !kind.starts(b) {
         return None;
     }
     let (body, tag) = b.split_at(PING_LEN - MAC_LEN);
@@ -224,15 +193,18 @@ mod tests {
         let v4: SocketAddr = "198.51.100.7:1234".parse().unwrap();
         assert_eq!(parse_probe_reply(&probe_reply(3, v4)), Some((3, v4)));
         assert_eq!(parse_probe(&probe(3)), Some(3));
-        let mut r = vec![0u8; 12];
-        put_relayed_header(&mut r, 77);
-        assert_eq!(parse_relayed(&r), Some((77, &r[8..])));
         let k = TicketKey::derive(
             &PrivateKey::generate(),
             &PrivateKey::generate().public_key(),
         );
-        assert_eq!(parse_ping(PING, &ping(PING, 5, &k), &k), Some(5));
-        assert_eq!(parse_ping(PONG, &ping(PING, 5, &k), &k), None);
+        assert_eq!(
+            parse_ping(Kind::RelayPing, &ping(Kind::RelayPing, 5, &k), &k),
+            Some(5)
+        );
+        assert_eq!(
+            parse_ping(Kind::RelayPong, &ping(Kind::RelayPing, 5, &k), &k),
+            None
+        );
     }
 
     proptest! {
@@ -242,7 +214,6 @@ mod tests {
             let _ = parse_bind_ack(&d, |_, _| Some([0; 32]));
             let _ = parse_probe(&d);
             let _ = parse_probe_reply(&d);
-            let _ = parse_relayed(&d);
         }
     }
 }

@@ -7,6 +7,7 @@
 use super::aead::{Aead, Backend, Cipher};
 use super::replay::ReplayWindow;
 use super::wire::{TransportHeader, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
+use crate::proto::wire::Kind;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -98,7 +99,7 @@ impl Session {
     /// header in front and the tag behind. Returns the record length.
     pub fn seal(
         &self,
-        kind: u8,
+        kind: Kind,
         record: &mut [u8],
         payload_len: usize,
     ) -> Result<usize, SessionError> {
@@ -124,7 +125,7 @@ impl Session {
     pub fn seal_at(
         &self,
         counter: u64,
-        kind: u8,
+        kind: Kind,
         record: &mut [u8],
         payload_len: usize,
     ) -> Result<usize, SessionError> {
@@ -150,7 +151,7 @@ impl Session {
     }
 
     /// Convenience for the control path: a fresh record around `payload`.
-    pub fn seal_to_vec(&self, kind: u8, payload: &[u8]) -> Result<Vec<u8>, SessionError> {
+    pub fn seal_to_vec(&self, kind: Kind, payload: &[u8]) -> Result<Vec<u8>, SessionError> {
         let mut record = vec![0u8; payload.len() + TRANSPORT_OVERHEAD];
         record[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + payload.len()].copy_from_slice(payload);
         self.seal(kind, &mut record, payload.len())?;
@@ -243,7 +244,6 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::wire::DATA;
 
     fn pair() -> (Session, Session) {
         let a = Session::new(1, 2, &[1; 32], &[2; 32]);
@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn roundtrip_and_replay() {
         let (a, b) = pair();
-        let rec = a.seal_to_vec(DATA, b"payload").unwrap();
+        let rec = a.seal_to_vec(Kind::Data, b"payload").unwrap();
         let mut copy = rec.clone();
         let r = b.open(&mut copy).unwrap();
         assert_eq!(&copy[r], b"payload");
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn rejects_tampering_truncation_and_wrong_session() {
         let (a, b) = pair();
-        let rec = a.seal_to_vec(DATA, b"payload").unwrap();
+        let rec = a.seal_to_vec(Kind::Data, b"payload").unwrap();
         for i in 0..rec.len() {
             let mut bad = rec.clone();
             bad[i] ^= 0x40;
@@ -291,10 +291,10 @@ mod tests {
                 assert_eq!((a.backend(), b.backend()), (sb, rb));
                 for i in 0..3u8 {
                     let payload = vec![i; 100 * i as usize];
-                    let mut rec = a.seal_to_vec(DATA, &payload).unwrap();
+                    let mut rec = a.seal_to_vec(Kind::Data, &payload).unwrap();
                     let r = b.open(&mut rec).unwrap();
                     assert_eq!(&rec[r], &payload[..], "{sb} -> {rb}");
-                    let mut back = b.seal_to_vec(DATA, &payload).unwrap();
+                    let mut back = b.seal_to_vec(Kind::Data, &payload).unwrap();
                     let r = a.open(&mut back).unwrap();
                     assert_eq!(&back[r], &payload[..], "{rb} -> {sb}");
                 }
@@ -316,7 +316,7 @@ mod tests {
         for c in [4u64, 0, 2] {
             let mut r = vec![0u8; 10 + TRANSPORT_OVERHEAD];
             r[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + 10].fill(c as u8);
-            a.seal_at(c, DATA, &mut r, 10).unwrap();
+            a.seal_at(c, Kind::Data, &mut r, 10).unwrap();
             recs.push(r);
         }
         for (r, c) in recs.iter_mut().zip([4u8, 0, 2]) {
@@ -336,14 +336,14 @@ mod tests {
     #[test]
     fn open_batch_matches_open_record_by_record() {
         let (a, b) = pair();
-        let early = a.seal_to_vec(DATA, b"early").unwrap();
+        let early = a.seal_to_vec(Kind::Data, b"early").unwrap();
         assert!(b.open(&mut early.clone()).is_ok());
-        let r1 = a.seal_to_vec(DATA, b"one").unwrap();
-        let r2 = a.seal_to_vec(DATA, b"two").unwrap();
-        let three = a.seal_to_vec(DATA, b"three").unwrap();
+        let r1 = a.seal_to_vec(Kind::Data, b"one").unwrap();
+        let r2 = a.seal_to_vec(Kind::Data, b"two").unwrap();
+        let three = a.seal_to_vec(Kind::Data, b"three").unwrap();
         let mut forged = three.clone();
         forged[TRANSPORT_HEADER_LEN] ^= 1;
-        let foreign = b.seal_to_vec(DATA, b"to a").unwrap();
+        let foreign = b.seal_to_vec(Kind::Data, b"to a").unwrap();
         let parts = [&r1, &r2, &r1, &early, &forged, &foreign, &r2[..10].to_vec()];
         let mut buf = Vec::new();
         let mut recs = Vec::new();
@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn empty_payload_is_a_keepalive() {
         let (a, b) = pair();
-        let mut rec = a.seal_to_vec(DATA, &[]).unwrap();
+        let mut rec = a.seal_to_vec(Kind::Data, &[]).unwrap();
         assert_eq!(rec.len(), TRANSPORT_OVERHEAD);
         assert_eq!(b.open(&mut rec).unwrap().len(), 0);
     }

@@ -99,7 +99,7 @@ pub enum Target {
     Address(Ipv4Addr),
 }
 
-/// Node -> DC, inside a DC_DATA record.
+/// Node -> DC, inside a `DcData` record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToDc {
     /// Look up a node; with `direct`, also direct both nodes at each other
@@ -116,7 +116,7 @@ pub enum ToDc {
     },
 }
 
-/// DC -> node, inside a DC_DATA record.
+/// DC -> node, inside a `DcData` record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromDc {
     Resolved {
@@ -237,7 +237,7 @@ pub struct RemoteNode {
     pub relay_saw: Option<SocketAddr>,
 }
 
-/// DC <-> DC, inside a FED_DATA record.
+/// DC <-> DC, inside a Kind::FedData record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DcToDc {
     /// Keeps the session (and NAT state on the path) alive.

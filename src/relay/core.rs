@@ -4,6 +4,7 @@ use crate::metrics::Sample;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay::{self, Bind};
 use crate::proto::ticket::TicketKey;
+use crate::proto::wire::{self, Datagram, Kind};
 use crate::reload::RelayChange;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -214,28 +215,37 @@ impl RelayCore {
     pub fn handle(&mut self, from: SocketAddr, dgram: &[u8], now: Instant, unix: u64) -> Action {
         // Everything but forwarding costs crypto or answers with more bytes
         // than it got: limited per source.
-        if dgram.first() != Some(&relay::RELAYED) && !self.control_limit.allow(from.ip(), now) {
+        let parsed = wire::parse(dgram);
+        let forwarding = matches!(parsed, Ok(Datagram::Relayed { .. }));
+        if !forwarding && !self.control_limit.allow(from.ip(), now) {
             return self.drop(DropReason::RateLimited);
         }
-        match dgram.first() {
-            Some(&relay::RELAYED) => self.forward(from, dgram, now),
-            Some(&relay::BIND) => self.bind(from, dgram, now, unix),
-            Some(&relay::PROBE) => match relay::parse_probe(dgram) {
+        match parsed {
+            Ok(Datagram::Relayed { sid, .. }) => self.forward(from, sid, dgram.len(), now),
+            Ok(Datagram::Relay {
+                kind: Kind::RelayBind,
+                bytes,
+            }) => self.bind(from, bytes, now, unix),
+            Ok(Datagram::Relay {
+                kind: Kind::RelayProbe,
+                bytes,
+            }) => match relay::parse_probe(bytes) {
                 Some(nonce) => Action::Reply(relay::probe_reply(nonce, from)),
                 None => self.drop(DropReason::Malformed),
             },
-            Some(&relay::PING) => match relay::parse_ping(relay::PING, dgram, &self.key) {
-                Some(nonce) => Action::Reply(relay::ping(relay::PONG, nonce, &self.key)),
+            Ok(Datagram::Relay {
+                kind: Kind::RelayPing,
+                bytes,
+            }) => match relay::parse_ping(Kind::RelayPing, bytes, &self.key) {
+                Some(nonce) => Action::Reply(relay::ping(Kind::RelayPong, nonce, &self.key)),
                 None => self.drop(DropReason::BadMac),
             },
             _ => self.drop(DropReason::Malformed),
         }
     }
 
-    fn forward(&mut self, from: SocketAddr, dgram: &[u8], now: Instant) -> Action {
-        let Some((sid, _)) = relay::parse_relayed(dgram) else {
-            return self.drop(DropReason::Malformed);
-        };
+    /// A `Relayed` frame of `len` bytes for session `sid` from `from`.
+    fn forward(&mut self, from: SocketAddr, sid: u32, len: usize, now: Instant) -> Action {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return self.drop(DropReason::NoSession);
         };
@@ -250,11 +260,11 @@ impl RelayCore {
         let Some(to) = to else {
             return self.drop(DropReason::NotBound);
         };
-        if !s.bucket.take(dgram.len(), now) {
+        if !s.bucket.take(len, now) {
             return self.drop(DropReason::RateLimited);
         }
         self.stats.forwarded_packets += 1;
-        self.stats.forwarded_bytes += dgram.len() as u64;
+        self.stats.forwarded_bytes += len as u64;
         Action::Forward(to)
     }
 
@@ -331,7 +341,7 @@ mod tests {
 
     fn relayed(sid: u32, body: &[u8]) -> Vec<u8> {
         let mut v = vec![0u8; 8];
-        relay::put_relayed_header(&mut v, sid);
+        wire::put_relayed_header(&mut v, sid);
         v.extend_from_slice(body);
         v
     }
@@ -492,10 +502,11 @@ mod tests {
             panic!()
         };
         assert_eq!(relay::parse_probe_reply(&rep), Some((4, a)));
-        let Action::Reply(pong) = r.handle(a, &relay::ping(relay::PING, 8, &k), Instant::now(), 1)
+        let Action::Reply(pong) =
+            r.handle(a, &relay::ping(Kind::RelayPing, 8, &k), Instant::now(), 1)
         else {
             panic!()
         };
-        assert_eq!(relay::parse_ping(relay::PONG, &pong, &k), Some(8));
+        assert_eq!(relay::parse_ping(Kind::RelayPong, &pong, &k), Some(8));
     }
 }

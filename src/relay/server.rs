@@ -1,30 +1,47 @@
 //! The relay's IO shell: one socket per listen address, batched receive
-//! and send, one thread. Datagrams are forwarded out of a socket of the
-//! destination's address family, which is what lets an IPv4-only node and
-//! an IPv6-only node talk through a dual-stack relay.
+//! and send (`net::batch`: UDP GRO in, GSO out), one thread. Datagrams are
+//! forwarded out of a socket of the destination's address family, which is
+//! what lets an IPv4-only node and an IPv6-only node talk through a
+//! dual-stack relay, and straight from the slot they were received in: a
+//! GRO train of records for one pair leaves again as one GSO train.
 
 use super::core::RelayCore;
+use crate::clock::unix_now;
 use crate::config::RelayConfig;
-use crate::net::batch::{RecvBatch, SendBatch};
+use crate::net::batch::{self, Bufs, Transmit, UdpRx, UdpTx};
 use crate::net::{poll, udp};
 use crate::proto::ticket::TicketKey;
 use crate::reload::RelayChange;
 use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::core::Action;
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// Messages (datagrams or GRO trains) per receive.
+const RX_MSGS: usize = 64;
+/// Datagrams queued per socket before they are sent.
+const TX_QUEUE: usize = 256;
+
+/// The bytes the relay sends: forwards from the receive slots, then the
+/// core's replies (`Transmit::buf` past the slots).
+struct Out<'a> {
+    rx: &'a UdpRx,
+    replies: &'a [Vec<u8>],
+}
+
+impl Bufs for Out<'_> {
+    fn buf(&self, i: usize) -> &[u8] {
+        match i.checked_sub(self.rx.capacity()) {
+            Some(r) => &self.replies[r],
+            None => self.rx.buf(i),
+        }
+    }
 }
 
 /// Index of the socket that should send to `to`.
@@ -70,6 +87,16 @@ pub fn run(
     let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     let key = TicketKey::derive(&cfg.private_key, &cfg.dc_public_key);
     let mut core = RelayCore::new(key, cfg.session_rate_mbps * 1_000_000 / 8);
+    let offload = batch::offload_from_env();
+    let mut tx: Vec<UdpTx<()>> = Vec::with_capacity(fds.len());
+    for (&fd, local) in fds.iter().zip(&locals) {
+        // Best effort: a kernel without them receives and sends single
+        // datagrams.
+        let gro = offload && batch::enable_gro(fd).is_ok();
+        let gso = offload && batch::gso_supported(fd);
+        info!(listen = %local, udp_gro = gro, udp_gso = gso, "relay offloads");
+        tx.push(UdpTx::new(local.is_ipv6(), gso, TX_QUEUE));
+    }
     info!(
         listen = ?locals,
         public_key = %cfg.private_key.public_key(),
@@ -77,8 +104,8 @@ pub fn run(
         rate_mbps = cfg.session_rate_mbps,
         "relay ready"
     );
-    let mut rx = RecvBatch::new();
-    let mut tx: Vec<SendBatch> = locals.iter().map(|l| SendBatch::new(l.is_ipv6())).collect();
+    let mut rx = UdpRx::new(RX_MSGS);
+    let mut replies: Vec<Vec<u8>> = Vec::new();
     let mut last_expire = Instant::now();
     let mut last_log = Instant::now();
     let metrics = crate::metrics::Published::default();
@@ -106,34 +133,47 @@ pub fn run(
                 let now = Instant::now();
                 let unix = unix_now();
                 for j in 0..n {
-                    let (from, data) = rx.get(j);
-                    let Some(from) = from else { continue };
-                    let (to, bytes): (SocketAddr, &[u8]) = match core.handle(from, data, now, unix)
-                    {
-                        Action::Forward(to) => (to, data),
-                        Action::Reply(reply) => {
-                            if tx[i].is_full() {
-                                tx[i].flush(fds[i]);
+                    let Some(meta) = rx.meta(j) else { continue };
+                    for seg in batch::segments(meta.len, meta.stride) {
+                        let data = &rx.buf(j)[seg.clone()];
+                        let (out, t) = match core.handle(meta.from, data, now, unix) {
+                            Action::Forward(to) => {
+                                let Some(out) = socket_for(&locals, to) else {
+                                    continue;
+                                };
+                                let t = Transmit {
+                                    buf: j,
+                                    start: seg.start,
+                                    len: seg.len(),
+                                    to,
+                                    meta: (),
+                                };
+                                (out, t)
                             }
-                            tx[i].push(from, &reply);
-                            continue;
+                            Action::Reply(reply) => {
+                                let t = Transmit {
+                                    buf: rx.capacity() + replies.len(),
+                                    start: 0,
+                                    len: reply.len(),
+                                    to: meta.from,
+                                    meta: (),
+                                };
+                                replies.push(reply);
+                                (i, t)
+                            }
+                            Action::Drop(_) => continue,
+                        };
+                        if !tx[out].push(t) {
+                            send(&mut tx[out], fds[out], &rx, &replies);
+                            tx[out].push(t);
                         }
-                        Action::Drop(_) => continue,
-                    };
-                    let Some(out) = socket_for(&locals, to) else {
-                        continue;
-                    };
-                    if tx[out].is_full() {
-                        tx[out].flush(fds[out]);
-                    }
-                    tx[out].push(to, bytes);
-                }
-                for (k, batch) in tx.iter_mut().enumerate() {
-                    if !batch.is_empty() {
-                        batch.flush(fds[k]);
                     }
                 }
-                if n < crate::net::batch::BATCH {
+                for (k, queue) in tx.iter_mut().enumerate() {
+                    send(queue, fds[k], &rx, &replies);
+                }
+                replies.clear();
+                if n < rx.capacity() {
                     break;
                 }
             }
@@ -149,6 +189,14 @@ pub fn run(
     }
     info!(stats = ?core.stats, "relay stopping");
     Ok(())
+}
+
+/// Sends what `queue` holds (anything the socket refuses is dropped, as
+/// UDP may).
+fn send(queue: &mut UdpTx<()>, fd: RawFd, rx: &UdpRx, replies: &[Vec<u8>]) {
+    if !queue.is_empty() {
+        queue.flush(fd, &Out { rx, replies }, |()| ());
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use crate::keys::{PrivateKey, PublicKey};
 use crate::proto::cookie::{self, Cookie};
 use crate::proto::handshake::{HandshakeError, Initiator};
 use crate::proto::session::Session;
+use crate::proto::wire::Kind;
 use std::time::{Duration, Instant};
 
 /// An initiation sent and not yet answered.
@@ -44,8 +45,8 @@ pub enum CookieOutcome {
 
 /// The initiator's state for one remote static key.
 pub struct Dialer {
-    init_kind: u8,
-    cookie_kind: u8,
+    init_kind: Kind,
+    cookie_kind: Kind,
     remote: PublicKey,
     backoff: Backoff,
     attempt: Option<Attempt>,
@@ -59,7 +60,7 @@ pub struct Dialer {
 impl Dialer {
     /// A dialer whose initiations are of type `init_kind`, answered under
     /// load by cookie replies of type `cookie_kind`.
-    pub fn new(init_kind: u8, cookie_kind: u8, remote: PublicKey, backoff: Backoff) -> Dialer {
+    pub fn new(init_kind: Kind, cookie_kind: Kind, remote: PublicKey, backoff: Backoff) -> Dialer {
         Dialer {
             init_kind,
             cookie_kind,
@@ -212,16 +213,16 @@ impl Dialer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::cookie::{CookieMaker, COOKIE_REPLY};
+    use crate::proto::cookie::CookieMaker;
     use crate::proto::handshake::{Mac1Key, Responder};
-    use crate::proto::wire::{self, HANDSHAKE_INIT, HANDSHAKE_RESP};
+    use crate::proto::wire;
 
     fn pair() -> (PrivateKey, PrivateKey, Dialer) {
         let a = PrivateKey::generate();
         let b = PrivateKey::generate();
         let d = Dialer::new(
-            HANDSHAKE_INIT,
-            COOKIE_REPLY,
+            Kind::HandshakeInit,
+            Kind::CookieReply,
             b.public_key(),
             Backoff::TUNNEL,
         );
@@ -234,7 +235,7 @@ mod tests {
         let now = Instant::now();
         let m1 = d.start(&a, 42, b"hi", now).unwrap().to_vec();
         let resp = Responder::read(&b, &Mac1Key::for_responder(&b.public_key()), &m1).unwrap();
-        let (_, m2) = resp.reply(HANDSHAKE_RESP, 9, b"ok").unwrap();
+        let (_, m2) = resp.reply(Kind::HandshakeResp, 9, b"ok").unwrap();
         let (sender, receiver, noise) = wire::decode_resp(&m2).unwrap();
         // Wrong receiver: not ours. Garbage: rejected, attempt kept.
         assert!(matches!(
@@ -264,8 +265,8 @@ mod tests {
     fn timestamps_increase_strictly_and_retries_follow_the_backoff() {
         let a = PrivateKey::generate();
         let mut d = Dialer::new(
-            HANDSHAKE_INIT,
-            COOKIE_REPLY,
+            Kind::HandshakeInit,
+            Kind::CookieReply,
             PrivateKey::generate().public_key(),
             Backoff::COORDINATOR,
         );
@@ -289,7 +290,7 @@ mod tests {
         let m1 = d.start(&a, 5, b"", now).unwrap().to_vec();
         let src = "198.51.100.1:1000".parse().unwrap();
         let mut maker = CookieMaker::new(&b.public_key(), now);
-        let reply = maker.reply(COOKIE_REPLY, &m1, src, now).unwrap();
+        let reply = maker.reply(Kind::CookieReply, &m1, src, now).unwrap();
         let CookieOutcome::Resend(again) = d.on_cookie_reply(&reply, now) else {
             panic!("no resend");
         };

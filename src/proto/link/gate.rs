@@ -12,6 +12,7 @@ use crate::keys::PrivateKey;
 use crate::proto::cookie::{CookieMaker, LoadDetector};
 use crate::proto::handshake::Mac1Key;
 use crate::proto::ratelimit::RateLimiter;
+use crate::proto::wire::Kind;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -72,7 +73,7 @@ impl Gate {
     /// `cookie_kind`.
     pub fn check(
         &mut self,
-        cookie_kind: u8,
+        cookie_kind: Kind,
         datagram: &[u8],
         source: Option<SocketAddr>,
         now: Instant,
@@ -99,9 +100,8 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::cookie::{self, COOKIE_REPLY};
+    use crate::proto::cookie;
     use crate::proto::handshake::Initiator;
-    use crate::proto::wire::HANDSHAKE_INIT;
 
     #[test]
     fn mac1_then_cookie_under_load_then_the_rate_limit() {
@@ -109,11 +109,11 @@ mod tests {
         let now = Instant::now();
         let mut gate = Gate::new(&b, 2, RateLimiter::new(1, 3, 16), now);
         let a = PrivateKey::generate();
-        let (_, m1) = Initiator::start(HANDSHAKE_INIT, &a, &b.public_key(), 1, b"").unwrap();
+        let (_, m1) = Initiator::start(Kind::HandshakeInit, &a, &b.public_key(), 1, b"").unwrap();
         let src: SocketAddr = "198.51.100.7:4000".parse().unwrap();
         // Aimed at another key.
         let (_, other) = Initiator::start(
-            HANDSHAKE_INIT,
+            Kind::HandshakeInit,
             &a,
             &PrivateKey::generate().public_key(),
             1,
@@ -121,35 +121,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            gate.check(COOKIE_REPLY, &other, Some(src), now),
+            gate.check(Kind::CookieReply, &other, Some(src), now),
             Verdict::BadMac1
         );
         assert_eq!(
-            gate.check(COOKIE_REPLY, &m1, Some(src), now),
+            gate.check(Kind::CookieReply, &m1, Some(src), now),
             Verdict::Proceed
         );
         assert_eq!(
-            gate.check(COOKIE_REPLY, &m1, Some(src), now),
+            gate.check(Kind::CookieReply, &m1, Some(src), now),
             Verdict::Proceed
         );
         // Third in the second: under load, and no mac2.
-        let Verdict::Cookie(reply) = gate.check(COOKIE_REPLY, &m1, Some(src), now) else {
+        let Verdict::Cookie(reply) = gate.check(Kind::CookieReply, &m1, Some(src), now) else {
             panic!("no cookie challenge under load");
         };
-        let c = cookie::open_reply(COOKIE_REPLY, &b.public_key(), &m1, &reply).unwrap();
+        let c = cookie::open_reply(Kind::CookieReply, &b.public_key(), &m1, &reply).unwrap();
         let mut proven = m1.clone();
         cookie::set_mac2(&mut proven, &c);
         // With mac2 it passes on to the rate limit (burst 3: two used).
         assert_eq!(
-            gate.check(COOKIE_REPLY, &proven, Some(src), now),
+            gate.check(Kind::CookieReply, &proven, Some(src), now),
             Verdict::Proceed
         );
         assert_eq!(
-            gate.check(COOKIE_REPLY, &proven, Some(src), now),
+            gate.check(Kind::CookieReply, &proven, Some(src), now),
             Verdict::RateLimited
         );
         assert_eq!(gate.rate_limited(), 1);
         // A relayed initiation only needs mac1.
-        assert_eq!(gate.check(COOKIE_REPLY, &m1, None, now), Verdict::Proceed);
+        assert_eq!(
+            gate.check(Kind::CookieReply, &m1, None, now),
+            Verdict::Proceed
+        );
     }
 }
