@@ -10,6 +10,8 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # (it talks netlink, src/net/host/).
 APT_PACKAGES=(iproute2 nftables iperf3 iputils-ping dnsutils netcat-openbsd tcpdump dnsmasq-base
     ethtool curl procps
+    # tests/lab_idle.rs: flushes a NAT router's conntrack table (the router lost its state)
+    conntrack
     # tests/lab_resolved.rs: the private system bus of the lab's systemd-resolved
     dbus-daemon util-linux)
 

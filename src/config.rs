@@ -32,8 +32,10 @@ pub const DEFAULT_NODE_EXPIRY_SECS: u64 = 90;
 pub const DEFAULT_TUN: &str = "ntm0";
 /// Where the node's control socket (used by `ntmtun status` etc.) lives.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ntmtun/ntmtun.sock";
-/// Keepalive interval; short enough to hold typical NAT UDP mappings open.
-pub const DEFAULT_KEEPALIVE_SECS: u64 = 25;
+/// Keepalive interval: half the 30 s UDP timeout of Linux-based home
+/// routers, so a mapping still sees a packet in time when one keepalive
+/// (or its answer) is lost (docs/configuration.md).
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 15;
 /// Session rekey interval.
 pub const DEFAULT_REKEY_SECS: u64 = 120;
 /// Upper bound on dataplane worker threads.
@@ -1782,7 +1784,7 @@ node_expiry_secs = 300
         assert_eq!(cfg.listen_port, 0);
         assert_eq!(cfg.control_socket, PathBuf::from("/run/ntmtun/ntmtun.sock"));
         assert_eq!(cfg.workers, 0);
-        assert_eq!(cfg.keepalive_secs, 25);
+        assert_eq!(cfg.keepalive_secs, 15);
         assert_eq!(cfg.rekey_secs, 120);
         assert_eq!(
             cfg.dns,

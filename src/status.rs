@@ -119,6 +119,10 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub tx_packets: u64,
+    /// Times the direct path to this peer stopped answering and the pair
+    /// moved to the relay.
+    #[serde(default)]
+    pub relay_fallbacks: u64,
 }
 
 /// The one request the control socket understands today.
@@ -321,6 +325,7 @@ mod tests {
                 tx_bytes: 10,
                 rx_packets: 2,
                 tx_packets: 1,
+                relay_fallbacks: 0,
             }],
             refused_handshakes: RefusedHandshakes::default(),
             dns: Some(DnsStatus {
@@ -367,6 +372,7 @@ mod tests {
             "last_handshake_secs",
             "rx_bytes",
             "tx_bytes",
+            "relay_fallbacks",
         ] {
             assert!(p.get(k).is_some(), "peer missing {k}");
         }

@@ -871,6 +871,7 @@ impl NodeCore {
                 tx_bytes: p.stats.tx_bytes.load(Ordering::Relaxed),
                 rx_packets: p.stats.rx_packets.load(Ordering::Relaxed),
                 tx_packets: p.stats.tx_packets.load(Ordering::Relaxed),
+                relay_fallbacks: p.relay_fallbacks,
             })
             .collect();
         peers.sort_by(|a, b| a.name.cmp(&b.name));

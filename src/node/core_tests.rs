@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 #[path = "core_tests_flood.rs"]
 mod flood;
+#[path = "core_tests_idle.rs"]
+mod idle;
 #[path = "core_tests_link.rs"]
 mod link;
 #[path = "core_tests_loop.rs"]
@@ -35,7 +37,9 @@ const UNIX_BASE: u64 = 1_700_000_000_000_000_000;
 
 /// A NAT router in front of some nodes. Mapping is endpoint-independent
 /// (`cone`) or per destination (symmetric); filtering is always per remote
-/// address and port, like nftables masquerade and most home routers.
+/// address and port, like nftables masquerade and most home routers. Each
+/// (public port, remote) pair is a conntrack entry: it lets the remote's
+/// answers in while it lives (`timeouts`), and packets both ways refresh it.
 struct Nat {
     public: IpAddr,
     cone: bool,
@@ -45,30 +49,88 @@ struct Nat {
     next_port: u16,
     /// (inner, destination or None for cone) -> public port.
     map: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
-    /// public port -> (inner, remotes contacted through it).
-    back: HashMap<u16, (SocketAddr, Vec<SocketAddr>)>,
+    /// (public port, remote) -> the conntrack entry.
+    flows: HashMap<(u16, SocketAddr), Flow>,
+    /// None: entries never expire.
+    timeouts: Option<Conntrack>,
+}
+
+/// Linux's UDP conntrack lifetimes: `nf_conntrack_udp_timeout` until an
+/// entry has seen both directions and lived past 2 s, then
+/// `nf_conntrack_udp_timeout_stream` (net/netfilter/nf_conntrack_proto_udp.c).
+#[derive(Clone, Copy)]
+struct Conntrack {
+    unreplied: Duration,
+    stream: Duration,
+}
+
+impl Conntrack {
+    /// The defaults (30 s, 120 s), as in a home router running Linux.
+    const LINUX: Conntrack = Conntrack {
+        unreplied: Duration::from_secs(30),
+        stream: Duration::from_secs(120),
+    };
+}
+
+struct Flow {
+    inner: SocketAddr,
+    created: Instant,
+    replied: bool,
+    /// None while `timeouts` is None.
+    expires: Option<Instant>,
 }
 
 impl Nat {
-    fn outbound(&mut self, inner: SocketAddr, to: SocketAddr) -> SocketAddr {
+    /// Forgets entries whose time is up.
+    fn expire(&mut self, now: Instant) {
+        self.flows.retain(|_, f| f.expires.is_none_or(|e| now < e));
+    }
+
+    /// A packet of `flow` passed: its timer starts again, longer once it is
+    /// a stream.
+    fn refresh(timeouts: Option<Conntrack>, flow: &mut Flow, now: Instant) {
+        flow.expires = timeouts.map(|t| {
+            let stream = flow.replied && now > flow.created + Duration::from_secs(2);
+            now + if stream { t.stream } else { t.unreplied }
+        });
+    }
+
+    fn outbound(&mut self, inner: SocketAddr, to: SocketAddr, now: Instant) -> SocketAddr {
+        self.expire(now);
         let key = (inner, (!self.cone).then_some(to));
+        // A per-destination NAT picks a fresh port for a new entry
+        // (masquerade fully-random); a cone keeps the inner's port.
+        if let Some(port) = self.map.get(&key) {
+            if !self.cone && !self.flows.contains_key(&(*port, to)) {
+                self.map.remove(&key);
+            }
+        }
         let port = *self.map.entry(key).or_insert_with(|| {
             self.next_port += 1;
             self.next_port
         });
-        let entry = self.back.entry(port).or_insert((inner, Vec::new()));
-        if !entry.1.contains(&to) {
-            entry.1.push(to);
-        }
+        let flow = self.flows.entry((port, to)).or_insert(Flow {
+            inner,
+            created: now,
+            replied: false,
+            expires: None,
+        });
+        Self::refresh(self.timeouts, flow, now);
         SocketAddr::new(self.public, port)
     }
 
-    fn inbound(&self, from: SocketAddr, port: u16) -> Option<SocketAddr> {
-        let (inner, remotes) = self.back.get(&port)?;
+    fn inbound(&mut self, from: SocketAddr, port: u16, now: Instant) -> Option<SocketAddr> {
+        self.expire(now);
         let infrastructure = Net::is_dc(from)
             || from == RELAY_ADDR.parse().unwrap()
             || from == RELAY6_ADDR.parse().unwrap();
-        ((!self.closed || infrastructure) && remotes.contains(&from)).then_some(*inner)
+        if self.closed && !infrastructure {
+            return None;
+        }
+        let flow = self.flows.get_mut(&(port, from))?;
+        flow.replied = true;
+        Self::refresh(self.timeouts, flow, now);
+        Some(flow.inner)
     }
 }
 
@@ -188,7 +250,8 @@ impl Net {
             closed: false,
             next_port: 40000 + 1000 * self.nats.len() as u16,
             map: HashMap::new(),
-            back: HashMap::new(),
+            flows: HashMap::new(),
+            timeouts: None,
         });
         self.nats.len() - 1
     }
@@ -232,7 +295,7 @@ impl Net {
                 dc: vec![dc],
                 dc_key: self.dc_key.public_key(),
                 auth_key: auth_key.into(),
-                keepalive: Some(Duration::from_secs(25)),
+                keepalive: Some(Duration::from_secs(crate::config::DEFAULT_KEEPALIVE_SECS)),
                 rekey: Duration::from_secs(120),
                 resolvers: vec![IpAddr::V4(RESOLVER)],
                 unix_nanos_at_start: UNIX_BASE + (self.now - self.epoch).as_nanos() as u64,
@@ -268,7 +331,7 @@ impl Net {
                     };
                     let from = match self.nodes[i].nat {
                         Some(k) if !self.nodes.iter().any(|n| n.nat == Some(k) && n.addr == to) => {
-                            self.nats[k].outbound(inner, to)
+                            self.nats[k].outbound(inner, to, self.now)
                         }
                         _ => inner,
                     };
@@ -304,7 +367,7 @@ impl Net {
         });
         let target = direct.or_else(|| {
             let k = self.nats.iter().position(|n| n.public == to.ip())?;
-            let inner = self.nats[k].inbound(from, to.port())?;
+            let inner = self.nats[k].inbound(from, to.port(), self.now)?;
             self.nodes
                 .iter()
                 .position(|n| n.online && n.nat == Some(k) && n.addr == inner)

@@ -35,6 +35,9 @@ pub struct ControlCounters {
     pub looped: AtomicU64,
     /// Rekeys started (a fresh handshake when a session reached rekey_secs).
     pub rekeys: AtomicU64,
+    /// Direct paths that stopped answering and moved to the relay (found by
+    /// our path health or announced by the peer).
+    pub relay_fallbacks: AtomicU64,
     /// DNS queries the node answered itself (its domain, reverse zone).
     pub dns_answered: AtomicU64,
     /// DNS queries forwarded to a real resolver.
@@ -87,6 +90,11 @@ impl ControlCounters {
                 "ntmtun_node_rekeys",
                 "Rekeys started (a fresh handshake when a session reached rekey_secs).",
                 get(&self.rekeys),
+            ),
+            Sample::counter(
+                "ntmtun_node_relay_fallbacks",
+                "Direct paths that stopped answering and moved to the relay (found here or announced by the peer).",
+                get(&self.relay_fallbacks),
             ),
         ];
         let dns = [

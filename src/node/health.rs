@@ -1,6 +1,7 @@
 //! Per-peer timers: handshake retries, rekeys, relay binds, keepalives and
-//! path health (a dead path is noticed within seconds and the pair falls
-//! back to the relay; a relayed pair keeps probing to upgrade to direct).
+//! path health (a quiet direct path is re-probed, a dead one is noticed
+//! within seconds and the pair falls back to the relay; a relayed pair keeps
+//! probing to upgrade to direct).
 
 use super::core::NodeCore;
 use super::dns::Resolution as DnsResolution;
@@ -19,6 +20,11 @@ pub const HANDSHAKE_ATTEMPTS: u32 = 10;
 const RESPONDER_REKEY_DELAY: Duration = Duration::from_secs(30);
 /// Data sent with nothing heard back for this long: the path is suspect.
 pub const PATH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Data or a ping unanswered this long on a direct path: re-probe it
+/// (`NodeCore::reprobe_direct`) while `PATH_TIMEOUT` still runs. A NAT
+/// mapping that lapsed on the peer's side is open again before the path
+/// would be declared dead.
+pub const REPROBE_AFTER: Duration = Duration::from_millis(1500);
 /// A peer that sent us data hears from us within this long (an empty
 /// record if we have nothing to say), so its health check stays quiet.
 pub const PASSIVE_KEEPALIVE: Duration = Duration::from_secs(1);
@@ -164,9 +170,17 @@ impl NodeCore {
         } else {
             p.awaiting_since = None;
         }
-        let suspect = p
-            .awaiting_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= PATH_TIMEOUT)
+        // A re-probe for waiting data that no pong answered in time: the
+        // peer's own packets (its answer to the relayed request) prove
+        // only its direction, not that it hears us.
+        let on_direct = matches!(p.endpoint, Some(Endpoint::Direct(_)));
+        let unanswered = on_direct
+            && p.reprobe_unanswered().is_some_and(|(at, data)| {
+                data && now.saturating_duration_since(at) >= PATH_TIMEOUT - REPROBE_AFTER
+            });
+        let suspect = (unanswered
+            || p.awaiting_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= PATH_TIMEOUT))
             && p.last_switch
                 .is_none_or(|t| now.saturating_duration_since(t) >= PATH_TIMEOUT);
         // Relayed: probe the direct candidates. On a direct endpoint of a
@@ -182,13 +196,27 @@ impl NodeCore {
             && p.last_probe
                 .is_none_or(|t| now.saturating_duration_since(t) >= interval);
         let persistent = keepalive.is_some_and(|k| since(tx) >= k);
+        // Quiet since: the data clock, or the oldest ping (a keepalive)
+        // sent since we last heard the peer. Once per quiet spell.
+        let ping = p
+            .pings
+            .iter()
+            .map(|&(_, t)| t)
+            .filter(|&t| Some(t) > rx)
+            .min();
+        let quiet = p.awaiting_since.into_iter().chain(ping).min();
+        let reprobe = on_direct
+            && quiet.is_some_and(|t| {
+                now.saturating_duration_since(t) >= REPROBE_AFTER
+                    && p.reprobed.is_none_or(|(at, _)| at < t)
+            });
 
         if suspect {
             p.awaiting_since = Some(now);
+            p.reprobed = None;
             p.suspected = Some(now);
             p.last_switch = Some(now);
             let name = p.name.clone();
-            let on_direct = matches!(p.endpoint, Some(Endpoint::Direct(_)));
             info!(peer = %name, endpoint = ?p.endpoint.map(|e| e.to_string()), "path not answering");
             if !(on_direct && self.fall_back_to_relay(key, now)) {
                 // No relay to fall back to, or the relay path itself is
@@ -206,7 +234,9 @@ impl NodeCore {
         if probe {
             self.probe_direct(key, now);
         }
-        if persistent {
+        if reprobe {
+            self.reprobe_direct(key, now);
+        } else if persistent {
             let id = self.next_ping();
             self.send_ping(key, id, now);
         } else if passive {

@@ -92,6 +92,15 @@ pub struct Peer {
     /// until this time (no flapping between a half-open path and the relay).
     pub direct_banned_until: Option<Instant>,
     pub last_switch: Option<Instant>,
+    /// When path health last re-probed the direct endpoint (once per quiet
+    /// spell), and whether data was waiting for an answer then.
+    pub reprobed: Option<(Instant, bool)>,
+    /// When a pong to one of our pings last came: proof that the peer hears
+    /// us, which hearing the peer is not.
+    pub pong_at: Option<Instant>,
+    /// Times the direct path failed and the pair moved to the relay (our
+    /// path health, or the peer's fallback message).
+    pub relay_fallbacks: u64,
     pub last_probe: Option<Instant>,
     pub last_redirect: Option<Instant>,
     /// Round-trip time of the last answered ping.
@@ -129,6 +138,9 @@ impl Peer {
             suspected: None,
             direct_banned_until: None,
             last_switch: None,
+            reprobed: None,
+            pong_at: None,
+            relay_fallbacks: 0,
             last_probe: None,
             last_redirect: None,
             rtt: None,
@@ -196,6 +208,22 @@ impl Peer {
     pub fn move_to(&mut self, ep: Endpoint, now: Instant) {
         self.endpoint = Some(ep);
         self.endpoint_heard = Some(now);
+    }
+
+    /// Moves a pair whose direct path failed to the relay `relay`:
+    /// counted, and direct endpoints are distrusted until `banned_until`
+    /// (no flapping between a half-open path and the relay).
+    pub fn fall_back(&mut self, relay: Endpoint, now: Instant, banned_until: Instant) {
+        self.endpoint = Some(relay);
+        self.direct_banned_until = Some(banned_until);
+        self.last_switch = Some(now);
+        self.relay_fallbacks += 1;
+    }
+
+    /// The last re-probe, while no pong has answered it.
+    pub fn reprobe_unanswered(&self) -> Option<(Instant, bool)> {
+        self.reprobed
+            .filter(|&(at, _)| self.pong_at.is_none_or(|t| t < at))
     }
 
     /// Where upgrade probes go: every direct candidate while relayed; the

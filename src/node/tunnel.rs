@@ -497,14 +497,32 @@ impl NodeCore {
             return false;
         }
         warn!(peer = %p.name, relay = %relay_ep, "direct path stopped answering; falling back to the relay");
-        p.endpoint = Some(relay_ep);
-        p.direct_banned_until = Some(now + DIRECT_BAN);
-        p.last_switch = Some(now);
+        p.fall_back(relay_ep, now, now + DIRECT_BAN);
         p.last_probe = Some(now);
+        bump(&self.counters.relay_fallbacks);
         self.table_dirty = true;
         let id = self.next_ping();
         self.send_control(key, relay_ep, Control::Fallback(id), now);
         true
+    }
+
+    /// The direct path went quiet (data or a ping unanswered): before path
+    /// health may declare it dead, ping it again, and ask the peer through
+    /// the relay to ping us straight back (`Control::Reprobe`): the relay stays a
+    /// standby, not a destination. Only a pong ends the re-probe.
+    pub(super) fn reprobe_direct(&mut self, key: PublicKey, now: Instant) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        p.reprobed = Some((now, p.awaiting_since.is_some()));
+        let relay = p.relay_endpoint();
+        debug!(peer = %p.name, endpoint = ?p.endpoint.map(|e| e.to_string()), "direct path quiet: re-probing it");
+        let id = self.next_ping();
+        self.send_ping(key, id, now);
+        if let Some(relay) = relay {
+            let id = self.next_ping();
+            self.send_control(key, relay, Control::Reprobe(id), now);
+        }
     }
 
     /// Seals a control message on the current session and sends it to `ep`.
@@ -619,11 +637,20 @@ impl NodeCore {
                 if let Some(p) = self.peers.get_mut(&key) {
                     if p.endpoint != Some(from) {
                         info!(peer = %p.name, relay = %from, "peer lost the direct path; following it to the relay");
-                        p.endpoint = Some(from);
-                        p.direct_banned_until = Some(now + DIRECT_BAN);
-                        p.last_switch = Some(now);
+                        p.fall_back(from, now, now + DIRECT_BAN);
+                        bump(&self.counters.relay_fallbacks);
                         self.table_dirty = true;
                     }
+                }
+            }
+            Control::Reprobe(_) => {
+                let direct = self
+                    .peers
+                    .get(&key)
+                    .is_some_and(|p| matches!(p.endpoint, Some(Endpoint::Direct(_))));
+                if direct {
+                    let id = self.next_ping();
+                    self.send_ping(key, id, now);
                 }
             }
             Control::ProbeAck(_) => {
@@ -646,9 +673,16 @@ impl NodeCore {
                 let (Some(s), Some(ep)) = (p.sending(), p.endpoint) else {
                     return;
                 };
+                // A re-probe waits for a pong, and our ping may have gone
+                // out before the peer's packet reopened its NAT: ask again.
+                let reprobing = p.reprobe_unanswered().is_some();
                 p.stats.record_tx(0, now);
                 if let Ok(bytes) = s.seal_to_vec(Kind::Data, &Control::Pong(id).to_vec()) {
                     self.send_to(ep, &bytes);
+                }
+                if reprobing {
+                    let id = self.next_ping();
+                    self.send_ping(key, id, now);
                 }
             }
             Control::Pong(id) => {
@@ -657,6 +691,7 @@ impl NodeCore {
                     return;
                 };
                 if let Some(i) = p.pings.iter().position(|(pid, _)| *pid == id) {
+                    p.pong_at = Some(now);
                     let (_, sent) = p.pings.swap_remove(i);
                     let rtt = now.saturating_duration_since(sent);
                     p.rtt = Some(rtt);

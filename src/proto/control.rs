@@ -25,6 +25,11 @@ pub enum ControlKind {
     /// acknowledgement.
     MtuProbe = 0x06,
     MtuAck = 0x07,
+    /// Sent through the relay by a peer whose data or ping to us went
+    /// unanswered on the direct path: ping it straight back. Our own
+    /// packet reopens a mapping our NAT let lapse, which nothing the peer
+    /// sends can.
+    Reprobe = 0x08,
 }
 
 impl TryFrom<u8> for ControlKind {
@@ -39,6 +44,7 @@ impl TryFrom<u8> for ControlKind {
             0x05 => ControlKind::Fallback,
             0x06 => ControlKind::MtuProbe,
             0x07 => ControlKind::MtuAck,
+            0x08 => ControlKind::Reprobe,
             _ => return Err(b),
         })
     }
@@ -78,6 +84,7 @@ pub enum Control {
     Probe(u64),
     ProbeAck(u64),
     Fallback(u64),
+    Reprobe(u64),
     /// A probe of `size` bytes (it is padded to that size).
     MtuProbe {
         id: u64,
@@ -105,6 +112,7 @@ impl Control {
             ControlKind::Probe if plain => Control::Probe(id),
             ControlKind::ProbeAck if plain => Control::ProbeAck(id),
             ControlKind::Fallback if plain => Control::Fallback(id),
+            ControlKind::Reprobe if plain => Control::Reprobe(id),
             ControlKind::MtuProbe => {
                 let size = size.filter(|&s| usize::from(s) == payload.len())?;
                 Control::MtuProbe { id, size }
@@ -123,6 +131,7 @@ impl Control {
             Control::Probe(id) => (ControlKind::Probe, id, None),
             Control::ProbeAck(id) => (ControlKind::ProbeAck, id, None),
             Control::Fallback(id) => (ControlKind::Fallback, id, None),
+            Control::Reprobe(id) => (ControlKind::Reprobe, id, None),
             Control::MtuProbe { id, size } => (ControlKind::MtuProbe, id, Some(size)),
             Control::MtuAck { id, size } => (ControlKind::MtuAck, id, Some(size)),
         };
@@ -166,6 +175,7 @@ mod tests {
             Control::Probe(3),
             Control::ProbeAck(4),
             Control::Fallback(5),
+            Control::Reprobe(8),
             Control::MtuProbe { id: 6, size: 1400 },
             Control::MtuAck { id: 7, size: 1400 },
         ] {
