@@ -471,20 +471,8 @@ impl DcCore {
             Kind::DcHandshakeInit => self.handle_register(from, datagram, now, unix_now),
             Kind::DcData => self.handle_data(from, datagram, now, unix_now),
             Kind::FedHandshakeInit if !self.fed.is_empty() => {
-                match self
-                    .gate
-                    .check(Kind::FedCookieReply, datagram, Some(from), now)
-                {
-                    Verdict::Proceed => {}
-                    Verdict::Cookie(bytes) => {
-                        self.stats.fed_cookie_replies += 1;
-                        return vec![Transmit { to: from, bytes }];
-                    }
-                    v => {
-                        debug!(%from, verdict = ?v, "federation handshake dropped");
-                        self.stats.dropped += 1;
-                        return Vec::new();
-                    }
+                if let Err(reply) = self.through_gate(kind, from, datagram, now) {
+                    return reply;
                 }
                 let (mut out, events) = self.fed.handle_init(self.gate.mac1(), from, datagram, now);
                 out.extend(self.on_fed_events(events, now, unix_now));
@@ -510,6 +498,43 @@ impl DcCore {
         }
     }
 
+    /// The responder's gate (`proto::link::Gate`) for a registration or a
+    /// federation initiation (`init`): Ok to go on to the Noise read, else
+    /// what to send back (a cookie reply, or nothing), counted.
+    fn through_gate(
+        &mut self,
+        init: Kind,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<(), Vec<Transmit>> {
+        let fed = init == Kind::FedHandshakeInit;
+        let cookie_kind = if fed {
+            Kind::FedCookieReply
+        } else {
+            Kind::DcCookieReply
+        };
+        match self.gate.check(cookie_kind, datagram, Some(from), now) {
+            Verdict::Proceed => Ok(()),
+            Verdict::Cookie(bytes) => {
+                if fed {
+                    self.stats.fed_cookie_replies += 1;
+                } else {
+                    self.stats.cookie_replies += 1;
+                }
+                Err(vec![Transmit { to: from, bytes }])
+            }
+            verdict => {
+                debug!(%from, kind = ?init, ?verdict, "handshake initiation dropped before any Diffie-Hellman");
+                if verdict == Verdict::BadMac1 && !fed {
+                    self.stats.bad_mac1 += 1;
+                }
+                self.stats.dropped += 1;
+                Err(Vec::new())
+            }
+        }
+    }
+
     fn handle_register(
         &mut self,
         from: SocketAddr,
@@ -518,27 +543,8 @@ impl DcCore {
         unix_now: u64,
     ) -> Vec<Transmit> {
         self.stats.handshakes_received += 1;
-        match self
-            .gate
-            .check(Kind::DcCookieReply, datagram, Some(from), now)
-        {
-            Verdict::Proceed => {}
-            Verdict::Cookie(bytes) => {
-                self.stats.cookie_replies += 1;
-                return vec![Transmit { to: from, bytes }];
-            }
-            Verdict::NoCookie => return Vec::new(),
-            Verdict::BadMac1 => {
-                debug!(%from, "registration with a bad mac1 dropped");
-                self.stats.bad_mac1 += 1;
-                self.stats.dropped += 1;
-                return Vec::new();
-            }
-            Verdict::RateLimited => {
-                debug!(%from, "registration over the rate limit dropped");
-                self.stats.dropped += 1;
-                return Vec::new();
-            }
+        if let Err(reply) = self.through_gate(Kind::DcHandshakeInit, from, datagram, now) {
+            return reply;
         }
         let responder = match Responder::read(&self.settings.key, self.gate.mac1(), datagram) {
             Ok(r) => r,

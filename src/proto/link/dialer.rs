@@ -6,7 +6,7 @@ use crate::proto::cookie::{self, Cookie};
 use crate::proto::handshake::{HandshakeError, Initiator};
 use crate::proto::session::Session;
 use crate::proto::wire::Kind;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// An initiation sent and not yet answered.
 struct Attempt {
@@ -71,10 +71,6 @@ impl Dialer {
             cookie: None,
             last_timestamp: 0,
         }
-    }
-
-    pub fn remote(&self) -> &PublicKey {
-        &self.remote
     }
 
     /// The replay-guard timestamp for the next initiation's payload: the
@@ -152,11 +148,6 @@ impl Dialer {
         self.retry_at().is_some_and(|t| now >= t)
     }
 
-    /// The wait before the next attempt after one went unanswered.
-    pub fn next_delay(&self) -> Duration {
-        self.backoff.delay(self.attempts)
-    }
-
     /// Forgets the attempt in flight (unanswered, or no longer wanted);
     /// returns its index. The attempt count stays, for the backoff.
     pub fn abandon(&mut self) -> Option<u32> {
@@ -216,6 +207,7 @@ mod tests {
     use crate::proto::cookie::CookieMaker;
     use crate::proto::handshake::{Mac1Key, Responder};
     use crate::proto::wire;
+    use std::time::Duration;
 
     fn pair() -> (PrivateKey, PrivateKey, Dialer) {
         let a = PrivateKey::generate();
