@@ -7,9 +7,8 @@
 use super::counters::{bump, ControlCounters};
 use super::dc_link::{DcEvent, DcIdentity, DcLink, DcState};
 use super::dns::{DnsInterceptor, Resolution as DnsResolution};
-use super::health::ACTIVE_TICK;
-use super::peer::{DnsWaiter, Peer};
-use super::table::{Endpoint, PeerTable, Routes, RxRoute, TxRoute};
+use super::peer::{DnsWaiter, Peer, Sink, ACTIVE_TICK};
+use super::table::{Endpoint, PeerTable, Routes};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::proto::control::Payload;
 use crate::proto::link::{Gate, IndexAlloc};
@@ -124,17 +123,18 @@ pub struct NodeCore {
     pub(super) fed_dns: Vec<DnsInterceptor>,
     pub(super) peers: HashMap<PublicKey, Peer>,
     pub(super) by_vip: HashMap<Ipv4Addr, PublicKey>,
-    /// Our index of an initiation in flight -> peer.
-    pub(super) initiations: HashMap<u32, PublicKey>,
+    /// Our indexes (sessions and initiations in flight) -> peer; kept in
+    /// step by `with_peer`.
+    pub(super) owners: HashMap<u32, PublicKey>,
     pub(super) resolves: HashMap<u64, PendingResolve>,
     pub(super) next_resolve: u64,
     pub(super) forwards: HashMap<(SocketAddr, u16), Forward>,
     pub(super) orphans: HashMap<Ipv4Addr, VecDeque<Vec<u8>>>,
-    pub(super) out: VecDeque<Output>,
-    pub(super) table_dirty: bool,
-    indexes: IndexAlloc,
+    /// Outputs for the shell, the table mark, asks from peers.
+    pub(super) sink: Sink,
+    pub(super) indexes: IndexAlloc,
     nat_probe: Option<NatProbe>,
-    next_ping: u64,
+    pub(super) next_ping: u64,
     /// `ntmtun ping NAME` for a name not yet resolved: (name, ping id).
     pending_ping_names: Vec<(String, u64)>,
     /// The responder's checks before any DH: mac1, cookies under load,
@@ -198,13 +198,15 @@ impl NodeCore {
             by_vip: HashMap::new(),
             federated: Vec::new(),
             fed_dns: Vec::new(),
-            initiations: HashMap::new(),
+            owners: HashMap::new(),
             resolves: HashMap::new(),
             next_resolve: 1,
             forwards: HashMap::new(),
             orphans: HashMap::new(),
-            out: VecDeque::new(),
-            table_dirty: true,
+            sink: Sink {
+                table_dirty: true,
+                ..Sink::default()
+            },
             indexes,
             nat_probe: None,
             next_ping,
@@ -224,7 +226,7 @@ impl NodeCore {
     /// Switches DNS handling to stub mode (true) or capture mode (false).
     pub fn set_dns_stub(&mut self, stub: bool) {
         self.dns_stub = stub;
-        self.table_dirty = true;
+        self.sink.table_dirty = true;
         self.stub_domains.clear();
         self.announce_stub_domains();
     }
@@ -252,7 +254,7 @@ impl NodeCore {
             return;
         }
         self.stub_domains.clone_from(&domains);
-        self.out.push_back(Output::StubDomains(domains));
+        self.sink.out.push_back(Output::StubDomains(domains));
     }
 
     /// The stub resolver's address, in stub mode once registered.
@@ -276,7 +278,7 @@ impl NodeCore {
         match change {
             NodeChange::Resolvers(r) => {
                 self.s.resolvers = r;
-                self.table_dirty = true;
+                self.sink.table_dirty = true;
             }
             NodeChange::Keepalive(k) => self.s.keepalive = k,
             NodeChange::RekeySecs(d) => self.s.rekey = d,
@@ -292,7 +294,7 @@ impl NodeCore {
 
     /// Takes the DC's list of granted routes: a new table for the workers
     /// and the prefixes to route into the TUN, if anything changed.
-    fn set_domain_routes(&mut self, mut routes: Vec<GrantedRoute>) {
+    fn set_domain_routes(&mut self, mut routes: Vec<GrantedRoute>, now: Instant) {
         let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
         // A LAN prefix holding the DC or a relay would pull our own
         // signaling into the tunnel (a loop): never route those.
@@ -320,10 +322,12 @@ impl NodeCore {
             return;
         }
         info!(routes = ?self.domain_routes, "subnet routes");
-        self.out.push_back(Output::SubnetRoutes(built.installed()));
+        self.sink
+            .out
+            .push_back(Output::SubnetRoutes(built.installed()));
         self.routes = Arc::new(built);
-        self.refresh_candidates();
-        self.table_dirty = true;
+        self.refresh_candidates(now);
+        self.sink.table_dirty = true;
     }
 
     /// Logs the DC's refusals of our advertised prefixes when they change.
@@ -358,12 +362,12 @@ impl NodeCore {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        self.sink.out.pop_front()
     }
 
     /// A new snapshot for the workers, if anything changed since the last.
     pub fn take_table(&mut self) -> Option<PeerTable> {
-        if !std::mem::take(&mut self.table_dirty) {
+        if !std::mem::take(&mut self.sink.table_dirty) {
             return None;
         }
         let mut t = PeerTable {
@@ -379,32 +383,12 @@ impl NodeCore {
             ..Default::default()
         };
         for p in self.peers.values() {
-            let Some(endpoint) = p.endpoint else { continue };
-            if let Some(session) = p.sessions.sending() {
-                t.by_vip.insert(
-                    p.virtual_ip,
-                    TxRoute {
-                        name: p.name.clone(),
-                        virtual_ip: p.virtual_ip,
-                        session: session.clone(),
-                        endpoint,
-                        stats: p.stats.clone(),
-                        mtu: p.pmtu.mtu_for(endpoint),
-                        path: p.path_label(),
-                    },
-                );
+            let (tx, rx) = p.routes();
+            if let Some(tx) = tx {
+                t.by_vip.insert(tx.virtual_ip, tx);
             }
-            for s in p.sessions.receiving() {
-                t.by_index.insert(
-                    s.local_index,
-                    RxRoute {
-                        virtual_ip: p.virtual_ip,
-                        session: s.clone(),
-                        endpoint,
-                        stats: p.stats.clone(),
-                        unconfirmed: p.sessions.awaits_confirmation(s.local_index),
-                    },
-                );
+            for r in rx {
+                t.by_index.insert(r.session.local_index, r);
             }
         }
         Some(t)
@@ -414,20 +398,12 @@ impl NodeCore {
         self.s.unix_nanos_at_start + now.saturating_duration_since(self.start).as_nanos() as u64
     }
 
-    /// A random session index no peer session or initiation uses. (The DC
-    /// link draws its own: its records are told apart by their type.)
-    pub(super) fn alloc_index(&mut self) -> u32 {
-        let (initiations, peers) = (&self.initiations, &self.peers);
-        self.indexes
-            .next(|i| initiations.contains_key(&i) || peers.values().any(|p| p.owns_index(i)))
-    }
-
-    /// The peer that owns our session `index`.
-    pub(super) fn peer_of_index(&self, index: u32) -> Option<PublicKey> {
+    /// The peer named `name` (as the DC names it), if we know it.
+    pub(super) fn peer_named(&self, name: &str) -> Option<PublicKey> {
         self.peers
             .values()
-            .find(|p| p.owns_index(index))
-            .map(|p| p.key)
+            .find(|p| p.name() == name)
+            .map(Peer::key)
     }
 
     pub(super) fn next_ping(&mut self) -> u64 {
@@ -459,7 +435,7 @@ impl NodeCore {
             }) => {
                 if let Some((to, bytes)) = self.dc.handle_cookie_reply(bytes, now) {
                     bump(&self.counters.cookies_received);
-                    self.out.push_back(Output::Udp { to, bytes });
+                    self.sink.out.push_back(Output::Udp { to, bytes });
                 }
             }
             Ok(Datagram::Resp {
@@ -509,26 +485,30 @@ impl NodeCore {
         let Ok(h) = wire::TransportHeader::decode(datagram) else {
             return;
         };
-        let Some(p) = self.peers.values().find(|p| p.owns_index(h.receiver)) else {
+        let p = self
+            .peer_of_index(h.receiver)
+            .and_then(|k| self.peers.get(&k));
+        let Some(p) = p else {
             debug!(%from, "data record for an unknown session dropped");
             return;
         };
-        let Some(session) = p.sessions.find(h.receiver).cloned() else {
+        let Some(session) = p.session(h.receiver).cloned() else {
             return;
         };
         let Ok(range) = session.open(datagram) else {
             return;
         };
-        p.stats.record_rx(range.len(), !from.is_relay(), now);
-        if p.endpoint == Some(from) {
-            p.stats.record_route_rx(now);
+        let stats = p.stats();
+        stats.record_rx(range.len(), !from.is_relay(), now);
+        if p.endpoint() == Some(from) {
+            stats.record_route_rx(now);
         }
-        let (vip, index) = (p.virtual_ip, session.local_index);
+        let (vip, index) = (p.virtual_ip(), session.local_index);
         let payload = &datagram[range];
         let opened = Payload::of(payload);
         let control = matches!(opened, Payload::Control(_));
-        let unconfirmed = p.sessions.awaits_confirmation(index);
-        if (p.endpoint != Some(from) || unconfirmed) && !control {
+        let unconfirmed = p.awaits_confirmation(index);
+        if (p.endpoint() != Some(from) || unconfirmed) && !control {
             self.handle_endpoint_seen(index, from, now);
         }
         match opened {
@@ -536,7 +516,7 @@ impl NodeCore {
             Payload::Ipv4(payload) => {
                 let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
                 if super::table::admits(payload, vip, local, &self.routes) {
-                    self.out.push_back(Output::Tun(payload.to_vec()));
+                    self.sink.out.push_back(Output::Tun(payload.to_vec()));
                 }
             }
             Payload::Control(payload) => {
@@ -568,12 +548,12 @@ impl NodeCore {
                         },
                         _ => None,
                     };
-                    self.out.push_back(Output::Configure(reg.clone()));
+                    self.sink.out.push_back(Output::Configure(reg.clone()));
                     self.announce_stub_domains();
-                    self.refresh_candidates();
-                    self.table_dirty = true;
+                    self.refresh_candidates(now);
+                    self.sink.table_dirty = true;
                 }
-                self.set_domain_routes(reg.routes.clone());
+                self.set_domain_routes(reg.routes.clone(), now);
                 self.note_refused_routes(&reg.refused_routes);
                 self.probe_nat(&reg);
                 // Questions asked while the channel was down go out now.
@@ -588,7 +568,7 @@ impl NodeCore {
 
     fn on_dc_message(&mut self, msg: FromDc, now: Instant) {
         match msg {
-            FromDc::Routes(routes) => self.set_domain_routes(routes),
+            FromDc::Routes(routes) => self.set_domain_routes(routes, now),
             FromDc::RefusedRoutes(refused) => {
                 // Our grants changed between refreshes (a DC reload): the
                 // status reads the registration's list, so update it.
@@ -627,19 +607,8 @@ impl NodeCore {
                     return;
                 }
                 let key = self.upsert_peer(&info, now);
-                if let Some(queued) = self.orphans.remove(&info.virtual_ip) {
-                    if let Some(p) = self.peers.get_mut(&key) {
-                        for pkt in queued {
-                            if p.enqueue(pkt) {
-                                bump(&self.counters.peer_queue_full);
-                            }
-                        }
-                    }
-                }
-                if let Some(p) = self.peers.get_mut(&key) {
-                    p.dns_waiters.extend(pending.dns);
-                }
-                self.ensure_tunnel(key, now);
+                let queued = self.orphans.remove(&info.virtual_ip).unwrap_or_default();
+                self.with_peer(key, now, |p, env| p.on_resolved(queued, pending.dns, env));
             }
             Resolution::NotFound | Resolution::Offline => {
                 let answer = if result == Resolution::NotFound {
@@ -670,7 +639,7 @@ impl NodeCore {
         };
         let nonce = rand::random();
         self.nat_probe = Some(NatProbe { relay, nonce });
-        self.out.push_back(Output::Udp {
+        self.sink.out.push_back(Output::Udp {
             to: relay,
             bytes: relay_frames::probe(nonce),
         });
@@ -691,7 +660,7 @@ impl NodeCore {
             relay: probe.relay,
             seen_as,
         }) {
-            self.out.push_back(Output::Udp { to, bytes });
+            self.sink.out.push_back(Output::Udp { to, bytes });
         }
     }
 
@@ -710,16 +679,7 @@ impl NodeCore {
         }
         let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
         for key in keys {
-            self.keepalive(key, now);
-            if moved {
-                self.bind_relay(key, now);
-                if let Some(p) = self.peers.get_mut(&key) {
-                    p.last_redirect = None;
-                    p.direct_banned_until = None;
-                    p.upgrade = None;
-                }
-                self.redirect(key, now);
-            }
+            self.with_peer(key, now, |p, env| p.on_network_change(moved, env));
         }
     }
 
@@ -731,9 +691,11 @@ impl NodeCore {
         let name = self.ping_name(name)?;
         let name = name.as_str();
         let id = self.next_ping();
-        if let Some(key) = self.peers.values().find(|p| p.name == name).map(|p| p.key) {
-            self.send_ping(key, id, now);
-            self.ensure_tunnel(key, now);
+        if let Some(key) = self.peer_named(name) {
+            self.with_peer(key, now, |p, env| {
+                p.ping(id, env);
+                p.ensure_tunnel(env);
+            });
             return Ok(id);
         }
         if !self.dc.is_up() {
@@ -781,14 +743,16 @@ impl NodeCore {
             }
         }
         if let Some((to, bytes)) = self.dc.poll(now, unix, &self.local_endpoints) {
-            self.out.push_back(Output::Udp { to, bytes });
+            self.sink.out.push_back(Output::Udp { to, bytes });
         }
         // Pings asked for by name before the peer existed.
         if !self.pending_ping_names.is_empty() {
             let waiting = std::mem::take(&mut self.pending_ping_names);
             for (name, id) in waiting {
-                match self.peers.values().find(|p| p.name == name).map(|p| p.key) {
-                    Some(key) => self.send_ping(key, id, now),
+                match self.peer_named(&name) {
+                    Some(key) => {
+                        self.with_peer(key, now, |p, env| p.ping(id, env));
+                    }
                     None if self
                         .resolves
                         .values()
@@ -802,7 +766,7 @@ impl NodeCore {
         }
         let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
         for key in keys {
-            self.peer_timers(key, now);
+            self.with_peer(key, now, Peer::on_timer);
         }
         let before = self.forwards.len();
         self.forwards.retain(|_, f| f.deadline > now);
@@ -819,22 +783,14 @@ impl NodeCore {
             t = t.min(p.sent + RESOLVE_RETRY);
         }
         for p in self.peers.values() {
-            for w in &p.dns_waiters {
-                t = t.min(w.deadline);
-            }
-            if let Some((est, _)) = p.sessions.established() {
-                t = t.min(est + self.s.rekey);
-            }
-            if let Some(expiry) = p.sessions.next_expiry(self.s.rekey) {
-                t = t.min(expiry);
-            }
-            if let (Some(k), Some(_)) = (self.s.keepalive, p.sessions.sending()) {
-                t = t.min(p.stats.last_tx().map_or(now, |l| l + k));
+            if let Some(d) = p.next_deadline(now, self.s.rekey, self.s.keepalive) {
+                t = t.min(d);
             }
         }
         // Traffic, handshakes or binds in flight: look often (health checks
         // and retries are sub-second); otherwise once a second at least.
-        let cap = if self.any_active(now) || !self.pending_ping_names.is_empty() {
+        let active = self.peers.values().any(|p| p.active(now));
+        let cap = if active || !self.pending_ping_names.is_empty() {
             ACTIVE_TICK
         } else {
             Duration::from_secs(1)
@@ -851,28 +807,10 @@ impl NodeCore {
             (Some(r), Ok(n)) if n.domain().is_none() => format!("{n}.{}", r.domain),
             _ => name.to_string(),
         };
-        let secs = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
         let mut peers: Vec<PeerStatus> = self
             .peers
             .values()
-            .map(|p| PeerStatus {
-                name: p.name.clone(),
-                fqdn: fqdn(&p.name),
-                virtual_ip: p.virtual_ip,
-                public_key: p.key.to_base64(),
-                path: p.path_label().into(),
-                endpoint: p.endpoint.map(|e| e.addr()),
-                relay: p.endpoint.filter(Endpoint::is_relay).map(|e| e.addr()),
-                rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1000.0),
-                path_mtu: p.endpoint.map_or(p.pmtu.mtu(), |e| p.pmtu.mtu_for(e)),
-                last_handshake_secs: secs(p.sessions.established().map(|(at, _)| at)),
-                last_rx_secs: secs(p.stats.last_rx()),
-                rx_bytes: p.stats.rx_bytes.load(Ordering::Relaxed),
-                tx_bytes: p.stats.tx_bytes.load(Ordering::Relaxed),
-                rx_packets: p.stats.rx_packets.load(Ordering::Relaxed),
-                tx_packets: p.stats.tx_packets.load(Ordering::Relaxed),
-                relay_fallbacks: p.relay_fallbacks,
-            })
+            .map(|p| p.status(now, fqdn(p.name())))
             .collect();
         peers.sort_by(|a, b| a.name.cmp(&b.name));
         StatusReport {

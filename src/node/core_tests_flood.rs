@@ -167,7 +167,7 @@ fn forged_cookie_replies_are_ignored() {
         "a forged reply made bob resend"
     );
     assert_eq!(bob_core.counters().cookies_received.load(Relaxed), 0);
-    assert!(!bob_core.peers[&alice].dialer.holds_cookie());
+    assert!(!bob_core.peers[&alice].dialer().holds_cookie());
     // A genuine one is taken, and the initiation goes out once more with
     // a mac2 alice accepts.
     let mut maker = CookieMaker::new(&alice, net.now);

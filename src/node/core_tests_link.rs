@@ -29,7 +29,7 @@ fn a_forged_response_leaves_the_initiation_in_flight() {
     net.nodes[1].core.handle_tun(pkt.clone(), net.now);
     net.settle();
     let alice = peer_key(&net, 1);
-    let dialer = &net.nodes[1].core.peers[&alice].dialer;
+    let dialer = &net.nodes[1].core.peers[&alice].dialer();
     let index = dialer.index().expect("no initiation in flight");
     let message = dialer.message().unwrap().to_vec();
     // An off-path attacker who guessed the index answers first.
@@ -40,7 +40,7 @@ fn a_forged_response_leaves_the_initiation_in_flight() {
         .core
         .handle_udp(alice_addr, &mut forged, net.now);
     assert_eq!(
-        net.nodes[1].core.peers[&alice].dialer.index(),
+        net.nodes[1].core.peers[&alice].dialer().index(),
         Some(index),
         "a forged response spent the initiation"
     );
@@ -50,7 +50,7 @@ fn a_forged_response_leaves_the_initiation_in_flight() {
     net.settle();
     let bob_side = &net.nodes[1].core.peers[&alice];
     assert_eq!(
-        bob_side.sessions.current().map(|s| s.local_index),
+        bob_side.sessions().current().map(|s| s.local_index),
         Some(index)
     );
     assert!(net.nodes[0].tun.contains(&pkt), "the first packet was lost");
@@ -65,7 +65,7 @@ fn a_replayed_initiation_moves_neither_the_endpoint_nor_the_session() {
     net.dns(1, "alice.ntm.internal.", RecordType::A);
     let alice = peer_key(&net, 1);
     let recorded = net.nodes[1].core.peers[&alice]
-        .dialer
+        .dialer()
         .message()
         .expect("no initiation in flight")
         .to_vec();
@@ -74,20 +74,26 @@ fn a_replayed_initiation_moves_neither_the_endpoint_nor_the_session() {
     assert!(net.deliver(0, 1, 1) && net.deliver(1, 0, 2), "no tunnel");
     let bob = peer_key(&net, 0);
     let before = net.nodes[0].core.peers[&bob]
+        .sessions()
         .sending()
         .map(|s| s.local_index);
-    let endpoint = net.nodes[0].core.peers[&bob].endpoint;
+    let endpoint = net.nodes[0].core.peers[&bob].endpoint();
     // Alice forgets bob's handshake timestamps (as after a restart), and
     // an attacker replays the recording from its own address.
-    net.nodes[0].core.peers.get_mut(&bob).unwrap().last_hello = 0;
+    net.nodes[0]
+        .core
+        .peers
+        .get_mut(&bob)
+        .unwrap()
+        .forget_last_hello();
     let attacker: SocketAddr = "203.0.113.66:4444".parse().unwrap();
     let mut replay = recorded;
     net.nodes[0].core.handle_udp(attacker, &mut replay, net.now);
     net.settle();
     let p = &net.nodes[0].core.peers[&bob];
-    assert_eq!(p.endpoint, endpoint, "a replay moved the endpoint");
+    assert_eq!(p.endpoint(), endpoint, "a replay moved the endpoint");
     assert_eq!(
-        p.sending().map(|s| s.local_index),
+        p.sessions().sending().map(|s| s.local_index),
         before,
         "a replay changed the session alice sends on"
     );
@@ -105,7 +111,7 @@ fn sessions_expire_when_rekeys_keep_failing() {
     net.advance(Duration::from_secs(120) + REJECT_GRACE + Duration::from_secs(35));
     let p = &net.nodes[0].core.peers[&bob];
     assert!(
-        p.sessions.current().is_none() && p.sending().is_none(),
+        p.sessions().current().is_none() && p.sessions().sending().is_none(),
         "a session outlived rekey + grace"
     );
     let table = net.nodes[0].core.take_table();

@@ -44,12 +44,16 @@ fn a_gateways_lan_address_is_never_a_direct_endpoint() {
         .next()
         .expect("gwa knows gwb");
     assert!(
-        peer.offered.contains(&lan_b),
+        peer.offered().contains(&lan_b),
         "the DC offered {:?}; the test needs gwb's LAN address among them",
-        peer.offered
+        peer.offered()
     );
-    assert!(!peer.candidates.contains(&lan_b), "{:?}", peer.candidates);
-    assert!(peer.endpoint.is_some_and(|e| e.addr() != lan_b));
+    assert!(
+        !peer.candidates().contains(&lan_b),
+        "{:?}",
+        peer.candidates()
+    );
+    assert!(peer.endpoint().is_some_and(|e| e.addr() != lan_b));
 
     // gwa's own records looping back to gwb through the tunnel arrive from
     // gwa's virtual IP: dropped before the handshake code sees them.

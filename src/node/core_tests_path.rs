@@ -4,7 +4,7 @@
 //! stay there through rekeys, fall back to IPv6 when IPv4 dies without
 //! flapping, and return when IPv4 works again.
 
-use super::super::health;
+use super::super::peer as health;
 use super::*;
 use std::sync::atomic::Ordering::Relaxed;
 

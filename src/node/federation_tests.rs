@@ -276,7 +276,7 @@ impl Fed {
     /// The relay address of node `i`'s grant for its one peer.
     fn grant(&self, i: usize) -> Option<SocketAddr> {
         let p = self.nodes[i].1.peers.values().next()?;
-        p.relay.as_ref().map(|r| r.grant.address)
+        p.relay_address()
     }
 
     fn vip(&self, i: usize) -> Ipv4Addr {
@@ -452,7 +452,7 @@ fn the_asking_dcs_relay_grant_reaches_both_nodes() {
             .1
             .peers
             .values()
-            .all(|p| p.relay.as_ref().is_some_and(|r| r.grant.address == relay));
+            .all(|p| p.relay_address() == Some(relay));
         assert!(granted, "node {i} has no grant for X's relay");
     }
     let sid = |i: usize| {
@@ -461,8 +461,8 @@ fn the_asking_dcs_relay_grant_reaches_both_nodes() {
             .peers
             .values()
             .next()
-            .and_then(|p| p.relay.as_ref())
-            .map(|r| (r.grant.sid, r.grant.side))
+            .and_then(|p| p.relay_grant())
+            .map(|g| (g.sid, g.side))
     };
     let (a, b) = (sid(0).unwrap(), sid(1).unwrap());
     assert_eq!(a.0, b.0, "one relay session for the pair");

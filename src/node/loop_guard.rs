@@ -9,10 +9,11 @@
 
 use super::core::NodeCore;
 use super::counters::bump;
-use super::table::{Endpoint, Routes};
+use super::table::Routes;
 use ipnet::Ipv4Net;
 use std::net::{IpAddr, SocketAddr};
-use tracing::{debug, warn};
+use std::time::Instant;
+use tracing::debug;
 
 /// Whether packets to `addr` would enter our TUN: the virtual prefix, or a
 /// LAN we route to another gateway.
@@ -34,31 +35,14 @@ pub fn usable(offered: &[SocketAddr], prefix: Option<Ipv4Net>, routes: &Routes) 
 
 impl NodeCore {
     /// Re-derives every peer's usable candidates; after the virtual prefix
-    /// or the routed LANs changed, or the DC offered new candidates.
-    pub(super) fn refresh_candidates(&mut self) {
+    /// or the routed LANs changed.
+    pub(super) fn refresh_candidates(&mut self, now: Instant) {
         let (prefix, routes) = (self.prefix, self.routes.clone());
-        for p in self.peers.values_mut() {
-            let usable = usable(&p.offered, prefix, &routes);
-            if usable != p.candidates {
-                if usable.len() < p.offered.len() {
-                    debug!(peer = %p.name, offered = ?p.offered, ?usable, "candidates inside our own tunnel left out");
-                }
-                p.candidates = usable;
-                p.upgrade = None;
-            }
-            // A direct endpoint that a new route now pulls into the TUN:
-            // leave it for the relay, or the first usable candidate.
-            if let Some(Endpoint::Direct(a)) = p.endpoint {
-                if tunnelled(a, prefix, &routes) {
-                    let next = p
-                        .relay_endpoint()
-                        .or_else(|| p.candidates.first().map(|&c| Endpoint::Direct(c)));
-                    warn!(peer = %p.name, endpoint = %a, next = ?next.map(|e| e.to_string()), "peer endpoint is now routed into our own tunnel: leaving it");
-                    p.endpoint = next;
-                    p.upgrade = None;
-                    self.table_dirty = true;
-                }
-            }
+        let keys: Vec<_> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.with_peer(key, now, |p, env| {
+                p.refresh_candidates(prefix, &routes, env)
+            });
         }
     }
 

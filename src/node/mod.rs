@@ -13,8 +13,7 @@ pub mod dc_link;
 pub mod dns;
 #[cfg(test)]
 mod federation_tests;
-mod health;
-mod loop_guard;
+pub mod loop_guard;
 pub mod metrics;
 pub mod path_choice;
 pub mod peer;

@@ -12,7 +12,6 @@ use super::peer::DnsWaiter;
 use crate::net::packet;
 use crate::proto::name::{self, NodeName};
 use crate::proto::signal::{FederatedDomain, Target, ToDc};
-use crate::proto::wire::Kind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -45,21 +44,7 @@ impl NodeCore {
             }
         };
         if let Some(key) = self.by_vip.get(&dst).copied() {
-            if let Some(p) = self.peers.get_mut(&key) {
-                if let (Some(s), Some(ep)) = (p.sending(), p.endpoint) {
-                    // The workers' table just had not caught up yet.
-                    if let Ok(bytes) = s.seal_to_vec(Kind::Data, &pkt) {
-                        p.stats.record_tx(pkt.len(), now);
-                        let (to, bytes) = ep.wrap(&bytes);
-                        self.out.push_back(Output::Udp { to, bytes });
-                    }
-                    return;
-                }
-                if p.enqueue(pkt) {
-                    bump(&self.counters.peer_queue_full);
-                }
-            }
-            self.ensure_tunnel(key, now);
+            self.with_peer(key, now, |p, env| p.send_or_queue(pkt, env));
             return;
         }
         // Unknown address (the app cached DNS): ask the DC, hold the packet.
@@ -187,24 +172,11 @@ impl NodeCore {
             }
         }
         let known = self.peers.values().find(|p| match &target {
-            Target::Name(n) => p.name == *n,
-            Target::Address(a) => p.virtual_ip == *a,
+            Target::Name(n) => p.name() == n,
+            Target::Address(a) => p.virtual_ip() == *a,
         });
-        if let Some(p) = known {
-            let key = p.key;
-            let ans = DnsResolution::Found {
-                name: p.name.clone(),
-                virtual_ip: p.virtual_ip,
-            };
-            if !direct || p.sending().is_some() {
-                self.reply_dns(&waiter, &ans);
-                if direct {
-                    self.ensure_tunnel(key, now);
-                }
-            } else if let Some(p) = self.peers.get_mut(&key) {
-                p.dns_waiters.push(waiter);
-                self.ensure_tunnel(key, now);
-            }
+        if let Some(key) = known.map(|p| p.key()) {
+            self.with_peer(key, now, |p, env| p.answer_dns(waiter, direct, env));
             return;
         }
         if !self.dc.is_up() {
@@ -259,7 +231,7 @@ impl NodeCore {
             direct: p.direct,
         };
         if let Some((to, bytes)) = self.dc.seal(&msg) {
-            self.out.push_back(Output::Udp { to, bytes });
+            self.sink.out.push_back(Output::Udp { to, bytes });
         }
     }
 
@@ -323,11 +295,11 @@ impl NodeCore {
                 .collect()
         };
         tracing::info!(domains = ?domains.iter().map(|f| f.domain.as_str()).collect::<Vec<_>>(), "federated domains");
-        self.out.push_back(Output::FederatedRoutes(
+        self.sink.out.push_back(Output::FederatedRoutes(
             domains.iter().map(|f| f.prefix).collect(),
         ));
         self.federated = domains;
-        self.table_dirty = true;
+        self.sink.table_dirty = true;
         self.announce_stub_domains();
     }
 
@@ -335,7 +307,7 @@ impl NodeCore {
     pub(super) fn write_dns(&mut self, client: SocketAddr, resolver: SocketAddr, payload: &[u8]) {
         let mut pkt = Vec::with_capacity(payload.len() + 28);
         packet::build_udp(resolver, client, payload, &mut pkt);
-        self.out.push_back(Output::Tun(pkt));
+        self.sink.out.push_back(Output::Tun(pkt));
     }
 
     pub(super) fn forward_dns(
@@ -397,7 +369,7 @@ impl NodeCore {
                 deadline: now + FORWARD_TIMEOUT,
             },
         );
-        self.out.push_back(Output::Upstream {
+        self.sink.out.push_back(Output::Upstream {
             to,
             bytes: query.to_vec(),
         });
