@@ -1,7 +1,8 @@
 //! The control thread: runs the sans-IO `NodeCore`, carries out its
 //! outputs, and publishes new peer tables to the workers.
 
-use super::core::{NodeCore, Output};
+use super::core::NodeCore;
+use super::output::Output;
 use super::table::PeerTable;
 use super::{resolved, split_dns, system};
 use crate::config::DnsMode;

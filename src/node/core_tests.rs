@@ -1,7 +1,8 @@
 //! The sans-IO cores working together: two nodes and a DC exchanging
 //! datagrams through an in-memory network, with simulated time.
 
-use super::core::{NodeCore, NodeSettings, Output};
+use super::core::{NodeCore, NodeSettings};
+use super::output::Output;
 use crate::config::RouteGrant;
 use crate::dc::core::{DcCore, DcSettings, RelaySpec};
 use crate::dc::store::Store;

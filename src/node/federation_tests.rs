@@ -1,7 +1,8 @@
 //! Federation end to end in memory: two DCs of two domains, a node on each,
 //! relays of the first DC; datagrams delivered by address, simulated time.
 
-use super::core::{NodeCore, NodeSettings, Output};
+use super::core::{NodeCore, NodeSettings};
+use super::output::Output;
 use crate::dc::core::{DcCore, DcSettings, RelaySpec};
 use crate::dc::federation::FederationSpec;
 use crate::dc::store::Store;

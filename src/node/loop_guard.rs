@@ -7,13 +7,9 @@
 //! changes a second and a dead path). Such candidates are never tried, and
 //! datagrams arriving from such addresses are dropped before any state moves.
 
-use super::core::NodeCore;
-use super::counters::bump;
 use super::table::Routes;
 use ipnet::Ipv4Net;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
-use tracing::debug;
 
 /// Whether packets to `addr` would enter our TUN: the virtual prefix, or a
 /// LAN we route to another gateway.
@@ -31,30 +27,6 @@ pub fn usable(offered: &[SocketAddr], prefix: Option<Ipv4Net>, routes: &Routes) 
         .copied()
         .filter(|&a| !tunnelled(a, prefix, routes))
         .collect()
-}
-
-impl NodeCore {
-    /// Re-derives every peer's usable candidates; after the virtual prefix
-    /// or the routed LANs changed.
-    pub(super) fn refresh_candidates(&mut self, now: Instant) {
-        let (prefix, routes) = (self.prefix, self.routes.clone());
-        let keys: Vec<_> = self.peers.keys().copied().collect();
-        for key in keys {
-            self.with_peer(key, now, |p, env| {
-                p.refresh_candidates(prefix, &routes, env)
-            });
-        }
-    }
-
-    /// Whether a datagram from `from` came through our own tunnel; counts it.
-    pub(super) fn looped(&self, from: SocketAddr) -> bool {
-        let looped = tunnelled(from, self.prefix, &self.routes);
-        if looped {
-            bump(&self.counters.looped);
-            debug!(%from, "datagram from an address we route into the TUN dropped (tunnel inside itself)");
-        }
-        looped
-    }
 }
 
 #[cfg(test)]

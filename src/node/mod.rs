@@ -13,8 +13,9 @@ pub mod dc_link;
 pub mod dns;
 #[cfg(test)]
 mod federation_tests;
-pub mod loop_guard;
+mod loop_guard;
 pub mod metrics;
+pub mod output;
 pub mod path_choice;
 pub mod peer;
 pub mod pmtu;

@@ -3,11 +3,11 @@
 //! virtual addresses with no tunnel yet, and questions to the DC.
 
 use super::core::{
-    Forward, NodeCore, Output, PendingResolve, DNS_WAIT, FORWARD_LIMIT, FORWARD_TIMEOUT,
-    ORPHAN_LIMIT,
+    Forward, NodeCore, PendingResolve, DNS_WAIT, FORWARD_LIMIT, FORWARD_TIMEOUT, ORPHAN_LIMIT,
 };
 use super::counters::bump;
 use super::dns::{DnsAction, DnsInterceptor, Resolution as DnsResolution, ResolveTarget};
+use super::output::Output;
 use super::peer::DnsWaiter;
 use crate::net::packet;
 use crate::proto::name::{self, NodeName};

@@ -6,6 +6,7 @@
 
 use super::core::NodeCore;
 use super::counters::bump;
+use super::loop_guard::tunnelled;
 use super::peer::{Ask, Env, Ids, Peer};
 use super::table::{Endpoint, PeerStats};
 use crate::keys::PublicKey;
@@ -163,7 +164,7 @@ impl NodeCore {
                 let (to, bytes) = from.wrap(&reply);
                 self.sink
                     .out
-                    .push_back(super::core::Output::Udp { to, bytes });
+                    .push_back(super::output::Output::Udp { to, bytes });
                 return;
             }
             Verdict::NoCookie => return,
@@ -252,5 +253,27 @@ impl NodeCore {
         if let Some(key) = self.peer_of_index(index) {
             self.with_peer(key, now, |p, env| p.on_control(index, from, msg, env));
         }
+    }
+
+    /// Re-derives every peer's usable candidates; after the virtual prefix
+    /// or the routed LANs changed.
+    pub(super) fn refresh_candidates(&mut self, now: Instant) {
+        let (prefix, routes) = (self.prefix, self.routes.clone());
+        let keys: Vec<_> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.with_peer(key, now, |p, env| {
+                p.refresh_candidates(prefix, &routes, env)
+            });
+        }
+    }
+
+    /// Whether a datagram from `from` came through our own tunnel; counts it.
+    pub(super) fn looped(&self, from: SocketAddr) -> bool {
+        let looped = tunnelled(from, self.prefix, &self.routes);
+        if looped {
+            bump(&self.counters.looped);
+            debug!(%from, "datagram from an address we route into the TUN dropped (tunnel inside itself)");
+        }
+        looped
     }
 }

@@ -2,7 +2,7 @@
 //! probes, path-MTU probes, the fallback notice and the re-probe request.
 
 use super::{Env, Peer};
-use crate::node::core::Output;
+use crate::node::output::Output;
 use crate::node::table::Endpoint;
 use crate::proto::control::Control;
 use crate::proto::wire::Kind;

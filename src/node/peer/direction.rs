@@ -90,7 +90,7 @@ impl Peer {
         r.last_bind = Some(env.now);
         let bytes = relay_frames::bind(r.grant.side, r.bind_timestamp, &ticket, &r.grant.secret);
         let to = r.grant.address;
-        env.emit(crate::node::core::Output::Udp { to, bytes });
+        env.emit(crate::node::output::Output::Udp { to, bytes });
     }
 
     /// The relay acknowledged our bind with timestamp `ts` (the core

@@ -3,9 +3,9 @@
 //! table mark, and the asks only the node can carry out.
 
 use crate::keys::{PrivateKey, PublicKey};
-use crate::node::core::Output;
 use crate::node::counters::{bump, ControlCounters};
 use crate::node::dns::Resolution;
+use crate::node::output::Output;
 use crate::node::table::Endpoint;
 use crate::proto::link::IndexAlloc;
 use std::collections::{HashMap, VecDeque};
