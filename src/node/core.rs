@@ -322,6 +322,12 @@ impl NodeCore {
         self.gate.set_backlog(backlog);
     }
 
+    /// This node's name, as configured.
+    #[cfg(test)]
+    pub fn status_name(&self) -> &str {
+        &self.s.name
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.s.key.public_key()
     }

@@ -28,6 +28,8 @@ mod link;
 mod loop_guard;
 #[path = "core_tests_path.rs"]
 mod path;
+#[path = "core_tests_simultaneous.rs"]
+mod simultaneous;
 
 const DC_ADDR: &str = "198.51.100.10:7446";
 const RELAY_ADDR: &str = "198.51.100.20:7447";
@@ -148,6 +150,13 @@ struct Node {
     online: bool,
 }
 
+impl Node {
+    /// Names the node in the log lines of what it does next.
+    fn span(&self) -> tracing::span::EnteredSpan {
+        tracing::info_span!("node", name = %self.core.status_name()).entered()
+    }
+}
+
 struct Net {
     /// Simulated time; wall clock is `UNIX_BASE` at `epoch`.
     epoch: Instant,
@@ -174,6 +183,12 @@ struct Net {
     v6_first: bool,
     /// IPv4 between nodes is lost (the DC and the relay still answer).
     v4_down: bool,
+    /// Datagrams in flight are delivered in an order this generator picks
+    /// (None: first sent, first delivered).
+    shuffle: Option<rand::rngs::StdRng>,
+    /// Datagrams between nodes (not to or from the DC or the relay) are
+    /// lost with this probability, drawn from this generator.
+    loss: Option<(rand::rngs::StdRng, f64)>,
 }
 
 fn dc_core(key: &PrivateKey, store: Store, relays: Vec<RelaySpec>, now: Instant) -> DcCore {
@@ -212,6 +227,8 @@ impl Net {
             max_datagram: usize::MAX,
             v6_first: false,
             v4_down: false,
+            shuffle: None,
+            loss: None,
         }
     }
 
@@ -353,6 +370,14 @@ impl Net {
     }
 
     fn deliver_to_node(&mut self, from: SocketAddr, to: SocketAddr, mut bytes: Vec<u8>) {
+        let infrastructure = |a: SocketAddr| {
+            Self::is_dc(a) || a == RELAY_ADDR.parse().unwrap() || a == RELAY6_ADDR.parse().unwrap()
+        };
+        if let Some((rng, p)) = &mut self.loss {
+            if !infrastructure(from) && rand::Rng::gen_bool(rng, *p) {
+                return;
+            }
+        }
         let sender_nat = self
             .nodes
             .iter()
@@ -374,6 +399,7 @@ impl Net {
                 .position(|n| n.online && n.nat == Some(k) && n.addr == inner)
         });
         if let Some(i) = target {
+            let _node = self.nodes[i].span();
             self.nodes[i].core.handle_udp(from, &mut bytes, self.now);
         }
     }
@@ -386,8 +412,12 @@ impl Net {
             for i in 0..self.nodes.len() {
                 self.collect(i);
             }
-            let next = match self.wire.iter().position(|d| d.1.is_ipv6()) {
-                Some(k) if self.v6_first => self.wire.remove(k),
+            let next = match (self.wire.iter().position(|d| d.1.is_ipv6()), &mut self.shuffle) {
+                (Some(k), _) if self.v6_first => self.wire.remove(k),
+                (_, Some(rng)) if !self.wire.is_empty() => {
+                    let k = rand::Rng::gen_range(rng, 0..self.wire.len());
+                    self.wire.remove(k)
+                }
                 _ => self.wire.pop_front(),
             };
             let Some((from, to, mut bytes)) = next else {
@@ -429,6 +459,7 @@ impl Net {
         while self.now < end {
             self.now += Duration::from_millis(100);
             for i in 0..self.nodes.len() {
+                let _node = self.nodes[i].span();
                 self.nodes[i].core.handle_timeout(self.now);
             }
             let unix = self.unix();
