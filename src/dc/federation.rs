@@ -137,7 +137,7 @@ impl Peer {
 
     /// A session exists (it may still await the other DC's first record).
     fn up(&self) -> bool {
-        self.sessions.current().is_some()
+        self.sessions.newest().is_some()
     }
 }
 
@@ -1018,7 +1018,7 @@ mod tests {
     #[test]
     fn a_reload_without_changes_keeps_the_session_and_sends_nothing() {
         let (mut x, _, spec, now) = up_pair();
-        let index = x.peers[0].sessions.current().map(|s| s.local_index);
+        let index = x.peers[0].sessions.newest().map(|s| s.local_index);
         let r = x.reconfigure(vec![spec], now);
         assert_eq!(
             r,
@@ -1028,7 +1028,7 @@ mod tests {
             }
         );
         assert!(x.is_up(0));
-        assert_eq!(x.peers[0].sessions.current().map(|s| s.local_index), index);
+        assert_eq!(x.peers[0].sessions.newest().map(|s| s.local_index), index);
         let (t, ev) = x.handle_timeout(now, 3);
         assert!(t.is_empty() && ev.is_empty(), "{t:?} {ev:?}");
     }
@@ -1086,7 +1086,7 @@ mod tests {
             7,
             now,
         );
-        let old_index = x.peers[0].sessions.current().map(|s| s.local_index);
+        let old_index = x.peers[0].sessions.newest().map(|s| s.local_index);
         x.reconfigure(vec![y_spec(ky2.public_key(), Y_ADDR)], now);
         assert!(!x.is_up(0));
         assert!(
@@ -1099,7 +1099,7 @@ mod tests {
         let events = exchange(&mut x, &mut y2, out, later);
         assert!(x.is_up(0) && y2.is_up(0), "{events:?}");
         assert_ne!(
-            x.peers[0].sessions.current().map(|s| s.local_index),
+            x.peers[0].sessions.newest().map(|s| s.local_index),
             old_index
         );
     }

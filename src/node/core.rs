@@ -82,6 +82,8 @@ struct NatProbe {
 
 pub struct NodeCore {
     pub(super) s: NodeSettings,
+    /// `s.key`'s public half.
+    pub(super) public: PublicKey,
     pub(super) start: Instant,
     local_endpoints: Vec<SocketAddr>,
     pub(super) dc: DcLink,
@@ -158,6 +160,7 @@ impl NodeCore {
         let indexes = IndexAlloc::new(s.index_seed);
         let next_ping = s.index_seed << 32;
         NodeCore {
+            public: s.key.public_key(),
             s,
             start: now,
             local_endpoints: Vec::new(),
@@ -329,7 +332,7 @@ impl NodeCore {
     }
 
     pub fn public_key(&self) -> PublicKey {
-        self.s.key.public_key()
+        self.public
     }
 
     /// The addresses our data socket can be reached on, sent to the DC.

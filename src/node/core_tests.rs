@@ -186,8 +186,8 @@ struct Net {
     /// Datagrams in flight are delivered in an order this generator picks
     /// (None: first sent, first delivered).
     shuffle: Option<rand::rngs::StdRng>,
-    /// Datagrams between nodes (not to or from the DC or the relay) are
-    /// lost with this probability, drawn from this generator.
+    /// Handshake messages between nodes (direct or relayed) are lost with
+    /// this probability, drawn from this generator.
     loss: Option<(rand::rngs::StdRng, f64)>,
 }
 
@@ -370,11 +370,15 @@ impl Net {
     }
 
     fn deliver_to_node(&mut self, from: SocketAddr, to: SocketAddr, mut bytes: Vec<u8>) {
-        let infrastructure = |a: SocketAddr| {
-            Self::is_dc(a) || a == RELAY_ADDR.parse().unwrap() || a == RELAY6_ADDR.parse().unwrap()
-        };
         if let Some((rng, p)) = &mut self.loss {
-            if !infrastructure(from) && rand::Rng::gen_bool(rng, *p) {
+            let handshake = match wire::parse(&bytes) {
+                Ok(wire::Datagram::Relayed { inner, .. }) => Kind::of(inner),
+                _ => Kind::of(&bytes),
+            }
+            .is_ok_and(|k| {
+                [Kind::HandshakeInit, Kind::HandshakeResp, Kind::CookieReply].contains(&k)
+            });
+            if handshake && rand::Rng::gen_bool(rng, *p) {
                 return;
             }
         }
@@ -412,7 +416,10 @@ impl Net {
             for i in 0..self.nodes.len() {
                 self.collect(i);
             }
-            let next = match (self.wire.iter().position(|d| d.1.is_ipv6()), &mut self.shuffle) {
+            let next = match (
+                self.wire.iter().position(|d| d.1.is_ipv6()),
+                &mut self.shuffle,
+            ) {
                 (Some(k), _) if self.v6_first => self.wire.remove(k),
                 (_, Some(rng)) if !self.wire.is_empty() => {
                     let k = rand::Rng::gen_range(rng, 0..self.wire.len());

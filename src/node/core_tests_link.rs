@@ -50,7 +50,7 @@ fn a_forged_response_leaves_the_initiation_in_flight() {
     net.settle();
     let bob_side = &net.nodes[1].core.peers[&alice];
     assert_eq!(
-        bob_side.sessions().current().map(|s| s.local_index),
+        bob_side.sessions().newest().map(|s| s.local_index),
         Some(index)
     );
     assert!(net.nodes[0].tun.contains(&pkt), "the first packet was lost");
@@ -111,7 +111,7 @@ fn sessions_expire_when_rekeys_keep_failing() {
     net.advance(Duration::from_secs(120) + REJECT_GRACE + Duration::from_secs(35));
     let p = &net.nodes[0].core.peers[&bob];
     assert!(
-        p.sessions().current().is_none() && p.sessions().sending().is_none(),
+        p.sessions().newest().is_none() && p.sessions().sending().is_none(),
         "a session outlived rekey + grace"
     );
     let table = net.nodes[0].core.take_table();

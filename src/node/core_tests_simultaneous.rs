@@ -50,17 +50,23 @@ fn first_packet(net: &Net, a: usize, b: usize) -> Vec<u8> {
 /// `within`.
 fn all_at_once(net: &mut Net, within: Duration) -> Vec<(usize, usize)> {
     let n = net.nodes.len();
+    let pairs: Vec<(usize, usize)> = (0..n)
+        .flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b)))
+        .collect();
+    at_once(net, &pairs, within)
+}
+
+/// Like `all_at_once`, for the pairs (sender, receiver) given.
+fn at_once(net: &mut Net, pairs: &[(usize, usize)], within: Duration) -> Vec<(usize, usize)> {
     let mut expected = Vec::new();
-    for a in 0..n {
-        net.nodes[a].tun.clear();
+    for n in &mut net.nodes {
+        n.tun.clear();
     }
-    for a in 0..n {
-        for b in (0..n).filter(|&b| b != a) {
-            let pkt = first_packet(net, a, b);
-            let _node = net.nodes[a].span();
-            net.nodes[a].core.handle_tun(pkt.clone(), net.now);
-            expected.push((a, b, pkt));
-        }
+    for &(a, b) in pairs {
+        let pkt = first_packet(net, a, b);
+        let _node = net.nodes[a].span();
+        net.nodes[a].core.handle_tun(pkt.clone(), net.now);
+        expected.push((a, b, pkt));
     }
     let missing = |net: &Net| -> Vec<(usize, usize)> {
         expected
@@ -150,7 +156,11 @@ fn a_settled_mesh_does_not_churn() {
             assert!(all_at_once(&mut net, Duration::from_millis(200)).is_empty());
             net.advance(Duration::from_secs(2));
         }
-        assert_eq!(answered(&net), before, "seed {seed}: handshakes after settling");
+        assert_eq!(
+            answered(&net),
+            before,
+            "seed {seed}: handshakes after settling"
+        );
         settled_on_one_session(&net).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
@@ -169,30 +179,17 @@ fn both_ends_restarting_at_once_reconnect_at_the_first_packet() {
             net.nodes.insert(i, node);
         }
         net.advance(Duration::from_millis(500));
-        let lost = all_at_once(&mut net, Duration::from_secs(4));
+        // The restarted pair both ways, and each restarted node to every
+        // other. (The other way, the others still hold sessions the
+        // restarted nodes forgot: their first packets go on those and are
+        // lost until path health notices, as with WireGuard.)
+        let pairs: Vec<(usize, usize)> = [1, 2]
+            .into_iter()
+            .flat_map(|a| (0..5).filter(move |&b| b != a).map(move |b| (a, b)))
+            .collect();
+        let lost = at_once(&mut net, &pairs, Duration::from_secs(4));
         assert!(lost.is_empty(), "seed {seed}: first packets lost {lost:?}");
         net.advance(Duration::from_secs(3));
         settled_on_one_session(&net).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-    }
-}
-
-#[test]
-fn debug_simopen() {
-    let mut bad = Vec::new();
-    for seed in 0..40 {
-        let (mut net, _) = mesh(seed);
-        let lost = all_at_once(&mut net, Duration::from_millis(1500));
-        if !lost.is_empty() {
-            bad.push((seed, lost));
-        }
-    }
-    eprintln!("BAD {bad:?}");
-    let seed = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(999);
-    if seed != 999 {
-        let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).with_test_writer().try_init();
-        let (mut net, _) = mesh(seed);
-        tracing::info!("----- all at once");
-        let lost = all_at_once(&mut net, Duration::from_millis(1500));
-        eprintln!("LOST {lost:?}");
     }
 }

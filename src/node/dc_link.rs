@@ -97,13 +97,13 @@ impl DcLink {
     /// The DC address currently in use (for status).
     pub fn address(&self) -> Option<SocketAddr> {
         self.dc_addr
-            .filter(|_| self.sessions.current().is_some())
+            .filter(|_| self.sessions.newest().is_some())
             .or_else(|| self.id.addrs.get(self.addr_idx).copied())
     }
 
     /// True while a live session to the DC exists.
     pub fn is_up(&self) -> bool {
-        self.sessions.current().is_some() && self.state == DcState::Registered
+        self.sessions.newest().is_some() && self.state == DcState::Registered
     }
 
     /// Seconds since the last successful registration or refresh.

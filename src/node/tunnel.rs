@@ -39,6 +39,7 @@ impl NodeCore {
             now,
             unix,
             key: &self.s.key,
+            public: self.public,
             keepalive: self.s.keepalive,
             rekey: self.s.rekey,
             counters: &self.counters,

@@ -48,7 +48,7 @@ impl Peer {
             (_, None) => self.relay = None,
         }
         self.bind_relay(env);
-        if info.initiate && self.sessions.current().is_none() && !self.dialer.in_flight() {
+        if info.initiate && self.sessions.newest().is_none() && !self.dialer.in_flight() {
             self.initiate(env);
         }
     }
@@ -113,7 +113,7 @@ impl Peer {
             self.keepalive(env);
         }
         // An initiation waiting for the relay goes out through it now.
-        if self.dialer.in_flight() && self.sessions.current().is_none() {
+        if self.dialer.in_flight() && self.sessions.newest().is_none() {
             self.initiate(env);
         }
     }

@@ -48,6 +48,8 @@ pub struct Env<'a> {
     /// Wall-clock nanoseconds now: handshake and bind timestamps.
     pub unix: u64,
     pub key: &'a PrivateKey,
+    /// `key`'s public half.
+    pub public: PublicKey,
     pub keepalive: Option<Duration>,
     pub rekey: Duration,
     pub counters: &'a ControlCounters,

@@ -6,7 +6,7 @@
 use super::{Ask, Env, Peer, MAX_ENDPOINTS};
 use crate::node::table::Endpoint;
 use crate::proto::handshake::Responder;
-use crate::proto::link::{CookieOutcome, Response};
+use crate::proto::link::{CookieOutcome, Crossing, Response};
 use crate::proto::signal::{self, Path, PeerHello};
 use crate::proto::wire::Kind;
 use std::time::Duration;
@@ -21,11 +21,10 @@ impl Peer {
     /// or a session the peer just initiated awaits its first record; then
     /// delivers whatever waits if the tunnel is already up.
     pub fn ensure_tunnel(&mut self, env: &mut Env) {
-        let confirming = self.sessions.unconfirmed()
-            && self
-                .sessions
-                .established()
-                .is_some_and(|(at, _)| env.now.saturating_duration_since(at) < CONFIRM_WAIT);
+        let confirming = self
+            .sessions
+            .unconfirmed_since()
+            .is_some_and(|at| env.now.saturating_duration_since(at) < CONFIRM_WAIT);
         if self.is_up() {
             self.flush(env);
         } else if !self.dialer.in_flight() && !confirming {
@@ -96,7 +95,7 @@ impl Peer {
     /// The peer's initiation, through the node's gate and read: answer it
     /// unless it replays an older one (the same one over another path gets
     /// the same answer there, so the initiator completes on whichever path
-    /// works). Neither the endpoint nor the session we send on changes
+    /// works) or crosses ours and loses (`Crossing`: then ours goes again). Neither the endpoint nor the session we send on changes
     /// until the first authentic record on the new session (key
     /// confirmation), so a replayed initiation moves nothing.
     pub fn on_initiation(
@@ -116,6 +115,12 @@ impl Peer {
         }
         if hello.timestamp < self.last_hello {
             debug!(peer = %self.name, "replayed handshake initiation dropped");
+            return;
+        }
+        if let Crossing::Resend(ours) = self.dialer.on_crossing(&env.public) {
+            debug!(peer = %self.name, endpoint = %from, "both ends dialled at once: ours wins, sent again");
+            let ours = ours.to_vec();
+            env.send(from, &ours);
             return;
         }
         let index = env.index();

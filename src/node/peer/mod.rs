@@ -196,9 +196,14 @@ impl Peer {
     /// Our indexes that route to this peer: the initiation in flight and
     /// the sessions records may arrive on. `NodeCore` keeps its index map
     /// in step after each handler.
-    pub fn indexes(&self) -> [Option<u32>; 3] {
+    pub fn indexes(&self) -> [Option<u32>; 4] {
         let mut sessions = self.sessions.receiving().map(|s| s.local_index);
-        [self.dialer.index(), sessions.next(), sessions.next()]
+        [
+            self.dialer.index(),
+            sessions.next(),
+            sessions.next(),
+            sessions.next(),
+        ]
     }
 
     /// Our session `index` with this peer, if it is one.
@@ -255,7 +260,7 @@ impl Peer {
             relay: p.endpoint.filter(Endpoint::is_relay).map(|e| e.addr()),
             rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1000.0),
             path_mtu: p.endpoint.map_or(p.pmtu.mtu(), |e| p.pmtu.mtu_for(e)),
-            last_handshake_secs: secs(p.sessions.established().map(|(at, _)| at)),
+            last_handshake_secs: secs(p.sessions.last_handshake()),
             last_rx_secs: secs(p.stats.last_rx()),
             rx_bytes: p.stats.rx_bytes.load(Ordering::Relaxed),
             tx_bytes: p.stats.tx_bytes.load(Ordering::Relaxed),

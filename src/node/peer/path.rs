@@ -50,7 +50,15 @@ impl Peer {
     /// endpoint does not give way to a worse-ranked family (records still
     /// in flight there after an upgrade, a rekey's copy).
     pub fn on_endpoint_seen(&mut self, index: u32, from: Endpoint, env: &mut Env) {
+        self.follow(from, env);
+        // After the endpoint: what waited for the confirmation goes out
+        // there.
         self.confirm(index, env);
+    }
+
+    /// Moves to `from`, where an authenticated record came from, if the
+    /// rules above allow.
+    fn follow(&mut self, from: Endpoint, env: &mut Env) {
         let now = env.now;
         if self.endpoint == Some(from) {
             self.endpoint_heard = Some(now);

@@ -51,7 +51,7 @@ impl Peer {
             } else {
                 self.initiate(env);
             }
-            if self.sessions.current().is_none() {
+            if self.sessions.newest().is_none() {
                 return;
             }
         }
@@ -71,6 +71,13 @@ impl Peer {
             debug!(peer = %self.name, "rekeying");
             env.count(|c| &c.rekeys);
             self.initiate(env);
+        }
+        // Something waits for a tunnel that nothing is building (a
+        // handshake we let the peer's win, whose confirming record was
+        // lost): build one once the wait for the record is over.
+        let waiting = !self.queue.is_empty() || !self.dns_waiters.is_empty();
+        if waiting && !self.is_up() && !self.dialer.in_flight() {
+            self.ensure_tunnel(env);
         }
         self.path_health(env);
         self.path_mtu(env);

@@ -43,6 +43,22 @@ pub enum CookieOutcome {
     Ignored,
 }
 
+/// Both ends dialled at once: the peer's initiation arrived while ours is
+/// in flight. Answering both would leave each end sending on its own
+/// handshake's session and, at the next handshake, one end dropping the
+/// session the other still sends on. One handshake wins, the same one at
+/// both ends: the one dialled by the smaller static key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Crossing<'a> {
+    /// Theirs wins: answer it. Our attempt is dropped (the attempt count
+    /// too: this is not a failure).
+    Answer,
+    /// Ours wins: leave theirs unanswered and send ours again, to where
+    /// theirs came from (it just proved that path, and a NAT on it may
+    /// have dropped our first copy before the peer's packet opened it).
+    Resend(&'a [u8]),
+}
+
 /// The initiator's state for one remote static key.
 pub struct Dialer {
     init_kind: Kind,
@@ -109,6 +125,19 @@ impl Dialer {
             cookie_retried: false,
         });
         Ok(&attempt.message)
+    }
+
+    /// The peer's initiation arrived; `local` is our static key. With no
+    /// attempt of ours in flight it is simply answered.
+    pub fn on_crossing(&mut self, local: &PublicKey) -> Crossing<'_> {
+        if self.attempt.is_none() || *local > self.remote {
+            self.reset();
+            return Crossing::Answer;
+        }
+        match &self.attempt {
+            Some(a) => Crossing::Resend(&a.message),
+            None => Crossing::Answer,
+        }
     }
 
     /// Whether a cookie from the responder is held (tests).
@@ -295,5 +324,45 @@ mod tests {
         // The next attempt carries mac2 from the start.
         let m = d.start(&a, 6, b"", now).unwrap().to_vec();
         assert!(maker.check_mac2(&m, src, now));
+    }
+
+    #[test]
+    fn crossing_handshakes_the_smaller_key_wins_at_both_ends() {
+        let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
+        let now = Instant::now();
+        let mut to_b = Dialer::new(
+            Kind::HandshakeInit,
+            Kind::CookieReply,
+            b.public_key(),
+            Backoff::TUNNEL,
+        );
+        let mut to_a = Dialer::new(
+            Kind::HandshakeInit,
+            Kind::CookieReply,
+            a.public_key(),
+            Backoff::TUNNEL,
+        );
+        // Nothing in flight: always answered.
+        assert_eq!(to_b.on_crossing(&a.public_key()), Crossing::Answer);
+        let ours_a = to_b.start(&a, 1, b"", now).unwrap().to_vec();
+        to_a.start(&b, 2, b"", now).unwrap();
+        let (a_wins, b_wins) = (
+            to_b.on_crossing(&a.public_key()) != Crossing::Answer,
+            to_a.on_crossing(&b.public_key()) != Crossing::Answer,
+        );
+        assert!(a_wins != b_wins, "exactly one end's handshake wins");
+        let (winner, loser) = if a_wins {
+            (&to_b, &to_a)
+        } else {
+            (&to_a, &to_b)
+        };
+        assert!(winner.in_flight(), "the winner keeps its attempt");
+        assert!(
+            !loser.in_flight() && loser.attempts() == 0,
+            "the loser drops its attempt"
+        );
+        if a_wins {
+            assert_eq!(to_b.on_crossing(&a.public_key()), Crossing::Resend(&ours_a));
+        }
     }
 }

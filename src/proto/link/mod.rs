@@ -5,13 +5,16 @@
 //! - [`Dialer`]: the initiator's side. One attempt in flight, its bytes
 //!   kept for a resend with a cookie's mac2, a strictly increasing
 //!   timestamp, retries on a [`Backoff`], and a response committed only once
-//!   it authenticates (a forged response leaves the attempt alive).
+//!   it authenticates (a forged response leaves the attempt alive). When
+//!   both ends dial at once, the smaller static key's handshake wins at
+//!   both ends ([`Crossing`]).
 //! - [`Gate`]: the responder's cheap checks before any Diffie-Hellman, in
 //!   one order: mac1, then a cookie challenge under load, then the
 //!   per-source rate limit.
-//! - [`SessionPair`]: the current and previous session of a link, key
-//!   confirmation (a responder sends on a new session only after the first
-//!   authentic record on it) and the reject-after bounds of age and count.
+//! - [`SessionPair`]: the current, previous and next session of a link,
+//!   key confirmation (a responder sends on a new session only after the
+//!   first authentic record on it) and the reject-after bounds of age and
+//!   count.
 //! - [`IndexAlloc`]: session indexes drawn at random, so one observed index
 //!   does not predict the next.
 //!
@@ -25,7 +28,7 @@ mod index;
 mod sessions;
 
 pub use backoff::Backoff;
-pub use dialer::{CookieOutcome, Dialer, Response};
+pub use dialer::{CookieOutcome, Crossing, Dialer, Response};
 pub use gate::{Gate, Verdict};
 pub use index::IndexAlloc;
 pub use sessions::{SessionPair, REJECT_GRACE, REKEY_AFTER_MESSAGES};

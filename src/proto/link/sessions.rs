@@ -1,6 +1,6 @@
 //! A link's sessions: the current one, the previous one (records still in
-//! flight when a new handshake completes), key confirmation and the
-//! reject-after bounds.
+//! flight when a new handshake completes), the next one (the peer's, until
+//! its first record: key confirmation), and the reject-after bounds.
 //!
 //! Key confirmation: the initiator's session is confirmed when the
 //! authenticated response arrives. The responder's is not: anyone can
@@ -29,77 +29,82 @@ struct Slot {
     session: Arc<Session>,
     established: Instant,
     we_initiated: bool,
-    confirmed: bool,
 }
 
+/// A link's sessions, in three slots as WireGuard keeps them: `current`
+/// (confirmed: we send on it), `previous` (records still in flight on it),
+/// and `next` (a session the peer initiated, waiting for its first record).
+/// Records are opened on all three.
 #[derive(Default)]
 pub struct SessionPair {
     current: Option<Slot>,
     previous: Option<Slot>,
+    next: Option<Slot>,
 }
 
 impl SessionPair {
-    /// Makes `session` current and the current one previous. An
-    /// initiator's session is confirmed at once; a responder's waits for
-    /// its first record (`confirm`).
+    /// Installs a new session. An initiator's is confirmed at once: it
+    /// becomes current, the current one previous. A responder's waits in
+    /// `next` for its first record (`confirm`), replacing any other waiting
+    /// there; what we send on does not change until then.
     pub fn install(&mut self, session: Session, now: Instant, we_initiated: bool) -> Arc<Session> {
         let session = Arc::new(session);
-        self.previous = self.current.take();
-        self.current = Some(Slot {
+        let slot = Slot {
             session: session.clone(),
             established: now,
             we_initiated,
-            confirmed: we_initiated,
-        });
+        };
+        if we_initiated {
+            self.previous = self.current.replace(slot);
+        } else {
+            self.next = Some(slot);
+        }
         session
     }
 
     /// An authentic record arrived on our session `index`. True if that
-    /// confirmed the current session just now (it becomes the one we send
+    /// confirmed the waiting session just now (it becomes the one we send
     /// on).
     pub fn confirm(&mut self, index: u32) -> bool {
-        match &mut self.current {
-            Some(s) if s.session.local_index == index && !s.confirmed => {
-                s.confirmed = true;
-                true
-            }
-            _ => false,
+        if !self.awaits_confirmation(index) {
+            return false;
         }
+        self.previous = self.current.take();
+        self.current = self.next.take();
+        true
     }
 
-    /// The session to send on: the current one once confirmed, else the
-    /// previous one (which a confirmed predecessor always is).
+    /// The session to send on: the confirmed current one.
     pub fn sending(&self) -> Option<&Arc<Session>> {
-        [&self.current, &self.previous]
-            .into_iter()
-            .flatten()
-            .find(|s| s.confirmed)
-            .map(|s| &s.session)
-    }
-
-    /// The newest session, confirmed or not.
-    pub fn current(&self) -> Option<&Arc<Session>> {
         self.current.as_ref().map(|s| &s.session)
     }
 
-    /// Every session records may arrive on (current first).
+    /// The newest session, confirmed or not.
+    pub fn newest(&self) -> Option<&Arc<Session>> {
+        self.next
+            .as_ref()
+            .or(self.current.as_ref())
+            .map(|s| &s.session)
+    }
+
+    /// Every session records may arrive on (newest first).
     pub fn receiving(&self) -> impl Iterator<Item = &Arc<Session>> {
-        [&self.current, &self.previous]
+        [&self.next, &self.current, &self.previous]
             .into_iter()
             .flatten()
             .map(|s| &s.session)
     }
 
-    /// Whether the current session waits for its first record.
-    pub fn unconfirmed(&self) -> bool {
-        self.current.as_ref().is_some_and(|s| !s.confirmed)
+    /// Since when a session the peer initiated waits for its first record.
+    pub fn unconfirmed_since(&self) -> Option<Instant> {
+        self.next.as_ref().map(|s| s.established)
     }
 
-    /// Whether `index` is one of ours and not yet confirmed.
+    /// Whether `index` is the session waiting for its first record.
     pub fn awaits_confirmation(&self, index: u32) -> bool {
-        self.current
+        self.next
             .as_ref()
-            .is_some_and(|s| !s.confirmed && s.session.local_index == index)
+            .is_some_and(|s| s.session.local_index == index)
     }
 
     /// The session with our index `index`.
@@ -111,16 +116,25 @@ impl SessionPair {
         self.find(index).is_some()
     }
 
-    /// When the current session was established, and whether we initiated it.
+    /// When the session we send on was established, and whether we
+    /// initiated it.
     pub fn established(&self) -> Option<(Instant, bool)> {
         self.current
             .as_ref()
             .map(|s| (s.established, s.we_initiated))
     }
 
-    /// Whether the current session is due for a rekey: `after` has passed
-    /// (later for the responder, so the initiator renews first), or it
-    /// sent enough records.
+    /// When the newest handshake completed (either side's).
+    pub fn last_handshake(&self) -> Option<Instant> {
+        self.next
+            .as_ref()
+            .or(self.current.as_ref())
+            .map(|s| s.established)
+    }
+
+    /// Whether the session we send on is due for a rekey: `after` has
+    /// passed (later for the responder, so the initiator renews first), or
+    /// it sent enough records.
     pub fn rekey_due(&self, now: Instant, after: Duration, responder_delay: Duration) -> bool {
         let Some(s) = &self.current else {
             return false;
@@ -138,27 +152,23 @@ impl SessionPair {
     /// True if one went.
     pub fn expire(&mut self, now: Instant, rekey: Duration) -> bool {
         let limit = rekey + REJECT_GRACE;
-        let dead = |s: &Option<Slot>| {
-            s.as_ref().is_some_and(|s| {
+        let mut changed = false;
+        for slot in [&mut self.previous, &mut self.current, &mut self.next] {
+            let dead = slot.as_ref().is_some_and(|s| {
                 now.saturating_duration_since(s.established) >= limit
                     || s.session.sent() >= REJECT_AFTER_MESSAGES
-            })
-        };
-        let mut changed = false;
-        if dead(&self.previous) {
-            self.previous = None;
-            changed = true;
-        }
-        if dead(&self.current) {
-            self.current = self.previous.take();
-            changed = true;
+            });
+            if dead {
+                *slot = None;
+                changed = true;
+            }
         }
         changed
     }
 
     /// When the next session reaches its age bound.
     pub fn next_expiry(&self, rekey: Duration) -> Option<Instant> {
-        [&self.current, &self.previous]
+        [&self.current, &self.previous, &self.next]
             .into_iter()
             .flatten()
             .map(|s| s.established + rekey + REJECT_GRACE)
@@ -166,8 +176,7 @@ impl SessionPair {
     }
 
     pub fn clear(&mut self) {
-        self.current = None;
-        self.previous = None;
+        *self = SessionPair::default();
     }
 }
 
@@ -188,7 +197,7 @@ mod tests {
         p.install(session(2), now, false);
         // Unconfirmed: still sending on the old one, receiving on both.
         assert_eq!(p.sending().map(|s| s.local_index), Some(1));
-        assert!(p.owns(1) && p.owns(2) && p.unconfirmed());
+        assert!(p.owns(1) && p.owns(2) && p.unconfirmed_since().is_some());
         assert!(!p.confirm(1));
         assert!(p.confirm(2));
         assert!(!p.confirm(2));
@@ -211,7 +220,7 @@ mod tests {
         assert!(p.expire(t0 + Duration::from_secs(180), rekey));
         assert!(!p.owns(1) && p.owns(2));
         assert!(p.expire(t0 + Duration::from_secs(280), rekey));
-        assert!(p.sending().is_none() && p.current().is_none());
+        assert!(p.sending().is_none() && p.newest().is_none());
     }
 
     #[test]
@@ -220,9 +229,26 @@ mod tests {
         let (after, delay) = (Duration::from_secs(120), Duration::from_secs(30));
         let mut p = SessionPair::default();
         p.install(session(1), t0, false);
+        assert!(p.confirm(1));
         assert!(!p.rekey_due(t0 + after, after, delay));
         assert!(p.rekey_due(t0 + after + delay, after, delay));
         p.install(session(2), t0, true);
         assert!(p.rekey_due(t0 + after, after, delay));
+    }
+
+    #[test]
+    fn our_new_session_does_not_drop_the_one_the_peer_may_send_on() {
+        let now = Instant::now();
+        let mut p = SessionPair::default();
+        p.install(session(1), now, true);
+        // The peer's crossing handshake, then a rekey of ours.
+        p.install(session(2), now, false);
+        p.install(session(3), now, true);
+        assert!(p.owns(1) && p.owns(2) && p.owns(3));
+        assert_eq!(p.sending().map(|s| s.local_index), Some(3));
+        // Its first record makes it the one we send on.
+        assert!(p.confirm(2));
+        assert_eq!(p.sending().map(|s| s.local_index), Some(2));
+        assert!(p.owns(3) && !p.owns(1));
     }
 }
