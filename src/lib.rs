@@ -9,7 +9,6 @@ pub mod clock;
 pub mod config;
 pub mod dataplane;
 pub mod dc;
-pub mod heap;
 pub mod keyfile;
 pub mod keys;
 pub mod metrics;

@@ -2,9 +2,9 @@
 //! outputs, and publishes new peer tables to the workers.
 
 use super::core::{NodeCore, Output};
+use super::split_dns::DnsMode;
 use super::table::PeerTable;
 use super::{resolved, split_dns, system};
-use crate::config::DnsMode;
 use crate::dataplane::ToControl;
 use crate::net::udp;
 use crate::reload::NodeChange;
