@@ -1,11 +1,13 @@
-//! What every config file shares: the error type and its wording, reading
-//! a file (and refusing one anyone can read), the raw TOML parse, and the
-//! validation context `Cx` whose helpers each name the key in their errors.
+//! What every config file shares: the default ports and virtual block, the
+//! error type and its wording, reading a file (and refusing one anyone can
+//! read), the raw TOML parse, and the validation context `Cx` whose helpers
+//! each name the key in their errors.
 
 use crate::keys::{PrivateKey, PublicKey};
+use ipnet::Ipv4Net;
 use serde::Deserialize;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use toml::Value;
 
@@ -13,6 +15,9 @@ use toml::Value;
 pub const DEFAULT_DC_PORT: u16 = 7446;
 /// Default relay port.
 pub const DEFAULT_RELAY_PORT: u16 = 7447;
+/// The block NTMobile virtual IPs come from (RFC 2544 benchmarking space,
+/// which is never routed on the Internet).
+pub const DEFAULT_VIRTUAL_PREFIX: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(198, 18, 0, 0), 15);
 /// Most `listen` addresses of the DC or a relay: their shells wait on every
 /// socket in one poll(2) of at most this many descriptors.
 pub const MAX_LISTEN: usize = 16;

@@ -3,7 +3,7 @@
 
 use super::common::{
     parse_endpoint, parse_toml, read, type_name, ConfigError, Cx, DEFAULT_DC_PORT,
-    DEFAULT_RELAY_PORT,
+    DEFAULT_RELAY_PORT, DEFAULT_VIRTUAL_PREFIX,
 };
 use super::routes::RawRouteGrant;
 use crate::dc::settings::{DcSettings, FederationSpec, RelaySpec, RouteGrant};
@@ -16,9 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Value;
 
-/// The block NTMobile virtual IPs come from (RFC 2544 benchmarking space,
-/// which is never routed on the Internet).
-pub const DEFAULT_VIRTUAL_PREFIX: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(198, 18, 0, 0), 15);
 /// How long a node may go without refreshing before the DC expires it.
 const DEFAULT_NODE_EXPIRY_SECS: u64 = 90;
 /// Longest prefix length for `virtual_prefix`: a /31 or /32 has no room for

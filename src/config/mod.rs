@@ -18,8 +18,10 @@ mod node;
 mod relay;
 mod routes;
 
-pub use common::{ConfigError, DEFAULT_DC_PORT, DEFAULT_RELAY_PORT, MAX_LISTEN};
-pub use dc::{load_dc, parse_dc, DcConfig, DEFAULT_VIRTUAL_PREFIX};
+pub use common::{
+    ConfigError, DEFAULT_DC_PORT, DEFAULT_RELAY_PORT, DEFAULT_VIRTUAL_PREFIX, MAX_LISTEN,
+};
+pub use dc::{load_dc, parse_dc, DcConfig};
 pub use node::{
     load_node, parse_node, parse_node_with, DnsConfig, NodeConfig, DEFAULT_CONTROL_SOCKET,
     DEFAULT_KEEPALIVE_SECS,

@@ -2,8 +2,7 @@
 //! `snat`, and dc.toml `[[route_grants]]` (docs/configuration.md), the
 //! latter translated into the DC core's `RouteGrant`.
 
-use super::common::{ConfigError, Cx};
-use super::dc::DEFAULT_VIRTUAL_PREFIX;
+use super::common::{ConfigError, Cx, DEFAULT_VIRTUAL_PREFIX};
 use crate::dc::settings::RouteGrant;
 use crate::proto::name::Label;
 use crate::proto::signal::{MAX_ADVERTISED_ROUTES, MAX_ROUTE_GRANTS};
