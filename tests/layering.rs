@@ -67,7 +67,8 @@ fn check(files: &[PathBuf], rule: &str, allowed: impl Fn(&str) -> bool) {
         let text = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         for p in crate_paths(&text) {
             if !allowed(&p) {
-                broken.push(format!("{} uses crate::{p}", f.display()));
+                let name = f.strip_prefix(src()).unwrap_or(f);
+                broken.push(format!("src/{} uses crate::{p}", name.display()));
             }
         }
     }
