@@ -4,12 +4,13 @@
 //! (wire formats, handshakes, sessions, signaling); `dc` and `node` hold each
 //! role's sans-IO logic plus a thin IO shell; `dataplane` holds the per-core
 //! workers; `net` holds socket and packet helpers shared by the shells.
+//! `config` reads the three files into the cores' own settings types; no
+//! core imports it (tests/layering.rs).
 
 pub mod clock;
 pub mod config;
 pub mod dataplane;
 pub mod dc;
-pub mod heap;
 pub mod keyfile;
 pub mod keys;
 pub mod metrics;

@@ -1,15 +1,17 @@
 //! SIGHUP reload planning, shared by the three roles: the new config file is
 //! compared with the running configuration, key by key. Keys a role can
-//! apply live become change messages for its core; the rest are named in a
-//! warning ("restart to apply: KEY") and keep their running value. A file
-//! that does not load is refused as a whole and nothing changes.
+//! apply live become change messages for its core, in the core's own types
+//! (`dc::settings::DcChange`, `relay::core::RelayChange`, `NodeChange`
+//! here); the rest are named in a warning ("restart to apply: KEY") and keep
+//! their running value. A file that does not load is refused as a whole and
+//! nothing changes.
 //!
 //! Each `plan_*` destructures the new config exhaustively, so a key added to
 //! a config struct does not compile until it is classified here.
 
-use crate::config::{
-    ConfigError, DcConfig, FederationEntry, NodeConfig, RelayConfig, RelayEntry, RouteGrant,
-};
+use crate::config::{ConfigError, DcConfig, NodeConfig, RelayConfig};
+use crate::dc::settings::DcChange;
+use crate::relay::core::RelayChange;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,24 +42,6 @@ impl<C, Cfg> Plan<C, Cfg> {
             self.restart.push(key);
         }
     }
-}
-
-/// A DC key applied live.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DcChange {
-    AuthKeys(Vec<String>),
-    Relays(Vec<RelayEntry>),
-    /// `[[route_grants]]`: online gateways' routes are authorised again.
-    RouteGrants(Vec<RouteGrant>),
-    /// `[[federation]]`: added domains are dialled, removed ones withdrawn,
-    /// changed ones dialled again; unchanged sessions stay.
-    Federation(Vec<FederationEntry>),
-}
-
-/// A relay key applied live.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RelayChange {
-    SessionRateMbps(u64),
 }
 
 /// A node key applied live.
@@ -231,8 +215,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DnsConfig, DnsMode};
+    use crate::config::DnsConfig;
+    use crate::dc::settings::{FederationSpec, RelaySpec, RouteGrant};
     use crate::keys::PrivateKey;
+    use crate::node::split_dns::DnsMode;
 
     fn dc() -> DcConfig {
         DcConfig {
@@ -288,9 +274,9 @@ mod tests {
         let old = dc();
         let mut new = old.clone();
         new.auth_keys = vec!["new".into()];
-        new.relays = vec![RelayEntry {
-            address: "198.51.100.20:7447".parse().unwrap(),
+        new.relays = vec![RelaySpec {
             public_key: PrivateKey::generate().public_key(),
+            addresses: vec!["198.51.100.20:7447".parse().unwrap()],
         }];
         new.domain = "other.internal".into();
         new.listen = vec!["198.51.100.10:7000".parse().unwrap()];
@@ -336,7 +322,7 @@ mod tests {
     fn federation_applies_live() {
         let old = dc();
         let mut new = old.clone();
-        new.federation = vec![crate::config::FederationEntry {
+        new.federation = vec![FederationSpec {
             domain: "y.ntm.internal".into(),
             public_key: PrivateKey::generate().public_key(),
             address: None,

@@ -10,7 +10,8 @@
 //! the node's handshake and decode as `RegisterReply`.
 
 use crate::{key, public, put_addr, sa, Reader, Records, MAX_OPS, UNIX_BASE};
-use ntmtun::dc::core::{DcCore, DcSettings, RelaySpec, Transmit};
+use ntmtun::dc::core::{DcCore, Transmit};
+use ntmtun::dc::settings::{DcSettings, RelaySpec};
 use ntmtun::dc::store::Store;
 use ntmtun::proto::handshake::Initiator;
 use ntmtun::proto::relay as frames;

@@ -1,27 +1,15 @@
 //! Subnet-routing keys: node.toml `advertise_routes`, `accept_routes` and
-//! `snat`, and dc.toml `[[route_grants]]` (docs/configuration.md). A child
-//! of `config` so it uses the same validation context and error shapes.
+//! `snat`, and dc.toml `[[route_grants]]` (docs/configuration.md), the
+//! latter translated into the DC core's `RouteGrant`.
 
-use super::{ConfigError, Cx, DEFAULT_VIRTUAL_PREFIX};
+use super::common::{ConfigError, Cx, DEFAULT_VIRTUAL_PREFIX};
+use crate::dc::settings::RouteGrant;
 use crate::proto::name::Label;
+use crate::proto::signal::{MAX_ADVERTISED_ROUTES, MAX_ROUTE_GRANTS};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use std::net::Ipv4Addr;
 use toml::Value;
-
-/// Most prefixes one node may advertise, and most grants a DC holds in all:
-/// a registration reply lists every granted route of the domain and must
-/// fit one signaling message (`proto::signal::MAX_SIGNAL`).
-pub const MAX_ADVERTISED_ROUTES: usize = 16;
-pub const MAX_ROUTE_GRANTS: usize = 48;
-
-/// One `[[route_grants]]` table of dc.toml.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteGrant {
-    /// The node (its `name`) allowed to route for `prefixes`.
-    pub node: String,
-    pub prefixes: Vec<Ipv4Net>,
-}
 
 #[derive(Deserialize)]
 #[serde(
@@ -225,8 +213,9 @@ impl Cx<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_dc, parse_node_with, DcConfig, NodeConfig};
+    use crate::config::{parse_dc, parse_node_with, DcConfig, NodeConfig};
     use crate::keys::PrivateKey;
+    use crate::proto::signal::MAX_ROUTE_GRANTS;
 
     fn dc(extra: &str) -> Result<DcConfig, String> {
         let text = format!(
@@ -385,7 +374,7 @@ mod tests {
             dc("[[route_grants]]\nnode = \"gwa\"\nprefix = [\"192.0.2.0/26\"]\n"),
             &["unknown field `prefix`"],
         );
-        let many: Vec<String> = (0..=super::MAX_ROUTE_GRANTS)
+        let many: Vec<String> = (0..=MAX_ROUTE_GRANTS)
             .map(|i| format!("\"203.0.113.{i}/32\""))
             .collect();
         err_mentions(

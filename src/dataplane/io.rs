@@ -3,9 +3,54 @@
 //! and features the `uring` shell needs, a provided-buffer ring) and takes
 //! it where all of that works.
 
-use crate::config::IoMode;
 use io_uring::{opcode, IoUring, Probe};
+use std::fmt;
+use std::str::FromStr;
 use tracing::info;
+
+/// The data plane's IO shell (node key `io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IoMode {
+    /// io_uring where a probe at start shows it works, else epoll.
+    #[default]
+    Auto,
+    /// io_uring, or a start error if the kernel lacks it.
+    Uring,
+    /// poll(2) + recvmmsg/sendmmsg: works everywhere.
+    Epoll,
+}
+
+impl IoMode {
+    /// The spelling used in node.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoMode::Auto => "auto",
+            IoMode::Uring => "uring",
+            IoMode::Epoll => "epoll",
+        }
+    }
+}
+
+impl fmt::Display for IoMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for IoMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(IoMode::Auto),
+            "uring" => Ok(IoMode::Uring),
+            "epoll" => Ok(IoMode::Epoll),
+            _ => Err(format!(
+                "{s:?} is not an IO shell; expected one of \"auto\", \"uring\" or \"epoll\""
+            )),
+        }
+    }
+}
 
 /// The shell the workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,14 +2,12 @@
 
 use super::cross_domain::{FedPair, FedPending};
 use super::direction::{self, Decision, View};
-use super::federation::{FedEvent, Federation, FederationSpec};
+use super::federation::{FedEvent, Federation};
 use super::routes;
+use super::settings::{DcChange, DcSettings, FederationSpec, RelaySpec, RouteGrant};
 use super::store::{EnrollError, NodeRecord, Store};
-use crate::config::RelayEntry;
-use crate::config::RouteGrant;
-use crate::config::MAX_ADVERTISED_ROUTES;
 use crate::keys::{PrivateKey, PublicKey};
-use crate::metrics::Sample;
+use crate::metrics::sample::Sample;
 use crate::proto::handshake::Responder;
 use crate::proto::link::{Gate, IndexAlloc, Verdict};
 use crate::proto::name::Label;
@@ -18,11 +16,10 @@ use crate::proto::relay as relay_frames;
 use crate::proto::session::Session;
 use crate::proto::signal::{
     self, FromDc, GrantedRoute, Path, PeerInfo, RefusedRoute, Register, RegisterReply, Registered,
-    RelayGrant, Resolution, Target, ToDc,
+    RelayGrant, Resolution, Target, ToDc, MAX_ADVERTISED_ROUTES,
 };
 use crate::proto::ticket::{Ticket, TicketKey};
 use crate::proto::wire::{self, Datagram, Kind, TransportHeader};
-use crate::reload::DcChange;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,22 +44,6 @@ pub struct Transmit {
     pub bytes: Vec<u8>,
 }
 
-pub struct DcSettings {
-    pub key: PrivateKey,
-    pub domain: String,
-    pub prefix: Ipv4Net,
-    pub auth_keys: Vec<String>,
-    pub expiry: Duration,
-    pub relays: Vec<RelaySpec>,
-}
-
-/// One relay: its key and its addresses (one per family, say).
-#[derive(Debug, Clone)]
-pub struct RelaySpec {
-    pub public_key: PublicKey,
-    pub addresses: Vec<SocketAddr>,
-}
-
 struct RelayState {
     spec: RelaySpec,
     key: TicketKey,
@@ -72,23 +53,6 @@ struct RelayState {
     /// start can use it.
     alive: bool,
     since: Instant,
-}
-
-impl RelaySpec {
-    /// Groups `[[relays]]` entries by key: one relay, an address per family.
-    pub fn group(entries: &[RelayEntry]) -> Vec<RelaySpec> {
-        let mut specs: Vec<RelaySpec> = Vec::new();
-        for e in entries {
-            match specs.iter_mut().find(|s| s.public_key == e.public_key) {
-                Some(s) => s.addresses.push(e.address),
-                None => specs.push(RelaySpec {
-                    public_key: e.public_key,
-                    addresses: vec![e.address],
-                }),
-            }
-        }
-        specs
-    }
 }
 
 impl RelayState {
@@ -1083,13 +1047,9 @@ impl DcCore {
                 self.settings.auth_keys = keys;
                 Vec::new()
             }
-            DcChange::Relays(entries) => {
-                self.replace_relays(RelaySpec::group(&entries), now, unix_now)
-            }
+            DcChange::Relays(specs) => self.replace_relays(specs, now, unix_now),
             DcChange::RouteGrants(grants) => self.replace_route_grants(grants),
-            DcChange::Federation(entries) => {
-                self.refederate(entries.iter().map(FederationSpec::from).collect(), now)
-            }
+            DcChange::Federation(specs) => self.refederate(specs, now),
         }
     }
 

@@ -5,9 +5,9 @@
 //! domains) is `cross_domain.rs`; this file only moves `DcToDc` messages.
 
 use super::core::Transmit;
-use crate::config::FederationEntry;
-use crate::keys::{PrivateKey, PublicKey};
-use crate::metrics::Sample;
+use super::settings::FederationSpec;
+use crate::keys::PrivateKey;
+use crate::metrics::sample::Sample;
 use crate::proto::cookie;
 use crate::proto::handshake::{Mac1Key, Responder};
 use crate::proto::link::{Backoff, CookieOutcome, Dialer, IndexAlloc, Response, SessionPair};
@@ -36,15 +36,6 @@ pub const WITHDRAW_AFTER: Duration = Duration::from_secs(300);
 /// DNS answers are kept at least this long (a TTL of 0 would mean a lookup
 /// per handshake attempt).
 pub const MIN_ADDRESS_TTL: Duration = Duration::from_secs(30);
-
-/// One `[[federation]]` entry: a domain and the key of its DC, and where to
-/// reach it (`None`: look it up with DNS SRV).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FederationSpec {
-    pub domain: String,
-    pub public_key: PublicKey,
-    pub address: Option<SocketAddr>,
-}
 
 /// Something the DC core has to act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,16 +129,6 @@ impl Peer {
     /// A session exists (it may still await the other DC's first record).
     fn up(&self) -> bool {
         self.sessions.newest().is_some()
-    }
-}
-
-impl From<&FederationEntry> for FederationSpec {
-    fn from(e: &FederationEntry) -> FederationSpec {
-        FederationSpec {
-            domain: e.domain.clone(),
-            public_key: e.public_key,
-            address: e.address,
-        }
     }
 }
 
@@ -698,6 +679,7 @@ impl Federation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::PublicKey;
 
     /// A federation handshake initiation through the DC's gate's mac1.
     fn answer(

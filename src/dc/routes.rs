@@ -1,7 +1,8 @@
 //! Subnet routes in the DC: which of a node's advertised prefixes its
 //! `[[route_grants]]` cover (docs/protocol.md, "Subnet routes").
 
-use crate::config::{RouteGrant, MAX_ADVERTISED_ROUTES};
+use super::settings::RouteGrant;
+use crate::proto::signal::MAX_ADVERTISED_ROUTES;
 use crate::proto::signal::{RefusedRoute, RouteRefusal};
 use ipnet::Ipv4Net;
 

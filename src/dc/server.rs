@@ -1,13 +1,12 @@
 //! The DC's IO shell: UDP sockets on every listen address, one thread
 //! polling them and feeding the sans-IO core.
 
-use super::core::{DcCore, DcSettings, RelaySpec};
-use super::federation::FederationSpec;
+use super::core::DcCore;
+use super::settings::{DcChange, FederationSpec};
 use super::store::Store;
 use crate::clock::unix_now;
-use crate::config::{DcConfig, FederationEntry};
+use crate::config::{DcConfig, MAX_LISTEN};
 use crate::net::{poll, udp};
-use crate::reload::DcChange;
 use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
 use std::net::{SocketAddr, UdpSocket};
@@ -19,6 +18,9 @@ use tracing::{error, info, warn};
 
 /// Datagrams read from one socket per wake-up.
 const DRAIN: usize = 256;
+
+// One poll(2) waits on every listen socket.
+const _: () = assert!(MAX_LISTEN <= poll::MAX_FDS);
 
 /// Runs the DC until `stop` is set; changes from SIGHUP reloads arrive on
 /// `reloads`.
@@ -55,27 +57,12 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
         enrolled,
         "DC ready"
     );
-    let mut core = DcCore::new(
-        DcSettings {
-            key: cfg.private_key.clone(),
-            domain: cfg.domain.clone(),
-            prefix: cfg.virtual_prefix,
-            auth_keys: cfg.auth_keys.clone(),
-            expiry: Duration::from_secs(cfg.node_expiry_secs),
-            relays: RelaySpec::group(&cfg.relays),
-        },
-        store,
-        rand::random(),
-        Instant::now(),
-    )
-    .with_route_grants(cfg.route_grants.clone());
+    let mut core = DcCore::new(cfg.core_settings(), store, rand::random(), Instant::now())
+        .with_route_grants(cfg.route_grants.clone());
     for g in &cfg.route_grants {
         info!(node = %g.node, prefixes = ?g.prefixes, "route grant");
     }
-    core.federate(
-        cfg.federation.iter().map(FederationSpec::from).collect(),
-        Instant::now(),
-    );
+    core.federate(cfg.federation.clone(), Instant::now());
     // Only entries without `address` need DNS.
     let mut srv = if needs_dns(&cfg.federation) {
         Some(super::srv::spawn()?)
@@ -87,15 +74,15 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
     }
     let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     let mut buf = vec![0u8; 65536];
-    let metrics = crate::metrics::Published::default();
+    let metrics = crate::metrics::server::Published::default();
     metrics.publish(core.metrics());
     let _metrics_thread = metrics.serve(cfg.metrics_listen, stop.clone())?;
     while !stop.load(Ordering::Relaxed) {
         metrics.publish(core.metrics());
         let now = Instant::now();
         for change in reloads.try_iter().flatten() {
-            if let DcChange::Federation(entries) = &change {
-                if srv.is_none() && needs_dns(entries) {
+            if let DcChange::Federation(specs) = &change {
+                if srv.is_none() && needs_dns(specs) {
                     match super::srv::spawn() {
                         Ok(s) => srv = Some(s),
                         Err(e) => {
@@ -159,8 +146,8 @@ pub fn run(cfg: DcConfig, stop: Arc<AtomicBool>, reloads: Receiver<Vec<DcChange>
 }
 
 /// Whether some `[[federation]]` entry is found by DNS SRV (no `address`).
-fn needs_dns(entries: &[FederationEntry]) -> bool {
-    entries.iter().any(|f| f.address.is_none())
+fn needs_dns(specs: &[FederationSpec]) -> bool {
+    specs.iter().any(|f| f.address.is_none())
 }
 
 /// Replies leave from the socket the request came in on when the family

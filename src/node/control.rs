@@ -3,9 +3,9 @@
 
 use super::core::NodeCore;
 use super::output::Output;
+use super::split_dns::DnsMode;
 use super::table::PeerTable;
 use super::{resolved, split_dns, system};
-use crate::config::DnsMode;
 use crate::dataplane::ToControl;
 use crate::net::udp;
 use crate::reload::NodeChange;

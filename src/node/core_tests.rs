@@ -3,8 +3,8 @@
 
 use super::core::{NodeCore, NodeSettings};
 use super::output::Output;
-use crate::config::RouteGrant;
-use crate::dc::core::{DcCore, DcSettings, RelaySpec};
+use crate::dc::core::DcCore;
+use crate::dc::settings::{DcChange, DcSettings, RelaySpec, RouteGrant};
 use crate::dc::store::Store;
 use crate::keys::PrivateKey;
 use crate::net::packet;
@@ -164,8 +164,8 @@ struct Net {
     dc: DcCore,
     dc_key: PrivateKey,
     relay: Option<RelayCore>,
-    /// The `[[relays]]` entries of `with_relay`'s relay.
-    relay_entries: Vec<crate::config::RelayEntry>,
+    /// The DC's relays: `with_relay`'s relay.
+    relay_specs: Vec<RelaySpec>,
     nats: Vec<Nat>,
     nodes: Vec<Node>,
     /// Datagrams in flight: (from, to, bytes), addresses as on the wire.
@@ -217,7 +217,7 @@ impl Net {
             dc: dc_core(&dc_key, Store::in_memory().unwrap(), Vec::new(), now),
             dc_key,
             relay: None,
-            relay_entries: Vec::new(),
+            relay_specs: Vec::new(),
             nats: Vec::new(),
             nodes: Vec::new(),
             wire: VecDeque::new(),
@@ -246,14 +246,7 @@ impl Net {
             vec![spec.clone()],
             net.now,
         );
-        net.relay_entries = spec
-            .addresses
-            .iter()
-            .map(|&address| crate::config::RelayEntry {
-                address,
-                public_key: spec.public_key,
-            })
-            .collect();
+        net.relay_specs = vec![spec];
         net.relay = Some(RelayCore::new(
             TicketKey::derive(&relay_key, &net.dc_key.public_key()),
             u64::MAX,
@@ -1243,11 +1236,9 @@ fn reloaded_auth_keys_let_a_new_node_enrol_and_keep_tunnels() {
         Some(alice_vip)
     );
     let (now, unix) = (net.now, net.unix());
-    let sent = net.dc.apply(
-        crate::reload::DcChange::AuthKeys(vec!["rotated".into()]),
-        now,
-        unix,
-    );
+    let sent = net
+        .dc
+        .apply(DcChange::AuthKeys(vec!["rotated".into()]), now, unix);
     assert!(sent.is_empty());
     let carol = net.add_node("carol", "198.51.100.13:3000", "rotated");
     let mallory = net.add_node("mallory", "198.51.100.14:3000", TOKEN);
@@ -1308,7 +1299,7 @@ fn reloaded_relay_list_keeps_unchanged_relays_and_moves_pairs_off_removed_ones()
     };
     assert_eq!(relay_pairs(&net), Some(1));
     let (now, unix) = (net.now, net.unix());
-    let same = crate::reload::DcChange::Relays(net.relay_entries.clone());
+    let same = DcChange::Relays(net.relay_specs.clone());
     assert!(
         net.dc.apply(same, now, unix).is_empty(),
         "an unchanged relay moved its pairs"
@@ -1318,9 +1309,7 @@ fn reloaded_relay_list_keeps_unchanged_relays_and_moves_pairs_off_removed_ones()
         net.deliver(0, 1, 2),
         "the relayed pair broke on a no-op reload"
     );
-    let sent = net
-        .dc
-        .apply(crate::reload::DcChange::Relays(Vec::new()), now, unix);
+    let sent = net.dc.apply(DcChange::Relays(Vec::new()), now, unix);
     assert_eq!(relay_pairs(&net), Some(0));
     assert_eq!(sent.len(), 2, "both sides of the pair are directed again");
 }
@@ -1463,8 +1452,6 @@ fn gateways_route_granted_lans_and_refuse_the_rest() {
 /// routes) at once, well inside the 20 s refresh interval.
 #[test]
 fn reloaded_route_grants_reach_the_gateway_without_a_refresh() {
-    use crate::config::RouteGrant;
-    use crate::reload::DcChange;
     use ipnet::Ipv4Net;
     let lan: Ipv4Net = "192.0.2.128/27".parse().unwrap();
     let extra: Ipv4Net = "192.0.2.192/27".parse().unwrap();

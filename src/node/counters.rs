@@ -4,7 +4,7 @@
 //! core bumps and the metrics endpoint reads, so a scrape never waits on
 //! the control thread.
 
-use crate::metrics::Sample;
+use crate::metrics::sample::Sample;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Default)]

@@ -3,8 +3,8 @@
 
 use super::core::{NodeCore, NodeSettings};
 use super::output::Output;
-use crate::dc::core::{DcCore, DcSettings, RelaySpec};
-use crate::dc::federation::FederationSpec;
+use crate::dc::core::DcCore;
+use crate::dc::settings::{DcChange, DcSettings, FederationSpec, RelaySpec};
 use crate::dc::store::Store;
 use crate::keys::PrivateKey;
 use crate::net::packet;
@@ -643,9 +643,9 @@ impl Fed {
     /// X's `[[federation]]` replaced by a SIGHUP reload: Y's entry with
     /// `key` (None: removed).
     fn reload_x(&mut self, key: Option<crate::keys::PublicKey>) -> usize {
-        let entries = key
+        let specs = key
             .into_iter()
-            .map(|public_key| crate::config::FederationEntry {
+            .map(|public_key| FederationSpec {
                 domain: "y.ntm.internal".into(),
                 public_key,
                 address: Some(Y_DC.parse().unwrap()),
@@ -653,7 +653,7 @@ impl Fed {
             .collect();
         let unix = self.unix();
         let (addr, x) = &mut self.dcs[0];
-        let out = x.apply(crate::reload::DcChange::Federation(entries), self.now, unix);
+        let out = x.apply(DcChange::Federation(specs), self.now, unix);
         let sent = out.len();
         for t in out {
             self.wire.push_back((*addr, t.to, t.bytes));

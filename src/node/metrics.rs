@@ -6,7 +6,8 @@
 use super::counters::ControlCounters;
 use super::table::PeerTable;
 use crate::dataplane::worker::DataplaneCounters;
-use crate::metrics::{Sample, Source};
+use crate::metrics::sample::Sample;
+use crate::metrics::server::Source;
 use arc_swap::ArcSwap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -2,9 +2,8 @@
 //! on the TUN link with `resolvectl` (the CLI of its D-Bus API, easy to
 //! audit in the logs), and the state file of `split_dns`.
 
-use super::split_dns::{self, State};
+use super::split_dns::{self, DnsMode, State};
 use super::system;
-use crate::config::DnsMode;
 use anyhow::{bail, Context, Result};
 use std::net::Ipv4Addr;
 use std::path::Path;

@@ -4,9 +4,10 @@
 use super::control::Control;
 use super::core::{NodeCore, NodeSettings};
 use super::counters::bump;
+use super::split_dns::DnsMode;
 use super::table::PeerTable;
 use super::{control_socket, resolved, split_dns, system, tun};
-use crate::config::{DnsMode, NodeConfig};
+use crate::config::NodeConfig;
 use crate::dataplane::worker::{DataplaneCounters, Worker};
 use crate::dataplane::ToControl;
 use crate::net::{addrwatch, ifaddrs, udp};
@@ -155,7 +156,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
     let counters = Arc::new(DataplaneCounters::default());
     let control_counters = core.counters();
     let _metrics = match cfg.metrics_listen {
-        Some(addr) => Some(crate::metrics::serve(
+        Some(addr) => Some(crate::metrics::server::serve(
             addr,
             super::metrics::source(table.clone(), counters.clone(), control_counters.clone()),
             stop.clone(),

@@ -7,10 +7,58 @@
 //! never hands it to a node, and the prefix route already sends it into the
 //! TUN, so queries to it reach the node like captured ones.
 
-use crate::config::DnsMode;
 use ipnet::Ipv4Net;
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// How a node handles the host's DNS queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DnsMode {
+    /// Queries to the resolvers are routed into the TUN and answered or
+    /// forwarded by the node.
+    #[default]
+    Capture,
+    /// Split DNS: the node answers on a stub address in the TUN and
+    /// registers it with systemd-resolved for the domain only; capture where
+    /// systemd-resolved does not run.
+    Stub,
+    /// No DNS interception.
+    Off,
+}
+
+impl DnsMode {
+    /// The spelling used in node.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsMode::Capture => "capture",
+            DnsMode::Stub => "stub",
+            DnsMode::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for DnsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DnsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "capture" => Ok(DnsMode::Capture),
+            "stub" => Ok(DnsMode::Stub),
+            "off" => Ok(DnsMode::Off),
+            _ => Err(format!(
+                "{s:?} is not a DNS mode; expected one of \"capture\", \"stub\" or \"off\""
+            )),
+        }
+    }
+}
 
 /// The mode in force and, when it differs from the configured one, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +226,13 @@ pub fn state_path(control_socket: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_mode_round_trips() {
+        for mode in [DnsMode::Capture, DnsMode::Stub, DnsMode::Off] {
+            assert_eq!(mode.to_string().parse::<DnsMode>(), Ok(mode));
+        }
+    }
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()

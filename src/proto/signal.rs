@@ -9,6 +9,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 /// Largest signaling message we decode; bounds allocation on hostile input.
 pub const MAX_SIGNAL: usize = 1200;
 
+/// Most prefixes one node may advertise (`Register::advertise_routes`), and
+/// most grants a DC holds in all: a registration reply lists every granted
+/// route of the domain and must fit one message of `MAX_SIGNAL` bytes
+/// (checked by the test `registered_at_the_route_limits_fits`).
+pub const MAX_ADVERTISED_ROUTES: usize = 16;
+pub const MAX_ROUTE_GRANTS: usize = 48;
+
 /// Payload of a node's handshake initiation to the DC: join or refresh.
 /// Each refresh is a new handshake, which also rekeys the channel and shows
 /// the DC the node's current reflexive address.
@@ -342,7 +349,6 @@ mod tests {
     /// long refusals and many relays, must still encode.
     #[test]
     fn registered_at_the_route_limits_fits() {
-        use crate::config::{MAX_ADVERTISED_ROUTES, MAX_ROUTE_GRANTS};
         let reply = RegisterReply::Accepted(Registered {
             virtual_ip: Ipv4Addr::new(198, 19, 255, 254),
             prefix_len: 15,

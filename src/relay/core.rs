@@ -1,17 +1,24 @@
 //! Sans-IO relay logic: a datagram and the time in, one action out.
 
-use crate::metrics::Sample;
+use crate::metrics::sample::Sample;
 use crate::proto::ratelimit::RateLimiter;
 use crate::proto::relay::{self, Bind};
 use crate::proto::ticket::TicketKey;
 use crate::proto::wire::{self, Datagram, Kind};
-use crate::reload::RelayChange;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Most relay sessions held at once; binds beyond it are refused.
 pub const MAX_SESSIONS: usize = 65536;
+
+/// A setting a SIGHUP reload changed, applied live by `RelayCore::apply`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RelayChange {
+    /// The ceiling on any ticket's rate, in Mbit/s (relay.toml
+    /// `session_rate_mbps`).
+    SessionRateMbps(u64),
+}
 
 /// What to do with one datagram.
 #[derive(Debug, PartialEq, Eq)]

@@ -5,13 +5,12 @@
 //! dual-stack relay, and straight from the slot they were received in: a
 //! GRO train of records for one pair leaves again as one GSO train.
 
-use super::core::RelayCore;
+use super::core::{RelayChange, RelayCore};
 use crate::clock::unix_now;
-use crate::config::RelayConfig;
+use crate::config::{RelayConfig, MAX_LISTEN};
 use crate::net::batch::{self, Bufs, Transmit, UdpRx, UdpTx};
 use crate::net::{poll, udp};
 use crate::proto::ticket::TicketKey;
-use crate::reload::RelayChange;
 use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
 use std::net::{SocketAddr, UdpSocket};
@@ -27,6 +26,9 @@ use super::core::Action;
 const RX_MSGS: usize = 64;
 /// Datagrams queued per socket before they are sent.
 const TX_QUEUE: usize = 256;
+
+// One poll(2) waits on every listen socket.
+const _: () = assert!(MAX_LISTEN <= poll::MAX_FDS);
 
 /// The bytes the relay sends: forwards from the receive slots, then the
 /// core's replies (`Transmit::buf` past the slots).
@@ -108,7 +110,7 @@ pub fn run(
     let mut replies: Vec<Vec<u8>> = Vec::new();
     let mut last_expire = Instant::now();
     let mut last_log = Instant::now();
-    let metrics = crate::metrics::Published::default();
+    let metrics = crate::metrics::server::Published::default();
     metrics.publish(core.metrics());
     let _metrics_thread = metrics.serve(cfg.metrics_listen, stop.clone())?;
     while !stop.load(Ordering::Relaxed) {

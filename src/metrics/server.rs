@@ -1,8 +1,9 @@
 //! The optional Prometheus endpoint of every role (`metrics_listen`): GET
 //! /metrics on a small HTTP server thread. Each role hands in a function
 //! that returns its current samples; prometheus-client writes the
-//! exposition format. Every metric name starts with `ntmtun_`.
+//! exposition format.
 
+use super::sample::{Kind, Sample};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -13,51 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-}
-
-/// One value of one metric family.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    /// Full name, `ntmtun_...` (counters without the `_total` suffix, which
-    /// the encoder adds).
-    pub name: &'static str,
-    pub help: &'static str,
-    pub kind: Kind,
-    pub labels: Vec<(String, String)>,
-    pub value: u64,
-}
-
-impl Sample {
-    pub fn counter(name: &'static str, help: &'static str, value: u64) -> Sample {
-        Sample {
-            name,
-            help,
-            kind: Kind::Counter,
-            labels: Vec::new(),
-            value,
-        }
-    }
-
-    pub fn gauge(name: &'static str, help: &'static str, value: u64) -> Sample {
-        Sample {
-            name,
-            help,
-            kind: Kind::Gauge,
-            labels: Vec::new(),
-            value,
-        }
-    }
-
-    pub fn label(mut self, key: &str, value: impl Into<String>) -> Sample {
-        self.labels.push((key.to_string(), value.into()));
-        self
-    }
-}
 
 /// Where samples come from at scrape time.
 pub type Source = Arc<dyn Fn() -> Vec<Sample> + Send + Sync>;
@@ -126,10 +82,10 @@ pub fn serve(
         )
     })?;
     info!(%listen, "metrics at http://{listen}/metrics");
-    // Every role also publishes what its allocator holds (crate::heap).
+    // Every role also publishes what its allocator holds.
     let source: Source = Arc::new(move || {
         let mut samples = source();
-        samples.extend(crate::heap::samples());
+        samples.extend(super::heap::samples());
         samples
     });
     let handle = std::thread::Builder::new()

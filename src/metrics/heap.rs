@@ -7,7 +7,7 @@
 //! bytes obtained from the kernel beyond them. The soak (scripts/soak.sh,
 //! docs/security.md) judges these two.
 
-use crate::metrics::Sample;
+use super::sample::Sample;
 
 /// The allocator's view of the process, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
