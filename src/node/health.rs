@@ -6,7 +6,7 @@
 use super::core::NodeCore;
 use super::dns::Resolution as DnsResolution;
 use super::path_choice;
-use super::table::Endpoint;
+use crate::dataplane::table::Endpoint;
 use crate::keys::PublicKey;
 use crate::proto::signal::Target;
 use std::sync::atomic::Ordering;

@@ -9,7 +9,7 @@
 
 use super::core::NodeCore;
 use super::counters::bump;
-use super::table::{Endpoint, Routes};
+use crate::dataplane::table::{Endpoint, Routes};
 use ipnet::Ipv4Net;
 use std::net::{IpAddr, SocketAddr};
 use tracing::{debug, warn};

@@ -14,6 +14,7 @@ pub mod dns;
 #[cfg(test)]
 mod federation_tests;
 mod health;
+pub mod inbox;
 mod loop_guard;
 pub mod metrics;
 pub mod path_choice;
@@ -25,6 +26,5 @@ pub mod run;
 pub mod split_dns;
 pub mod subnet;
 pub mod system;
-pub mod table;
 pub mod tun;
 mod tunnel;

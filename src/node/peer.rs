@@ -5,8 +5,8 @@
 
 use super::path_choice;
 use super::pmtu::PathMtu;
-use super::table::{Endpoint, PeerStats};
 use super::tun::TUN_MTU;
+use crate::dataplane::table::{Endpoint, PeerStats};
 use crate::keys::PublicKey;
 use crate::node::dns::PendingQuery;
 use crate::proto::link::{Backoff, Dialer, SessionPair};

@@ -5,7 +5,7 @@
 use super::core::{NodeCore, Output};
 use super::counters::bump;
 use super::peer::RelayLink;
-use super::table::Endpoint;
+use crate::dataplane::table::Endpoint;
 use crate::keys::PublicKey;
 use crate::proto::control::Control;
 use crate::proto::cookie;
@@ -50,7 +50,7 @@ impl NodeCore {
                 info.name.clone(),
                 info.virtual_ip,
                 key,
-                Arc::new(super::table::PeerStats::new(epoch)),
+                Arc::new(crate::dataplane::table::PeerStats::new(epoch)),
             )
         });
         peer.name = info.name.clone();
