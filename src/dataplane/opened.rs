@@ -98,6 +98,7 @@ mod tests {
     use crate::dataplane::table::tests::{ip, routes, GWA, GWC, US};
     use crate::net::packet::build_ipv4_udp;
     use std::net::{SocketAddr, SocketAddrV4};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     fn pkt(src: &str, dst: &str) -> Vec<u8> {
@@ -140,17 +141,6 @@ mod tests {
         Endpoint::Direct(SocketAddr::from(([192, 0, 2, 7], port)))
     }
 
-    /// What `classify_opened` says, as us (`US`, with `routes(true)`).
-    fn verdict<'a>(
-        payload: &'a [u8],
-        from: Endpoint,
-        peer: RxPeer,
-        now: Instant,
-    ) -> (Opened<'a>, bool) {
-        let c = classify_opened(payload, from, peer, Some(ip(US)), &routes(true), now);
-        (c.payload, c.endpoint_seen)
-    }
-
     #[test]
     fn classifies_the_payload_and_whether_the_endpoint_is_news() {
         let epoch = Instant::now();
@@ -162,66 +152,45 @@ mod tests {
             unconfirmed: false,
             stats: &stats,
         };
-        let good = pkt(GWA, US);
-        let spoofed = pkt("203.0.113.5", US);
-        let ping = [0x01; 9];
-
-        // From the route's endpoint: nothing to tell the owner.
-        assert_eq!(
-            verdict(&[], direct(1), peer, now),
-            (Opened::Keepalive, false)
-        );
-        assert_eq!(
-            verdict(&good, direct(1), peer, now),
-            (Opened::Packet(&good), false)
-        );
-        assert_eq!(
-            verdict(&spoofed, direct(1), peer, now),
-            (Opened::Spoofed, false)
-        );
-        assert_eq!(
-            verdict(&ping, direct(1), peer, now),
-            (Opened::Control(&ping), false)
-        );
-        // From elsewhere (roaming), or on an unconfirmed session: news,
-        // except for control messages.
-        assert_eq!(
-            verdict(&[], direct(2), peer, now),
-            (Opened::Keepalive, true)
-        );
-        assert_eq!(
-            verdict(&good, direct(2), peer, now),
-            (Opened::Packet(&good), true)
-        );
-        assert_eq!(
-            verdict(&ping, direct(2), peer, now),
-            (Opened::Control(&ping), false)
-        );
         let unconfirmed = RxPeer {
             unconfirmed: true,
             ..peer
         };
-        assert_eq!(
-            verdict(&[], direct(1), unconfirmed, now),
-            (Opened::Keepalive, true)
-        );
         let unknown = RxPeer {
             endpoint: None,
             ..peer
         };
-        assert_eq!(
-            verdict(&[], direct(1), unknown, now),
-            (Opened::Keepalive, true)
-        );
-
-        // Every record counts as a receipt; only the route's as a receipt
-        // on the route, and only payloads as data.
+        let good = pkt(GWA, US);
+        let spoofed = pkt("203.0.113.5", US);
+        let ping = [0x01; 9];
+        let cases: [(&[u8], Endpoint, RxPeer, Opened, bool); 9] = [
+            // From the route's endpoint: nothing to tell the owner.
+            (&[], direct(1), peer, Opened::Keepalive, false),
+            (&good, direct(1), peer, Opened::Packet(&good), false),
+            (&spoofed, direct(1), peer, Opened::Spoofed, false),
+            (&ping, direct(1), peer, Opened::Control(&ping), false),
+            // From elsewhere (roaming), or the first record on a session,
+            // or no endpoint yet: news, except for control messages.
+            (&[], direct(2), peer, Opened::Keepalive, true),
+            (&good, direct(2), peer, Opened::Packet(&good), true),
+            (&ping, direct(2), peer, Opened::Control(&ping), false),
+            (&[], direct(1), unconfirmed, Opened::Keepalive, true),
+            (&[], direct(1), unknown, Opened::Keepalive, true),
+        ];
+        for (payload, from, peer, opened, seen) in cases {
+            let c = classify_opened(payload, from, peer, Some(ip(US)), &routes(true), now);
+            assert_eq!(
+                (c.payload, c.endpoint_seen),
+                (opened, seen),
+                "{payload:?} from {from}"
+            );
+        }
+        // Every record counts as a receipt, payloads (5 of them) as data.
         assert_eq!(stats.last_rx(), Some(now));
-        assert_eq!(stats.last_route_rx(), Some(now));
-        assert_eq!(
-            stats.rx_packets.load(std::sync::atomic::Ordering::Relaxed),
-            5
-        );
+        assert_eq!(stats.rx_packets.load(Ordering::Relaxed), 5);
+
+        // Through a relay that is not the route: a receipt, but neither
+        // direct nor on the route.
         let relayed = PeerStats::new(epoch);
         let relay = Endpoint::Relay {
             relay: SocketAddr::from(([192, 0, 2, 9], 7447)),
@@ -231,13 +200,12 @@ mod tests {
             stats: &relayed,
             ..peer
         };
-        assert_eq!(
-            verdict(&[], relay, via_relay, now),
-            (Opened::Keepalive, true)
-        );
+        let c = classify_opened(&[], relay, via_relay, Some(ip(US)), &routes(true), now);
+        assert!(c.endpoint_seen);
         assert_eq!(relayed.last_rx(), Some(now));
         assert_eq!(relayed.last_direct_rx(), None);
         assert_eq!(relayed.last_route_rx(), None);
         assert_eq!(relayed.last_data_rx(), None);
+        assert_eq!(stats.last_route_rx(), Some(now), "the route's records");
     }
 }
