@@ -16,9 +16,10 @@ mod common;
 use arc_swap::ArcSwap;
 use ntmtun::dataplane::gro;
 use ntmtun::dataplane::io::Shell;
+use ntmtun::dataplane::table::{Endpoint, PeerStats};
 use ntmtun::dataplane::worker::{DataplaneCounters, Worker};
+use ntmtun::dataplane::Punt;
 use ntmtun::dataplane::{epoll, uring};
-use ntmtun::node::table::{Endpoint, PeerStats};
 use ntmtun::proto::session::Session;
 use ntmtun::proto::wire::Kind;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -106,7 +107,7 @@ fn round_trip(shell: Shell) {
     let stats = Arc::new(PeerStats::new(Instant::now()));
     let endpoint = Endpoint::Direct(peer.local_addr().unwrap());
     let table = common::one_peer_table(LOCAL, PEER, ours.clone(), endpoint, stats.clone());
-    let (to_control, _control) = crossbeam_channel::bounded(64);
+    let (to_control, _control) = crossbeam_channel::bounded::<Punt>(64);
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(DataplaneCounters::default());
     let w = Worker {

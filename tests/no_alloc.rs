@@ -18,10 +18,11 @@ mod common;
 use arc_swap::ArcSwap;
 use ntmtun::dataplane::gro;
 use ntmtun::dataplane::path::{Path, Sent, PAYLOAD_AT};
+use ntmtun::dataplane::table::{Endpoint, PeerStats};
 use ntmtun::dataplane::vnet::{TunReader, TunWriter, VNET_HDR_LEN};
 use ntmtun::dataplane::worker::DataplaneCounters;
+use ntmtun::dataplane::Punt;
 use ntmtun::net::batch::{self, UdpTx};
-use ntmtun::node::table::{Endpoint, PeerStats};
 use ntmtun::proto::session::Session;
 use ntmtun::proto::wire::{Kind, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -149,7 +150,7 @@ fn per_packet_path_does_not_allocate() {
     let endpoint = Endpoint::Direct(receiver.local_addr().unwrap());
     let table = common::one_peer_table(LOCAL, PEER, ours.clone(), endpoint, stats.clone());
     let table = ArcSwap::from_pointee(table);
-    let (to_control, control) = crossbeam_channel::bounded(16);
+    let (to_control, control) = crossbeam_channel::bounded::<Punt>(16);
     let counters = DataplaneCounters::default();
 
     // Inputs, made before counting: TUN reads, and a GRO train of records

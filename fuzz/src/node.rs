@@ -8,7 +8,8 @@
 
 use crate::{key, public, sa, Reader, MAX_OPS, UNIX_BASE};
 use ntmtun::net::packet;
-use ntmtun::node::core::{NodeCore, NodeSettings, Output};
+use ntmtun::node::core::{NodeCore, NodeSettings};
+use ntmtun::node::output::Output;
 use ntmtun::node::dns::{self, DnsAction, DnsInterceptor};
 use ntmtun::proto::handshake::{Initiator, Mac1Key, Responder};
 use ntmtun::proto::relay as frames;

@@ -6,6 +6,7 @@
 
 use super::path::Path;
 use super::worker::{Buffers, Worker, IDLE_WAKE};
+use super::Punt;
 use crate::net::batch::{self, UdpRx};
 use crate::net::poll;
 use std::io::ErrorKind;
@@ -20,7 +21,7 @@ const RX_MSGS: usize = 32;
 /// recvmmsg calls per wake-up before looking at the TUN.
 const RX_CALLS: usize = 4;
 
-pub fn run(w: &Worker, bufs: &mut Buffers) {
+pub fn run<M: From<Punt>>(w: &Worker<M>, bufs: &mut Buffers) {
     let fds = [w.tun.as_raw_fd(), w.udp.as_raw_fd()];
     let mut rx = UdpRx::new(RX_MSGS);
     while !w.stop.load(Ordering::Relaxed) {
@@ -44,7 +45,7 @@ pub fn run(w: &Worker, bufs: &mut Buffers) {
 
 /// Drains up to `TUN_READS` reads from the TUN, seals what has a route
 /// and sends the records in batches.
-fn tun_batch(w: &Worker, path: &Path, bufs: &mut Buffers) {
+fn tun_batch<M: From<Punt>>(w: &Worker<M>, path: &Path<M>, bufs: &mut Buffers) {
     let mut used = 0;
     for _ in 0..TUN_READS {
         let need = match bufs.reader.read(&w.tun) {
@@ -66,7 +67,7 @@ fn tun_batch(w: &Worker, path: &Path, bufs: &mut Buffers) {
 }
 
 /// Seals the `used` slots and sends the records.
-fn flush_tx(w: &Worker, path: &Path, bufs: &mut Buffers, used: usize) {
+fn flush_tx<M: From<Punt>>(w: &Worker<M>, path: &Path<M>, bufs: &mut Buffers, used: usize) {
     path.outbound(&mut bufs.reader, &mut bufs.tx, 0..used);
     if bufs.tx.is_empty() {
         return;
@@ -81,7 +82,7 @@ fn flush_tx(w: &Worker, path: &Path, bufs: &mut Buffers, used: usize) {
 /// Drains up to `RX_CALLS` recvmmsg batches from the socket, splits GRO
 /// trains into datagrams, handles each and writes the packets for the TUN
 /// in coalescing batches.
-fn udp_batch(w: &Worker, path: &Path, bufs: &mut Buffers, rx: &mut UdpRx) {
+fn udp_batch<M: From<Punt>>(w: &Worker<M>, path: &Path<M>, bufs: &mut Buffers, rx: &mut UdpRx) {
     for _ in 0..RX_CALLS {
         let n = match rx.recv(w.udp.as_raw_fd()) {
             Ok(n) => n,
@@ -110,7 +111,7 @@ fn udp_batch(w: &Worker, path: &Path, bufs: &mut Buffers, rx: &mut UdpRx) {
 
 /// Writes the queued packets to the TUN (both shells: coalesced as they
 /// were queued, one `write` per packet left).
-pub fn flush_tun(w: &Worker, bufs: &mut Buffers) {
+pub fn flush_tun<M>(w: &Worker<M>, bufs: &mut Buffers) {
     if let Err(e) = bufs.writer.flush(&w.tun) {
         debug!(worker = w.id, error = %e, "TUN write failed");
     }

@@ -6,14 +6,14 @@
 //! the reading, sending and writing.
 
 use super::mtu::{self, Fit};
+use super::opened::{classify_opened, Opened, RxPeer};
+use super::table::{Endpoint, PeerTable, RxRoute, TxRoute};
 use super::vnet::{TunReader, TunWriter};
 use super::worker::DataplaneCounters;
-use super::ToControl;
+use super::Punt;
 use crate::net::batch::{self, Transmit, UdpTx};
 use crate::net::icmp::FRAG_NEEDED_MAX;
 use crate::net::packet;
-use crate::node::table::{admits, Endpoint, PeerTable, RxRoute, TxRoute};
-use crate::proto::control::Payload;
 use crate::proto::session::{SessionError, OPEN_BATCH};
 use crate::proto::wire::{
     self, put_relayed_header, Datagram, Kind, RELAYED_HEADER_LEN, TRANSPORT_HEADER_LEN,
@@ -38,17 +38,18 @@ pub struct Sent {
 }
 
 /// One batch's view of the data plane: the table snapshot, the time, and
-/// where to hand what the workers do not handle.
-pub struct Path<'a> {
+/// where to hand what the workers do not handle: the owner's inbox, which
+/// takes a `Punt`.
+pub struct Path<'a, M> {
     pub table: &'a PeerTable,
-    pub to_control: &'a Sender<ToControl>,
+    pub to_control: &'a Sender<M>,
     pub counters: &'a DataplaneCounters,
     pub now: Instant,
 }
 
-impl Path<'_> {
-    fn to_control(&self, msg: ToControl) {
-        if self.to_control.try_send(msg).is_err() {
+impl<M: From<Punt>> Path<'_, M> {
+    fn to_control(&self, punt: Punt) {
+        if self.to_control.try_send(punt.into()).is_err() {
             self.counters.control_full.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -71,7 +72,7 @@ impl Path<'_> {
                 // IPv6 only ever goes to the control thread as a captured
                 // DNS query; the rest (router solicitations) is dropped.
                 Some(v6 @ IpAddr::V6(_)) if table.resolvers.contains(&v6) => {
-                    self.to_control(ToControl::Tun(reader.packet(i).to_vec()));
+                    self.to_control(Punt::Tun(reader.packet(i).to_vec()));
                     i += 1;
                     continue;
                 }
@@ -84,7 +85,7 @@ impl Path<'_> {
             let hop = table.next_hop(dst);
             let Some(route) = hop.and_then(|h| table.by_vip.get(&h)) else {
                 if hop.is_some() || table.resolvers.contains(&IpAddr::V4(dst)) {
-                    self.to_control(ToControl::Tun(reader.packet(i).to_vec()));
+                    self.to_control(Punt::Tun(reader.packet(i).to_vec()));
                 } else {
                     self.counters.tx_no_route.fetch_add(1, Ordering::Relaxed);
                 }
@@ -129,7 +130,7 @@ impl Path<'_> {
             Fit::Send => true,
             Fit::TooBig(len) => {
                 self.counters.tx_too_big.fetch_add(1, Ordering::Relaxed);
-                self.to_control(ToControl::TooBig(answer[..len].to_vec()));
+                self.to_control(Punt::TooBig(answer[..len].to_vec()));
                 false
             }
         }
@@ -227,7 +228,7 @@ impl Path<'_> {
             };
             let route = key.and_then(|(_, index)| self.table.by_index.get(&index));
             let (Some((sid, _)), Some(route)) = (key, route) else {
-                self.to_control(ToControl::Udp {
+                self.to_control(Punt::Udp {
                     from,
                     bytes: train[first].to_vec(),
                 });
@@ -267,41 +268,34 @@ impl Path<'_> {
         }
     }
 
-    /// An opened record's payload from `seen`: counted, then queued for
-    /// the TUN if it is an IPv4 packet from the peer to us, or handed to the
-    /// control thread if it is a control message.
+    /// An opened record's payload from `seen`, by the rule both callers
+    /// share (`classify_opened`): queued for the TUN if it is an IPv4
+    /// packet from the peer to us, handed to the control thread if it is a
+    /// control message or shows the peer at a new endpoint.
     fn admit(&self, route: &RxRoute, payload: &[u8], seen: Endpoint, writer: &mut TunWriter) {
         let index = route.session.local_index;
-        route
-            .stats
-            .record_rx(payload.len(), !seen.is_relay(), self.now);
-        if seen == route.endpoint {
-            route.stats.record_route_rx(self.now);
+        let peer = RxPeer {
+            virtual_ip: route.virtual_ip,
+            endpoint: Some(route.endpoint),
+            unconfirmed: route.unconfirmed,
+            stats: &route.stats,
+        };
+        let table = self.table;
+        let opened = classify_opened(payload, seen, peer, table.local_ip, &table.routes, self.now);
+        if opened.endpoint_seen {
+            self.to_control(Punt::EndpointSeen { index, from: seen });
         }
-        let opened = Payload::of(payload);
-        let control = matches!(opened, Payload::Control(_));
-        // Control messages (probes) carry their own endpoint rules; the
-        // first record on an unconfirmed session is news either way.
-        if (seen != route.endpoint || route.unconfirmed) && !control {
-            self.to_control(ToControl::EndpointSeen { index, from: seen });
-        }
-        match opened {
-            Payload::Keepalive => {}
-            Payload::Ipv4(payload) => {
-                if !admits(
-                    payload,
-                    route.virtual_ip,
-                    self.table.local_ip,
-                    &self.table.routes,
-                ) {
-                    self.counters.rx_spoofed.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                if !writer.push(payload) {
-                    debug!(len = payload.len(), "packet dropped: the TUN batch is full");
+        match opened.payload {
+            Opened::Keepalive => {}
+            Opened::Packet(packet) => {
+                if !writer.push(packet) {
+                    debug!(len = packet.len(), "packet dropped: the TUN batch is full");
                 }
             }
-            Payload::Control(payload) => self.to_control(ToControl::PeerControl {
+            Opened::Spoofed => {
+                self.counters.rx_spoofed.fetch_add(1, Ordering::Relaxed);
+            }
+            Opened::Control(payload) => self.to_control(Punt::PeerControl {
                 index,
                 from: seen,
                 payload: payload.to_vec(),

@@ -18,6 +18,7 @@ use super::epoll::flush_tun;
 use super::path::Path;
 use super::vnet::{self, VNET_HDR_LEN};
 use super::worker::{Buffers, Worker, IDLE_WAKE, TX_SLOTS};
+use super::Punt;
 use crate::net::batch::{self, wait_writable, RecvMeta, CTRL_LEN, NAME_LEN, RX_SLOT};
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, IoUring};
@@ -204,7 +205,7 @@ struct Rings {
     udp: BufRing,
 }
 
-pub fn run(w: &Worker, bufs: &mut Buffers) -> io::Result<()> {
+pub fn run<M: From<Punt>>(w: &Worker<M>, bufs: &mut Buffers) -> io::Result<()> {
     let main = super::io::ring(256)?;
     let send = super::io::ring(2 * TX_SLOTS as u32)?;
     let tun = BufRing::new(&main, RING_BUFS, TUN_BUF, TUN_GROUP)?;
@@ -232,8 +233,8 @@ pub fn run(w: &Worker, bufs: &mut Buffers) -> io::Result<()> {
 }
 
 /// The wake-up loop, until the stop flag is set or a request keeps failing.
-fn serve(
-    w: &Worker,
+fn serve<M: From<Punt>>(
+    w: &Worker<M>,
     bufs: &mut Buffers,
     r: &mut Rings,
     template: &libc::msghdr,
@@ -323,9 +324,9 @@ fn serve(
 /// the batch first if it does not fit), each slot sealed and queued.
 /// Returns the slots in use now.
 #[allow(clippy::too_many_arguments)]
-fn tun_packet(
-    w: &Worker,
-    path: &Path,
+fn tun_packet<M: From<Punt>>(
+    w: &Worker<M>,
+    path: &Path<M>,
     bufs: &mut Buffers,
     r: &mut Rings,
     retry: &mut Vec<usize>,
@@ -349,9 +350,9 @@ fn tun_packet(
 
 /// One multishot receive in buffer `bid`: the sender, the GRO stride and
 /// the datagram(s), each opened and queued for the TUN.
-fn datagram(
-    w: &Worker,
-    path: &Path,
+fn datagram<M: From<Punt>>(
+    w: &Worker<M>,
+    path: &Path<M>,
     bufs: &mut Buffers,
     ring: &mut BufRing,
     template: &libc::msghdr,
@@ -390,9 +391,9 @@ fn datagram(
 /// submitted at once, then waits for their completions (the messages point
 /// into the slots). Runs the socket had no room for are retried once after
 /// it drains.
-fn flush_tx(
-    w: &Worker,
-    path: &Path,
+fn flush_tx<M: From<Punt>>(
+    w: &Worker<M>,
+    path: &Path<M>,
     bufs: &mut Buffers,
     send: &mut IoUring,
     retry: &mut Vec<usize>,

@@ -15,10 +15,10 @@
 
 use super::io::Shell;
 use super::path::{Path, Sent, PAYLOAD_AT};
+use super::table::PeerTable;
 use super::vnet::{TunReader, TunWriter};
-use super::{epoll, uring, ToControl};
+use super::{epoll, uring, Punt};
 use crate::net::batch::{self, UdpTx};
-use crate::node::table::PeerTable;
 use crate::proto::wire::TAG_LEN;
 use arc_swap::ArcSwap;
 use crossbeam_channel::Sender;
@@ -56,7 +56,9 @@ pub struct DataplaneCounters {
     pub tx_too_big: AtomicU64,
 }
 
-pub struct Worker {
+/// One worker; `M` is its owner's inbox, which takes what the worker
+/// punts (`From<Punt>`).
+pub struct Worker<M> {
     pub id: usize,
     /// This worker's TUN queue (queue 0 is shared with the control thread,
     /// which writes DNS answers and first packets through it).
@@ -65,7 +67,7 @@ pub struct Worker {
     /// The socket is IPv6 (dual-stack): IPv4 destinations are v4-mapped.
     pub v6: bool,
     pub table: Arc<ArcSwap<PeerTable>>,
-    pub to_control: Sender<ToControl>,
+    pub to_control: Sender<M>,
     pub stop: Arc<AtomicBool>,
     pub counters: Arc<DataplaneCounters>,
     pub core: Option<core_affinity::CoreId>,
@@ -80,9 +82,9 @@ pub struct Buffers {
     pub writer: TunWriter,
 }
 
-impl Worker {
+impl<M: From<Punt>> Worker<M> {
     /// The shared per-packet code over `table` (this wake-up's snapshot).
-    pub(super) fn path<'a>(&'a self, table: &'a PeerTable) -> Path<'a> {
+    pub(super) fn path<'a>(&'a self, table: &'a PeerTable) -> Path<'a, M> {
         Path {
             table,
             to_control: &self.to_control,

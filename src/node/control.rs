@@ -2,11 +2,12 @@
 //! outputs, and publishes new peer tables to the workers.
 
 use super::core::NodeCore;
+use super::inbox::Inbox;
 use super::output::Output;
 use super::split_dns::DnsMode;
-use super::table::PeerTable;
 use super::{resolved, split_dns, system};
-use crate::dataplane::ToControl;
+use crate::dataplane::table::PeerTable;
+use crate::dataplane::Punt;
 use crate::net::udp;
 use crate::reload::NodeChange;
 use crate::status::PingReport;
@@ -21,7 +22,7 @@ use tun_rs::SyncDevice;
 
 pub struct Control {
     pub core: NodeCore,
-    pub rx: Receiver<ToControl>,
+    pub rx: Receiver<Inbox>,
     /// A handle on the data socket: signaling leaves from the data port, so
     /// the DC sees the address peers must use.
     pub udp: UdpSocket,
@@ -181,14 +182,14 @@ impl Control {
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(5));
             match self.rx.recv_timeout(wait) {
-                Ok(ToControl::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Inbox::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(msg) => self.handle(msg),
                 Err(RecvTimeoutError::Timeout) => {}
             }
             // Take whatever else is queued before the next timer pass.
             for _ in 0..256 {
                 match self.rx.try_recv() {
-                    Ok(ToControl::Shutdown) => return,
+                    Ok(Inbox::Shutdown) => return,
                     Ok(msg) => self.handle(msg),
                     Err(_) => break,
                 }
@@ -197,28 +198,12 @@ impl Control {
         }
     }
 
-    fn handle(&mut self, msg: ToControl) {
+    fn handle(&mut self, msg: Inbox) {
         let now = Instant::now();
         match msg {
-            ToControl::Udp { from, mut bytes } => {
-                // A queue more than half full is load: handshakes then need
-                // a cookie before they cost a Diffie-Hellman.
-                let backlog = self.rx.capacity().is_some_and(|c| self.rx.len() * 2 > c);
-                self.core.set_backlog(backlog);
-                self.core.handle_udp(from, &mut bytes, now)
-            }
-            ToControl::Tun(pkt) => self.core.handle_tun(pkt, now),
-            ToControl::TooBig(answer) => self.write_tun(&answer),
-            ToControl::EndpointSeen { index, from } => {
-                self.core.handle_endpoint_seen(index, from, now)
-            }
-            ToControl::PeerControl {
-                index,
-                from,
-                payload,
-            } => self.core.handle_peer_control(index, from, &payload, now),
-            ToControl::NetworkChanged(endpoints) => self.core.handle_network_change(endpoints, now),
-            ToControl::Ping { name, reply } => match self.core.ping(&name, now) {
+            Inbox::Punt(punt) => self.punt(punt, now),
+            Inbox::NetworkChanged(endpoints) => self.core.handle_network_change(endpoints, now),
+            Inbox::Ping { name, reply } => match self.core.ping(&name, now) {
                 Ok(id) => self.pings.push(PendingPing {
                     id,
                     name,
@@ -235,8 +220,8 @@ impl Control {
                     });
                 }
             },
-            ToControl::Upstream { from, bytes } => self.core.handle_upstream(from, &bytes),
-            ToControl::Reload(changes) => {
+            Inbox::Upstream { from, bytes } => self.core.handle_upstream(from, &bytes),
+            Inbox::Reload(changes) => {
                 for change in changes {
                     if let NodeChange::Resolvers(r) = &change {
                         self.capture = r.clone();
@@ -249,12 +234,33 @@ impl Control {
                     self.core.apply(change);
                 }
             }
-            ToControl::Status(reply) => {
+            Inbox::Status(reply) => {
                 let mut report = self.core.status(now);
                 report.dataplane = self.dataplane.clone();
                 let _ = reply.try_send(report);
             }
-            ToControl::Shutdown => {}
+            Inbox::Shutdown => {}
+        }
+    }
+
+    /// What a worker handed over.
+    fn punt(&mut self, punt: Punt, now: Instant) {
+        match punt {
+            Punt::Udp { from, mut bytes } => {
+                // A queue more than half full is load: handshakes then need
+                // a cookie before they cost a Diffie-Hellman.
+                let backlog = self.rx.capacity().is_some_and(|c| self.rx.len() * 2 > c);
+                self.core.set_backlog(backlog);
+                self.core.handle_udp(from, &mut bytes, now)
+            }
+            Punt::Tun(pkt) => self.core.handle_tun(pkt, now),
+            Punt::TooBig(answer) => self.write_tun(&answer),
+            Punt::EndpointSeen { index, from } => self.core.handle_endpoint_seen(index, from, now),
+            Punt::PeerControl {
+                index,
+                from,
+                payload,
+            } => self.core.handle_peer_control(index, from, &payload, now),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The node's control socket (a Unix stream socket, root-only): one request
 //! line in, one JSON line out. `ntmtun status` is its client.
 
-use crate::dataplane::ToControl;
+use super::inbox::Inbox;
 use crate::net::poll;
 use crate::status::{PING_REQUEST, STATUS_REQUEST};
 use anyhow::{Context, Result};
@@ -55,7 +55,7 @@ impl Drop for SocketFile {
 }
 
 /// Serves requests until `stop` is set.
-pub fn serve(listener: UnixListener, to_control: Sender<ToControl>, stop: Arc<AtomicBool>) {
+pub fn serve(listener: UnixListener, to_control: Sender<Inbox>, stop: Arc<AtomicBool>) {
     let fd = listener.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
         match poll::readable(&[fd], Duration::from_millis(200)) {
@@ -78,7 +78,7 @@ pub fn serve(listener: UnixListener, to_control: Sender<ToControl>, stop: Arc<At
     }
 }
 
-fn answer(stream: UnixStream, to_control: &Sender<ToControl>) -> Result<()> {
+fn answer(stream: UnixStream, to_control: &Sender<Inbox>) -> Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -89,7 +89,7 @@ fn answer(stream: UnixStream, to_control: &Sender<ToControl>) -> Result<()> {
     if line == STATUS_REQUEST {
         let (tx, rx) = crossbeam_channel::bounded(1);
         to_control
-            .send(ToControl::Status(tx))
+            .send(Inbox::Status(tx))
             .context("control thread gone")?;
         let report = rx
             .recv_timeout(Duration::from_secs(2))
@@ -102,7 +102,7 @@ fn answer(stream: UnixStream, to_control: &Sender<ToControl>) -> Result<()> {
     {
         let (tx, rx) = crossbeam_channel::bounded(1);
         to_control
-            .send(ToControl::Ping {
+            .send(Inbox::Ping {
                 name: name.to_string(),
                 reply: tx,
             })

@@ -9,9 +9,9 @@ use super::dc_link::{DcEvent, DcIdentity, DcLink, DcState};
 use super::dns::{DnsInterceptor, Resolution as DnsResolution};
 use super::output::Output;
 use super::peer::{DnsWaiter, Peer, Sink, ACTIVE_TICK};
-use super::table::{Endpoint, PeerTable, Routes};
+use crate::dataplane::opened::{classify_opened, Opened, RxPeer};
+use crate::dataplane::table::{Endpoint, PeerTable, Routes};
 use crate::keys::{PrivateKey, PublicKey};
-use crate::proto::control::Payload;
 use crate::proto::link::{Gate, IndexAlloc};
 use crate::proto::name::NodeName;
 use crate::proto::ratelimit::RateLimiter;
@@ -477,31 +477,22 @@ impl NodeCore {
         let Ok(range) = session.open(datagram) else {
             return;
         };
-        let stats = p.stats();
-        stats.record_rx(range.len(), !from.is_relay(), now);
-        if p.endpoint() == Some(from) {
-            stats.record_route_rx(now);
-        }
-        let (vip, index) = (p.virtual_ip(), session.local_index);
-        let payload = &datagram[range];
-        let opened = Payload::of(payload);
-        let control = matches!(opened, Payload::Control(_));
-        let unconfirmed = p.awaits_confirmation(index);
-        if (p.endpoint() != Some(from) || unconfirmed) && !control {
+        let index = session.local_index;
+        let peer = RxPeer {
+            virtual_ip: p.virtual_ip(),
+            endpoint: p.endpoint(),
+            unconfirmed: p.awaits_confirmation(index),
+            stats: p.stats(),
+        };
+        let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
+        let opened = classify_opened(&datagram[range], from, peer, local, &self.routes, now);
+        if opened.endpoint_seen {
             self.handle_endpoint_seen(index, from, now);
         }
-        match opened {
-            Payload::Keepalive => {}
-            Payload::Ipv4(payload) => {
-                let local = self.dc.registered.as_ref().map(|r| r.virtual_ip);
-                if super::table::admits(payload, vip, local, &self.routes) {
-                    self.sink.out.push_back(Output::Tun(payload.to_vec()));
-                }
-            }
-            Payload::Control(payload) => {
-                let payload = payload.to_vec();
-                self.handle_peer_control(index, from, &payload, now);
-            }
+        match opened.payload {
+            Opened::Keepalive | Opened::Spoofed => {}
+            Opened::Packet(packet) => self.sink.out.push_back(Output::Tun(packet.to_vec())),
+            Opened::Control(payload) => self.handle_peer_control(index, from, payload, now),
         }
     }
 

@@ -4,7 +4,7 @@
 //! stay there through rekeys, fall back to IPv6 when IPv4 dies without
 //! flapping, and return when IPv4 works again.
 
-use super::super::peer as health;
+use super::super::peer::PATH_TIMEOUT;
 use super::*;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -48,7 +48,7 @@ impl Net {
     fn traffic(&mut self, secs: u64) -> (usize, usize, bool) {
         let (mut last, mut moves, mut lost_late) = (self.endpoints(), (0, 0), false);
         let steps = secs * 4;
-        let late = steps.saturating_sub(health::PATH_TIMEOUT.as_secs() * 4);
+        let late = steps.saturating_sub(PATH_TIMEOUT.as_secs() * 4);
         for step in 0..steps {
             self.advance(Duration::from_millis(250));
             let ok = self.deliver(0, 1, step as u8) & self.deliver(1, 0, step as u8);

@@ -7,7 +7,7 @@
 //! changes a second and a dead path). Such candidates are never tried, and
 //! datagrams arriving from such addresses are dropped before any state moves.
 
-use super::table::Routes;
+use crate::dataplane::table::Routes;
 use ipnet::Ipv4Net;
 use std::net::{IpAddr, SocketAddr};
 

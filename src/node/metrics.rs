@@ -4,7 +4,7 @@
 //! thread or the packet path.
 
 use super::counters::ControlCounters;
-use super::table::PeerTable;
+use crate::dataplane::table::PeerTable;
 use crate::dataplane::worker::DataplaneCounters;
 use crate::metrics::sample::Sample;
 use crate::metrics::server::Source;

@@ -13,6 +13,7 @@ pub mod dc_link;
 pub mod dns;
 #[cfg(test)]
 mod federation_tests;
+pub mod inbox;
 mod loop_guard;
 pub mod metrics;
 pub mod output;
@@ -25,6 +26,5 @@ pub mod run;
 pub mod split_dns;
 pub mod subnet;
 pub mod system;
-pub mod table;
 pub mod tun;
 mod tunnel;

@@ -8,7 +8,7 @@
 //! worse-ranked endpoint probes the better ones (with backoff) and moves up
 //! when one answers. Pure: addresses and times in, decisions out.
 
-use super::table::Endpoint;
+use crate::dataplane::table::Endpoint;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

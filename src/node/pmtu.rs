@@ -10,7 +10,7 @@
 //! family allows on a 1500-byte link; rounds run when a peer's endpoint
 //! changes and every `REPROBE` (30 s) while traffic flows.
 
-use super::table::Endpoint;
+use crate::dataplane::table::Endpoint;
 use std::time::{Duration, Instant};
 
 /// Record overhead inside the UDP payload: header (16) + tag (16).

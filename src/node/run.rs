@@ -4,12 +4,12 @@
 use super::control::Control;
 use super::core::{NodeCore, NodeSettings};
 use super::counters::bump;
+use super::inbox::Inbox;
 use super::split_dns::DnsMode;
-use super::table::PeerTable;
 use super::{control_socket, resolved, split_dns, system, tun};
 use crate::config::NodeConfig;
+use crate::dataplane::table::PeerTable;
 use crate::dataplane::worker::{DataplaneCounters, Worker};
-use crate::dataplane::ToControl;
 use crate::net::{addrwatch, ifaddrs, udp};
 use crate::{reload, shutdown};
 use anyhow::{Context, Result};
@@ -234,7 +234,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
                     let mut buf = vec![0u8; 65536];
                     while !stop.load(Ordering::Relaxed) {
                         if let Ok((n, from)) = upstream.recv_from(&mut buf) {
-                            let msg = ToControl::Upstream {
+                            let msg = Inbox::Upstream {
                                 from: udp::canonical(from),
                                 bytes: buf[..n].to_vec(),
                             };
@@ -254,7 +254,7 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
                 .name("addr-watch".into())
                 .spawn(move || {
                     addrwatch::watch(&tun_name, stop, |addrs| {
-                        let msg = ToControl::NetworkChanged(endpoints(addrs, port, v6));
+                        let msg = Inbox::NetworkChanged(endpoints(addrs, port, v6));
                         if tx.try_send(msg).is_err() {
                             bump(&dropped.addrwatch_queue_full);
                         }
@@ -278,13 +278,13 @@ pub fn run(cfg: NodeConfig, config_path: PathBuf) -> Result<()> {
             crate::config::load_node,
             reload::plan_node,
             move |changes| {
-                let _ = reload_tx.send(ToControl::Reload(changes));
+                let _ = reload_tx.send(Inbox::Reload(changes));
             },
         );
         shutdown::spawn_waiter(
             stop.clone(),
             move || {
-                let _ = tx.send(ToControl::Shutdown);
+                let _ = tx.send(Inbox::Shutdown);
             },
             on_hup,
         );

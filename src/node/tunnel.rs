@@ -8,7 +8,7 @@ use super::core::NodeCore;
 use super::counters::bump;
 use super::loop_guard::tunnelled;
 use super::peer::{Ask, Env, Ids, Peer};
-use super::table::{Endpoint, PeerStats};
+use crate::dataplane::table::{Endpoint, PeerStats};
 use crate::keys::PublicKey;
 use crate::proto::control::Control;
 use crate::proto::cookie;

@@ -810,10 +810,10 @@ pub fn one_peer_table(
     local: Ipv4Addr,
     peer: Ipv4Addr,
     session: std::sync::Arc<ntmtun::proto::session::Session>,
-    endpoint: ntmtun::node::table::Endpoint,
-    stats: std::sync::Arc<ntmtun::node::table::PeerStats>,
-) -> ntmtun::node::table::PeerTable {
-    use ntmtun::node::table::{PeerTable, RxRoute, TxRoute};
+    endpoint: ntmtun::dataplane::table::Endpoint,
+    stats: std::sync::Arc<ntmtun::dataplane::table::PeerStats>,
+) -> ntmtun::dataplane::table::PeerTable {
+    use ntmtun::dataplane::table::{PeerTable, RxRoute, TxRoute};
     let index = session.local_index;
     PeerTable {
         local_ip: Some(local),

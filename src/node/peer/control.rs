@@ -2,8 +2,8 @@
 //! probes, path-MTU probes, the fallback notice and the re-probe request.
 
 use super::{Env, Peer};
+use crate::dataplane::table::Endpoint;
 use crate::node::output::Output;
-use crate::node::table::Endpoint;
 use crate::proto::control::Control;
 use crate::proto::wire::Kind;
 use std::time::Duration;

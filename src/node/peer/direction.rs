@@ -2,8 +2,8 @@
 //! and our side of the relay session it granted.
 
 use super::{Env, Peer, RelayLink};
+use crate::dataplane::table::{Endpoint, Routes};
 use crate::node::loop_guard;
-use crate::node::table::{Endpoint, Routes};
 use crate::proto::relay as relay_frames;
 use crate::proto::signal::PeerInfo;
 use crate::proto::ticket::TICKET_LEN;

@@ -2,11 +2,11 @@
 //! the node's settings and ids, and a sink for datagrams, the workers'
 //! table mark, and the asks only the node can carry out.
 
+use crate::dataplane::table::Endpoint;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::node::counters::{bump, ControlCounters};
 use crate::node::dns::Resolution;
 use crate::node::output::Output;
-use crate::node::table::Endpoint;
 use crate::proto::link::IndexAlloc;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;

@@ -4,7 +4,7 @@
 //! for the tunnel going out once it is up.
 
 use super::{Ask, Env, Peer, MAX_ENDPOINTS};
-use crate::node::table::Endpoint;
+use crate::dataplane::table::Endpoint;
 use crate::proto::handshake::Responder;
 use crate::proto::link::{CookieOutcome, Crossing, Response};
 use crate::proto::signal::{self, Path, PeerHello};

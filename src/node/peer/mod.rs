@@ -24,8 +24,8 @@ pub use timers::{ACTIVE_TICK, PATH_TIMEOUT};
 
 use super::dns::PendingQuery;
 use super::pmtu::PathMtu;
-use super::table::{Endpoint, PeerStats, RxRoute, TxRoute};
 use super::tun::TUN_MTU;
+use crate::dataplane::table::{Endpoint, PeerStats, RxRoute, TxRoute};
 use crate::keys::PublicKey;
 use crate::proto::link::{Backoff, Dialer, SessionPair};
 use crate::proto::signal::{Path, RelayGrant};

@@ -4,8 +4,8 @@
 //! and path MTU probing on the endpoint in use.
 
 use super::{Env, Peer, MAX_ENDPOINTS};
+use crate::dataplane::table::Endpoint;
 use crate::node::path_choice;
-use crate::node::table::Endpoint;
 use crate::node::tun::TUN_MTU;
 use crate::proto::control::Control;
 use crate::proto::wire::Kind;

@@ -4,8 +4,8 @@
 //! probing to upgrade to direct).
 
 use super::{Ask, Env, Peer};
+use crate::dataplane::table::Endpoint;
 use crate::node::path_choice;
-use crate::node::table::Endpoint;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 

@@ -116,27 +116,6 @@ impl PeerStats {
     }
 }
 
-/// Whether a decrypted packet may enter the TUN: the tunnel authenticated
-/// the peer, so its inner source must be that peer's virtual address or
-/// inside a LAN prefix the DC granted to that peer (or a peer could spoof
-/// another), and it must be addressed to us or to a LAN granted to us.
-pub fn admits(
-    payload: &[u8],
-    peer_vip: Ipv4Addr,
-    local_ip: Option<Ipv4Addr>,
-    routes: &Routes,
-) -> bool {
-    use crate::net::packet;
-    let (Some(IpAddr::V4(src)), Some(IpAddr::V4(dst))) =
-        (packet::source(payload), packet::destination(payload))
-    else {
-        return false;
-    };
-    let from_peer = src == peer_vip || routes.owner(src) == Some(peer_vip);
-    let to_us = local_ip.is_some_and(|ip| dst == ip) || routes.is_own(dst);
-    from_peer && to_us
-}
-
 /// The subnet routes the DC granted in the domain (docs/architecture.md,
 /// "Gateways"), as the data path needs them. Lookups are longest-prefix
 /// matches over a short list sorted longest first: no allocation, and the
@@ -303,12 +282,10 @@ impl PeerTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::net::packet::build_ipv4_udp;
-    use std::net::SocketAddrV4;
 
-    fn ip(s: &str) -> Ipv4Addr {
+    pub(crate) fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
     }
 
@@ -319,22 +296,13 @@ mod tests {
         }
     }
 
-    fn pkt(src: &str, dst: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        build_ipv4_udp(
-            SocketAddrV4::new(ip(src), 5000),
-            SocketAddrV4::new(ip(dst), 5001),
-            b"x",
-            &mut out,
-        );
-        out
-    }
+    /// Us and two gateways whose granted LANs overlap (GWC's /28 inside
+    /// GWA's /27); our own LAN is 192.0.2.160/27.
+    pub(crate) const US: &str = "198.18.0.2";
+    pub(crate) const GWA: &str = "198.18.0.1";
+    pub(crate) const GWC: &str = "198.18.0.3";
 
-    const US: &str = "198.18.0.2";
-    const GWA: &str = "198.18.0.1";
-    const GWC: &str = "198.18.0.3";
-
-    fn routes(accept: bool) -> Routes {
+    pub(crate) fn routes(accept: bool) -> Routes {
         Routes::new(
             &[
                 route("192.0.2.128/27", GWA),
@@ -379,30 +347,5 @@ mod tests {
         assert_eq!(t.next_hop(ip("198.18.0.9")), Some(ip("198.18.0.9")));
         assert_eq!(t.next_hop(ip("192.0.2.150")), Some(ip(GWA)));
         assert_eq!(t.next_hop(ip("192.0.2.1")), None);
-    }
-
-    #[test]
-    fn admits_sources_in_the_peers_granted_lan_only() {
-        let r = routes(true);
-        let us = Some(ip(US));
-        // The peer itself, to us or to our LAN.
-        assert!(admits(&pkt(GWA, US), ip(GWA), us, &r));
-        assert!(admits(&pkt(GWA, "192.0.2.170"), ip(GWA), us, &r));
-        // A host of the peer's LAN (longest match decides the owner).
-        assert!(admits(&pkt("192.0.2.150", "192.0.2.170"), ip(GWA), us, &r));
-        assert!(admits(&pkt("192.0.2.130", US), ip(GWC), us, &r));
-        assert!(
-            !admits(&pkt("192.0.2.130", US), ip(GWA), us, &r),
-            "that /28 belongs to another gateway"
-        );
-        // Spoofed sources, and destinations that are not ours.
-        assert!(!admits(&pkt("203.0.113.5", US), ip(GWA), us, &r));
-        assert!(
-            !admits(&pkt("192.0.2.165", US), ip(GWA), us, &r),
-            "our own LAN"
-        );
-        assert!(!admits(&pkt(GWA, "192.0.2.150"), ip(GWA), us, &r));
-        assert!(!admits(&pkt(GWA, "198.18.0.9"), ip(GWA), us, &r));
-        assert!(!admits(&pkt(GWA, US), ip(GWA), None, &Routes::default()));
     }
 }
