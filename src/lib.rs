@@ -5,6 +5,7 @@
 //! role's sans-IO logic plus a thin IO shell; `dataplane` holds the per-core
 //! workers; `net` holds socket and packet helpers shared by the shells.
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dataplane;
