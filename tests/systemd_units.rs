@@ -36,9 +36,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const UNIT_DIR: &str = "packaging/systemd";
-/// The binary path every ExecStart= names: where
-/// `cargo install --locked --path . --root /usr/local` puts it (docs/operations.md).
-const INSTALLED_BIN: &str = "/usr/local/bin/ntmtun";
+/// The binary path every ExecStart= names: where the Debian package (scripts/package.sh)
+/// installs it, and where docs/operations.md installs it by hand.
+const INSTALLED_BIN: &str = "/usr/bin/ntmtun";
 /// systemd's default PATH for system services (no split /usr).
 const SYSTEMD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Highest acceptable `systemd-analyze security` exposure (0.0 best, 10.0 worst). The DC and
