@@ -57,8 +57,10 @@ pub fn render(markdown: &str, role: Role, version: &str, see_also: &str) -> Resu
         ],
     );
     page.roff.control("SH", ["NAME"]);
-    page.roff
-        .text([roman(format!("{title} - configuration file of {}", role.what))]);
+    page.roff.text([roman(format!(
+        "{title} - configuration file of {}",
+        role.what
+    ))]);
     page.roff.control("SH", ["SYNOPSIS"]);
     page.roff.text([
         bold(format!("/etc/ntmtun/{own}")),
@@ -179,7 +181,11 @@ impl Page {
             Event::Start(Tag::Heading { .. }) => self.flush(),
             Event::End(TagEnd::Heading(level)) => {
                 let text = inline_text(&std::mem::take(&mut self.line));
-                let macro_name = if level == HeadingLevel::H2 { "SH" } else { "SS" };
+                let macro_name = if level == HeadingLevel::H2 {
+                    "SH"
+                } else {
+                    "SS"
+                };
                 self.roff.control(macro_name, [text.as_str()]);
             }
             Event::Start(Tag::Paragraph) => {
@@ -303,7 +309,10 @@ impl Page {
                     continue;
                 }
                 if head.len() > 2 {
-                    body.push(roman(format!("{}: ", head.get(i).map_or("", String::as_str))));
+                    body.push(roman(format!(
+                        "{}: ",
+                        head.get(i).map_or("", String::as_str)
+                    )));
                 }
                 body.extend(cell);
                 body.push(roman(if head.len() > 2 { ". " } else { "" }));

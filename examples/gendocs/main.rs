@@ -51,8 +51,8 @@ fn generate(out: &Path) -> Result<usize, String> {
     }
     let mut written = command_pages(&man)?;
     let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
-    let markdown = std::fs::read_to_string(&doc)
-        .map_err(|e| format!("reading {}: {e}", doc.display()))?;
+    let markdown =
+        std::fs::read_to_string(&doc).map_err(|e| format!("reading {}: {e}", doc.display()))?;
     for role in config_pages::ROLES {
         let page = config_pages::render(&markdown, role, env!("CARGO_PKG_VERSION"), &see_also())?;
         written.push(write(&man, &format!("ntmtun-{}.toml.5", role.name), &page)?);
