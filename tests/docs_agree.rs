@@ -22,7 +22,7 @@ use ntmtun::status::{
     AdvertisedRoute, DataplaneStatus, DcStatus, DnsStatus, PeerStatus, RefusedHandshakes,
     StatusReport, SubnetRoute,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -216,7 +216,9 @@ fn program_keys(role: &str, probe: Probe) -> BTreeSet<String> {
 struct DocumentedKeys {
     table: BTreeSet<String>,
     headings: BTreeSet<String>,
+    /// The reload table's row: every key it names, and those under "need a restart".
     reload: BTreeSet<String>,
+    restart: BTreeSet<String>,
 }
 
 fn documented_keys(doc: &str, role: &str) -> DocumentedKeys {
@@ -252,19 +254,22 @@ fn documented_keys(doc: &str, role: &str) -> DocumentedKeys {
             headings.insert(key.to_string());
         }
     }
-    let mut reload = BTreeSet::new();
+    let (mut reload, mut restart) = (BTreeSet::new(), BTreeSet::new());
     for (_, head, rows) in tables(&h2_section(doc, "Reloading (SIGHUP)")) {
         assert_eq!(
             head[0], "role",
             "the reload table's first column names the role"
         );
         for row in rows.iter().filter(|r| r[0] == role) {
-            for cell in &row[1..] {
+            for (i, cell) in row.iter().enumerate().skip(1) {
                 for key in top_level_code_spans(cell) {
                     assert!(
                         reload.insert(key.clone()),
                         "the reload table names {key} twice for the {role}"
                     );
+                    if head[i] == "need a restart" {
+                        restart.insert(key);
+                    }
                 }
             }
         }
@@ -273,7 +278,24 @@ fn documented_keys(doc: &str, role: &str) -> DocumentedKeys {
         table,
         headings,
         reload,
+        restart,
     }
+}
+
+/// The keys `plan_<role>` in src/reload.rs hands to `p.fixed`: those a reload leaves to a
+/// restart ("restart to apply: KEY").
+fn restart_keys(role: &str) -> BTreeSet<String> {
+    let text = read("src/reload.rs");
+    let start = text
+        .find(&format!("pub fn plan_{role}("))
+        .unwrap_or_else(|| panic!("src/reload.rs has no plan_{role}"));
+    let body = &text[start..];
+    let end = body[1..].find("\npub fn ").map_or(body.len(), |e| e + 1);
+    body[..end]
+        .match_indices("p.fixed(\"")
+        .filter_map(|(i, m)| body[i + m.len()..].split('"').next())
+        .map(String::from)
+        .collect()
 }
 
 #[test]
@@ -310,6 +332,13 @@ fn every_config_key_is_documented_and_every_documented_key_exists() {
             &format!("docs/configuration.md, reload table, role {role}"),
             &documented.reload,
             &reloadable,
+        );
+        assert_same(
+            &format!(
+                "docs/configuration.md, reload table, role {role}, \"need a restart\" (src/reload.rs)"
+            ),
+            &documented.restart,
+            &restart_keys(role),
         );
     }
 }
@@ -348,7 +377,9 @@ fn example_configs_parse_with_every_optional_key() {
             filled.push('\n');
         }
         assert!(
-            !filled.contains('<'),
+            !filled
+                .lines()
+                .any(|l| !l.starts_with('#') && l.contains('<')),
             "{path}: a placeholder was not filled in:\n{filled}"
         );
         if let Some(e) = probe(&filled) {
@@ -360,11 +391,12 @@ fn example_configs_parse_with_every_optional_key() {
 // ------------------------------------------------------------------------------------------
 // Metrics.
 
-/// Every metric name in src/ (outside tests): the literal first argument of each
-/// `Sample::counter(` and `Sample::gauge(`, counters with the `_total` the encoder adds. Read
-/// from the source because a labelled family appears at run time only with a member (a
-/// relay, a peer, a federated domain).
-fn program_metrics() -> BTreeSet<String> {
+/// Every metric name in src/ (outside tests): each string literal `"ntmtun_..."`, all of which
+/// are metric names, with its kind where it is the first argument of `Sample::counter(` or
+/// `Sample::gauge(` (a name taken from a table of names has none here). Read from the source
+/// because a labelled family appears at run time only with a member (a relay, a peer, a
+/// federated domain).
+fn program_metrics() -> BTreeMap<String, Option<&'static str>> {
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         for e in fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
@@ -379,25 +411,30 @@ fn program_metrics() -> BTreeSet<String> {
     }
     let mut files = Vec::new();
     walk(&repo_root().join("src"), &mut files);
-    let mut names = BTreeSet::new();
+    let mut names = BTreeMap::new();
     for f in files {
         let text = fs::read_to_string(&f).unwrap();
         let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-        for (call, suffix) in [("Sample::counter(", "_total"), ("Sample::gauge(", "")] {
-            for (at, _) in code.match_indices(call) {
-                let rest = code[at + call.len()..].trim_start();
-                let name = rest
-                    .strip_prefix('"')
-                    .and_then(|r| r.split_once('"'))
-                    .map(|(n, _)| n)
-                    .unwrap_or_else(|| {
-                        panic!(
-                            "{}: {call} without a literal metric name; this test reads the \
-                             names from the source",
-                            f.display()
-                        )
-                    });
-                names.insert(format!("{name}{suffix}"));
+        for (at, _) in code.match_indices("\"ntmtun_") {
+            let name = code[at + 1..].split('"').next().unwrap_or_default();
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{}: {name:?} is not a metric name; this test takes every \"ntmtun_...\" literal \
+                 in src/ for one",
+                f.display()
+            );
+            let before = code[..at].trim_end();
+            let kind = if before.ends_with("Sample::counter(") {
+                Some("counter")
+            } else if before.ends_with("Sample::gauge(") {
+                Some("gauge")
+            } else {
+                None
+            };
+            let seen = names.entry(name.to_string()).or_insert(kind);
+            if seen.is_none() {
+                *seen = kind;
             }
         }
     }
@@ -418,19 +455,41 @@ fn every_metric_is_documented_once_and_every_documented_metric_exists() {
         1,
         "docs/configuration.md: expected one metrics table (first column `metric`)"
     );
+    let (_, head, rows) = &metric_tables[0];
+    let type_col = head
+        .iter()
+        .position(|h| h == "type")
+        .expect("the metrics table has a `type` column");
+    let program = program_metrics();
     let mut documented = BTreeSet::new();
-    for row in &metric_tables[0].2 {
-        // "`ntmtun_dc_relay_up`" -> "ntmtun_dc_relay_up"
+    for row in rows {
         let name = unquote(&row[0]);
+        let kind = row[type_col].as_str();
+        // The exposition format names a counter `<name>_total`; the source, `<name>`.
+        let base = match kind {
+            "counter" => name.strip_suffix("_total").unwrap_or_else(|| {
+                panic!("docs/configuration.md: the counter {name} must end in _total")
+            }),
+            "gauge" => name.as_str(),
+            other => {
+                panic!("docs/configuration.md: {name} has type {other:?}, not counter or gauge")
+            }
+        };
         assert!(
-            documented.insert(name.clone()),
+            documented.insert(base.to_string()),
             "docs/configuration.md lists {name} twice"
         );
+        if let Some(Some(actual)) = program.get(base) {
+            assert_eq!(
+                kind, *actual,
+                "docs/configuration.md: {name} is a {actual} in the program"
+            );
+        }
     }
     assert_same(
-        "docs/configuration.md, metrics table",
+        "docs/configuration.md, metrics table (counters without their _total)",
         &documented,
-        &program_metrics(),
+        &program.keys().cloned().collect(),
     );
 }
 
@@ -606,4 +665,114 @@ fn status_examples_show_what_the_program_prints() {
         examples >= 2,
         "found {examples} `ntmtun status` examples in README.md and docs/operations.md"
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Claims in prose.
+
+/// The sentences of a document's paragraphs and list items (code blocks, tables and headings
+/// left out), each with the `## ` and `### ` headings it is under.
+fn sentences(doc: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let (mut h2, mut h3, mut para, mut fenced) =
+        (String::new(), String::new(), String::new(), false);
+    let mut flush = |para: &mut String, h2: &str, h3: &str| {
+        for s in para.split(". ") {
+            out.push((h2.to_string(), h3.to_string(), s.trim().to_string()));
+        }
+        para.clear();
+    };
+    for line in doc.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            flush(&mut para, &h2, &h3);
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('|') || t.starts_with('#') || t.starts_with("- ") {
+            flush(&mut para, &h2, &h3);
+        }
+        if let Some(h) = line.strip_prefix("## ") {
+            (h2, h3) = (h.trim().to_string(), String::new());
+        } else if let Some(h) = line.strip_prefix("### ") {
+            h3 = h.trim().replace('`', "");
+        } else if !t.is_empty() && !t.starts_with('|') && !t.starts_with('#') {
+            para.push(' ');
+            para.push_str(t);
+        }
+    }
+    flush(&mut para, &h2, &h3);
+    out
+}
+
+/// What a bare IP (no port) means where configuration.md says it: the relay's port in
+/// relay.toml and in the DC's `[[relays]]`, the DC's elsewhere in the role files' sections.
+#[test]
+fn bare_ip_ports_in_configuration_md_are_the_defaults() {
+    let doc = read("docs/configuration.md");
+    let mut checked = 0;
+    for (h2, h3, sentence) in sentences(&doc) {
+        if !sentence.contains("bare IP")
+            || !["dc.toml", "relay.toml", "node.toml"].contains(&h2.as_str())
+        {
+            continue;
+        }
+        let want = if h2 == "relay.toml" || h3 == "[[relays]]" {
+            config::DEFAULT_RELAY_PORT
+        } else {
+            config::DEFAULT_DC_PORT
+        };
+        let ports: Vec<&str> = sentence
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|w| w.len() == 4)
+            .collect();
+        assert!(
+            !ports.is_empty() && ports.iter().all(|p| *p == want.to_string()),
+            "docs/configuration.md, {h2} {h3}: a bare IP there means port {want}: {sentence:?}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "found {checked} `bare IP` sentences in the role sections"
+    );
+}
+
+/// A key that reloads live (src/reload.rs: not handed to `p.fixed`) is never said to need a
+/// restart.
+#[test]
+fn keys_that_reload_live_are_not_said_to_need_a_restart() {
+    let mut live = BTreeSet::new();
+    for (role, probe) in ROLES {
+        let restart = restart_keys(role);
+        for key in program_keys(role, probe) {
+            let is_subkey = key.starts_with("[[") && key.contains("]] ");
+            let is_bare_table =
+                key.starts_with('[') && !key.starts_with("[[") && !key.contains("] ");
+            if !is_subkey && !is_bare_table && !restart.contains(&key) {
+                live.insert(key);
+            }
+        }
+    }
+    assert!(
+        live.contains("auth_keys"),
+        "auth_keys reloads live (src/reload.rs)"
+    );
+    for file in ["README.md", "docs/operations.md", "docs/configuration.md"] {
+        for (_, _, sentence) in sentences(&read(file)) {
+            let lower = sentence.to_lowercase();
+            if !lower.contains("restart") || lower.contains("reload") {
+                continue;
+            }
+            for key in &live {
+                assert!(
+                    !sentence.contains(&format!("`{key}`")),
+                    "{file}: `{key}` reloads live (SIGHUP, systemctl reload), yet: {sentence:?}"
+                );
+            }
+        }
+    }
 }
