@@ -13,7 +13,7 @@
 mod common;
 
 use clap::CommandFactory;
-use common::{describe_output, is_root, repo_root};
+use common::{describe_output, find_in_path, is_root, repo_root};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,14 +22,6 @@ use std::process::{Command, Output};
 const PACKAGE: &str = "ntmtun";
 const ROLES: [&str; 3] = ["dc", "relay", "node"];
 const USERS: [&str; 3] = ["ntmtun-dc", "ntmtun-relay", "ntmtun-node"];
-
-fn find_in_path(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(cmd))
-            .find(|c| c.is_file())
-    })
-}
 
 /// Runs dpkg and friends as root, or under fakeroot with a saved state (so the owners
 /// postinst set survive from one command to the next).

@@ -27,7 +27,7 @@
 
 mod common;
 
-use common::{describe_output, file_tail, ntmtun_bin, repo_root, wait_for, Bg, Lab};
+use common::{describe_output, file_tail, find_in_path, ntmtun_bin, repo_root, wait_for, Bg, Lab};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -744,14 +744,6 @@ fn sysusers_declares_each_units_user() {
 
 // ------------------------------------------------------------------------------------------
 // Layer 2: systemd-analyze, when installed.
-
-fn find_in_path(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(cmd))
-            .find(|c| c.is_file())
-    })
-}
 
 /// A copy of the unit whose ExecStart= names the binary under test, since
 /// `systemd-analyze verify` requires the executable to exist.
