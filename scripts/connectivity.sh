@@ -3,9 +3,12 @@
 # tests (tests/lab_idle.rs), and writes docs/connectivity.md from what each measured: path,
 # time from the first DNS query to the first reply packet, iperf3 throughput, the roaming gap,
 # the relay failover time, and how an idle pair behind a 30 s NAT fared.
-# Needs root (network namespaces). Usage: sudo scripts/connectivity.sh
+# Needs root (network namespaces); re-runs itself under sudo. Usage: scripts/connectivity.sh
 # NTMTUN_IDLE_SECS sets the idle spell (default 75; 600 for the ten minutes of issue 18).
 set -euo pipefail
+# shellcheck source=scripts/as-root.sh
+. "$(dirname "$0")/as-root.sh"
+as_root "the connectivity matrix runs in network namespaces" "$@"
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 results=target/tmp/connectivity

@@ -5,8 +5,9 @@
 # transfer and an HTTP fetch by name through the encrypted tunnel (the NATs punched), the path
 # each node chose, and each node's status. Always cleans up.
 #
-#   sudo scripts/demo.sh                       # topology nat-nat
-#   sudo DEMO_TOPOLOGY=symmetric scripts/demo.sh   # any topology of scripts/lab.sh
+#   scripts/demo.sh                            # topology nat-nat
+#   DEMO_TOPOLOGY=symmetric scripts/demo.sh    # any topology of scripts/lab.sh
+# As root, or as a user with sudo: it re-runs itself under sudo (scripts/as-root.sh).
 set -euo pipefail
 
 ME=${0##*/}
@@ -14,15 +15,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 LAB=$HERE/lab.sh
 
-if [[ $EUID -ne 0 ]]; then
-    if command -v sudo >/dev/null 2>&1; then
-        echo "$ME: the demo needs root (network namespaces, TUN devices); re-running with sudo" >&2
-        exec sudo -E env "PATH=$PATH" bash "$HERE/$ME" "$@"
-    fi
-    echo "$ME: the demo needs root (it creates network namespaces and TUN devices)," >&2
-    echo "$ME: and sudo is not available: run it as root." >&2
-    exit 1
-fi
+# shellcheck source=scripts/as-root.sh
+. "$HERE/as-root.sh"
+as_root "the demo creates network namespaces and TUN devices" "$@"
 
 step() {
     printf '\n\033[1m==> %s\033[0m\n' "$*"

@@ -13,7 +13,12 @@ APT_PACKAGES=(iproute2 nftables iperf3 iputils-ping dnsutils netcat-openbsd tcpd
     # tests/lab_idle.rs: flushes a NAT router's conntrack table (the router lost its state)
     conntrack
     # tests/lab_resolved.rs: the private system bus of the lab's systemd-resolved
-    dbus-daemon util-linux)
+    dbus-daemon util-linux
+    # tests/package.rs: dpkg as a non-root user (fakeroot), and `man` opening the package's pages
+    fakeroot man-db)
+# cargo-deb builds the Debian package (scripts/package.sh, tests/package.rs); pinned, so that
+# every machine makes the same package.
+CARGO_DEB_VERSION=3.8.0
 
 die() {
     echo "$ME: error: $*" >&2
@@ -77,7 +82,20 @@ if [[ ${#components[@]} -gt 0 ]]; then
         die "rustup component add ${components[*]} failed"
 fi
 
+# --- cargo tools ---------------------------------------------------------------------------
+if [[ $(cargo deb --version 2>/dev/null) != "cargo-deb $CARGO_DEB_VERSION" ]]; then
+    echo "$ME: installing cargo-deb $CARGO_DEB_VERSION (cargo install --locked)" >&2
+    cargolog=$(mktemp)
+    if ! cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked >"$cargolog" 2>&1; then
+        cat "$cargolog" >&2
+        rm -f "$cargolog"
+        die "cargo install cargo-deb --version $CARGO_DEB_VERSION --locked failed"
+    fi
+    rm -f "$cargolog"
+fi
+
 # --- final check -------------------------------------------------------------------------------
-for c in ip nft iperf3 ping dig nc tcpdump dnsmasq ethtool curl ps python3 sha256sum timeout; do
+for c in ip nft iperf3 ping dig nc tcpdump dnsmasq ethtool curl ps python3 sha256sum timeout \
+    dpkg fakeroot man; do
     command -v "$c" >/dev/null 2>&1 || die "'$c' is still missing after setup"
 done

@@ -3,12 +3,11 @@
 # test suite in release mode, including the network-lab tests (tests/lab_*.rs), which need root,
 # then a short fuzzing run (scripts/fuzz.sh 10).
 #
-#   sudo scripts/test.sh                      everything
+#   scripts/test.sh                           everything (re-runs itself under sudo if not root)
 #   NTMTUN_SKIP_LAB=1 scripts/test.sh         everything except the network-lab tests (reported)
 set -euo pipefail
 
 ME=${0##*/}
-cd "$(dirname "$0")/.."
 
 die() {
     echo "$ME: error: $*" >&2
@@ -24,15 +23,13 @@ if [[ ${NTMTUN_SKIP_LAB:-} == 1 ]]; then
     echo "# $ME: NTMTUN_SKIP_LAB=1: the network-lab tests are SKIPPED (not run)."
     echo "# The lab tests are the end-to-end tests: DNS, tunnels, encryption on the wire."
     echo "############################################################################"
-elif [[ $EUID -ne 0 ]]; then
-    echo "############################################################################" >&2
-    echo "# $ME: FAILED: not running as root." >&2
-    echo "# The network-lab tests (tests/lab_*.rs) create network namespaces, veths," >&2
-    echo "# TUN devices and routes, which needs root. Run:   sudo $0" >&2
-    echo "# or skip them explicitly:   NTMTUN_SKIP_LAB=1 $0" >&2
-    echo "############################################################################" >&2
-    exit 1
+else
+    # shellcheck source=scripts/as-root.sh
+    . "$(dirname "$0")/as-root.sh"
+    as_root "the network-lab tests (tests/lab_*.rs) create network namespaces, veths, TUN \
+devices and routes (NTMTUN_SKIP_LAB=1 skips them)" "$@"
 fi
+cd "$(dirname "$0")/.."
 
 step "setup (scripts/setup.sh)"
 scripts/setup.sh

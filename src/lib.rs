@@ -9,6 +9,7 @@
 //! `config` reads the three files into the cores' own settings types; no
 //! core imports it (tests/layering.rs).
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dataplane;

@@ -2,8 +2,9 @@
 //! calls into the library; nothing else lives here.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use crossbeam_channel::Receiver;
+use ntmtun::cli::{Cli, Command};
 use ntmtun::keys::PrivateKey;
 use ntmtun::proto::name::{self, NodeName};
 use ntmtun::{config, dc, node, relay, reload, shutdown, status};
@@ -12,72 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
-/// NTMobile as a TUN app: every host gets a virtual IP that never changes,
-/// and unmodified applications reach each other by name through NATs,
-/// encrypted end to end.
-#[derive(Parser)]
-#[command(name = "ntmtun", version, propagate_version = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Print a new private key (base64 of 32 bytes) to stdout, or with
-    /// --out write it to a new file and print its public key.
-    Keygen {
-        /// Write the private key to this new file (mode 0600; an existing file
-        /// is never overwritten) and print the public key instead.
-        #[arg(long, value_name = "PATH")]
-        out: Option<PathBuf>,
-    },
-    /// Read a private key on stdin and print its public key.
-    Pubkey,
-    /// Run a Direction Coordinator in the foreground (logs to stderr; RUST_LOG sets the level).
-    Dc {
-        /// DC configuration file (see docs/configuration.md).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Run a Relay Server in the foreground: forwards encrypted traffic for
-    /// pairs the DC ticketed (logs to stderr; RUST_LOG sets the level).
-    Relay {
-        /// Relay configuration file (see docs/configuration.md).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Run a node (the TUN app) in the foreground; needs root or CAP_NET_ADMIN.
-    Node {
-        /// Node configuration file (see docs/configuration.md).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Ping a peer through the tunnel: shows the path (direct, punched or
-    /// relay), the endpoint and the round-trip time. Builds the tunnel first
-    /// if there is none.
-    Ping {
-        /// The peer's name: `alice` in this node's domain, or
-        /// `alice.<domain>` (a node of that domain, federated or our own).
-        name: String,
-        /// How many pings, one a second.
-        #[arg(long, short, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-        count: u32,
-        /// The node's control socket (its `control_socket` setting).
-        #[arg(long, default_value = config::DEFAULT_CONTROL_SOCKET)]
-        socket: PathBuf,
-    },
-    /// Show a running node's virtual IP, DC connection and peers.
-    Status {
-        /// The node's control socket (its `control_socket` setting).
-        #[arg(long, default_value = config::DEFAULT_CONTROL_SOCKET)]
-        socket: PathBuf,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -27,7 +27,7 @@
 
 mod common;
 
-use common::{describe_output, file_tail, ntmtun_bin, repo_root, wait_for, Bg, Lab};
+use common::{describe_output, file_tail, find_in_path, ntmtun_bin, repo_root, wait_for, Bg, Lab};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -36,9 +36,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const UNIT_DIR: &str = "packaging/systemd";
-/// The binary path every ExecStart= names: where
-/// `cargo install --locked --path . --root /usr/local` puts it (docs/operations.md).
-const INSTALLED_BIN: &str = "/usr/local/bin/ntmtun";
+/// The binary path every ExecStart= names: where the Debian package (scripts/package.sh)
+/// installs it, and where docs/operations.md installs it by hand.
+const INSTALLED_BIN: &str = "/usr/bin/ntmtun";
 /// systemd's default PATH for system services (no split /usr).
 const SYSTEMD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Highest acceptable `systemd-analyze security` exposure (0.0 best, 10.0 worst). The DC and
@@ -744,14 +744,6 @@ fn sysusers_declares_each_units_user() {
 
 // ------------------------------------------------------------------------------------------
 // Layer 2: systemd-analyze, when installed.
-
-fn find_in_path(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(cmd))
-            .find(|c| c.is_file())
-    })
-}
 
 /// A copy of the unit whose ExecStart= names the binary under test, since
 /// `systemd-analyze verify` requires the executable to exist.

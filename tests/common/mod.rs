@@ -79,6 +79,15 @@ pub fn lab_script() -> PathBuf {
     repo_root().join("scripts").join("lab.sh")
 }
 
+/// The first `cmd` on PATH, if any.
+pub fn find_in_path(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|c| c.is_file())
+    })
+}
+
 /// The ntmtun binary Cargo built for these tests.
 pub fn ntmtun_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ntmtun")
