@@ -25,6 +25,13 @@ impl Peer {
         self.name = info.name.clone();
         self.virtual_ip = info.virtual_ip;
         self.path = info.path;
+        // A later process of the peer than the one our sessions are with:
+        // it restarted. (The DC's word may also be older than a handshake
+        // we just made with the new process: then it changes nothing.)
+        if self.incarnation != 0 && info.incarnation > self.incarnation {
+            self.forget_sessions(env);
+            self.incarnation = 0;
+        }
         if self.offered != info.endpoints {
             // New candidates: upgrade probing starts over.
             self.upgrade = None;
@@ -51,6 +58,21 @@ impl Peer {
         if info.initiate && self.sessions.newest().is_none() && !self.dialer.in_flight() {
             self.initiate(env);
         }
+    }
+
+    /// The DC says the peer restarted: the sessions with it are gone at its
+    /// end, and records sent on them would be lost. Forget them and the
+    /// endpoint (a new process, maybe a new port); what is sent next waits
+    /// for a fresh handshake.
+    fn forget_sessions(&mut self, env: &mut Env) {
+        info!(peer = %self.name, "peer restarted: forgetting the sessions with it");
+        self.sessions.clear();
+        self.dialer.reset();
+        self.endpoint = None;
+        self.last_response = None;
+        self.awaiting_since = None;
+        self.pings.clear();
+        env.dirty();
     }
 
     /// Re-derives the usable candidates after the virtual prefix or the
