@@ -182,3 +182,26 @@ fn restarted_nodes_are_reached_at_the_first_packet_both_ways() {
         settled_on_one_session(&net).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
+
+#[test]
+fn a_peer_that_died_and_came_back_is_reached_after_path_health_gave_up_on_it() {
+    let (mut net, keys) = mesh(400);
+    assert!(all_at_once(&mut net, Duration::from_millis(1500)).is_empty());
+    // c1 dies. p1 keeps sending to it: path health falls back to the relay and bans the
+    // direct path, the relay is silent too, p1 asks the DC and dials the dead endpoints.
+    net.nodes[2].online = false;
+    for _ in 0..20 {
+        let pkt = first_packet(&net, 0, 2);
+        net.nodes[0].core.handle_tun(pkt, net.now);
+        net.advance(Duration::from_millis(500));
+    }
+    // c1 comes back: a new process, a new port behind its NAT.
+    let (addr, nat) = (net.nodes[2].addr.to_string(), net.nodes[2].nat);
+    net.nodes.remove(2);
+    let j = net.add_node_full("c1", &addr, TOKEN, keys[2].clone(), nat);
+    let node = net.nodes.remove(j);
+    net.nodes.insert(2, node);
+    net.advance(Duration::from_millis(500));
+    let lost = all_at_once(&mut net, Duration::from_secs(4));
+    assert!(lost.is_empty(), "first packets lost {lost:?}");
+}

@@ -70,8 +70,16 @@ impl Peer {
         self.dialer.reset();
         self.endpoint = None;
         self.last_response = None;
-        self.awaiting_since = None;
         self.pings.clear();
+        // Path health judged the old process's paths; the new one starts
+        // with a clean slate (a direct path banned after the old process
+        // died would keep the new one's records from moving us there).
+        self.awaiting_since = None;
+        self.suspected = None;
+        self.direct_banned_until = None;
+        self.last_switch = None;
+        self.reprobed = None;
+        self.upgrade = None;
         env.dirty();
     }
 
