@@ -142,9 +142,17 @@ impl Peer {
             env.dirty();
             self.keepalive(env);
         }
-        // An initiation waiting for the relay goes out through it now.
-        if self.dialer.in_flight() && self.sessions.newest().is_none() {
-            self.initiate(env);
+        // An initiation waiting for the relay goes out through it now, if
+        // its targets include the relay: the same one (a new attempt would make the answer to the first, maybe
+        // already on its way over a direct path, arrive for nothing).
+        let due = self
+            .initiation_targets(self.dialer.attempts())
+            .contains(&relay_ep);
+        if due && self.sessions.newest().is_none() {
+            if let Some(message) = self.dialer.message() {
+                let message = message.to_vec();
+                env.send(relay_ep, &message);
+            }
         }
     }
 

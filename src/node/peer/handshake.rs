@@ -62,7 +62,7 @@ impl Peer {
     /// Where a handshake initiation goes on attempt `attempts`: the direct
     /// candidates (unless the DC said only a relay can work), and the relay
     /// once bound if the DC chose it or direct attempts are not answering.
-    fn initiation_targets(&self, attempts: u32) -> Vec<Endpoint> {
+    pub(super) fn initiation_targets(&self, attempts: u32) -> Vec<Endpoint> {
         // Only a relay can work for a `Relay` pair, but without one (none
         // configured or alive) direct is still worth a try.
         let relay_only = self.path == Path::Relay && self.relay.is_some();
