@@ -10,7 +10,7 @@
 #
 # Usage:
 #   lab.sh up TOPOLOGY PREFIX       build a topology: lan nat-nat same-nat public-nat symmetric
-#                                   v4-v6 roam relay-failover hostile gateways fed (sketched at the top of
+#                                   v4-v6 roam relay-failover hostile gateways fed office (sketched at the top of
 #                                   lab.sh);
 #                                   checks that every node reaches the DC and resolves names
 #   lab.sh start PREFIX             keys, configs, start the DC, the relays (if the topology has
@@ -37,7 +37,8 @@
 #   lab.sh list                     labs that exist on this machine (run dirs and namespaces)
 #
 # Environment: NTMTUN_BIN (the ntmtun binary, for start/wait/restart-dc), RUST_LOG (passed to
-# the daemons, default info), NTMTUN_LAB_WAIT (seconds `start` waits for registration, default 15),
+# the daemons, default info), NTMTUN_LAB_WAIT (seconds `start` waits for registration, default 15
+# plus one per node),
 # NTMTUN_LAB_IO (written as `io = "..."` into every node.toml: auto, uring or epoll).
 # Run dir: /tmp/ntmtun-lab/PREFIX/ (pids, logs, configs, keys; `topology`, `hosts`, `relays`).
 #
@@ -155,6 +156,13 @@
 # resolv.conf), which tests/lab_lan.rs was written against. gateways adds `advertise_routes`
 # (and `snat`) to the gateways' configs and `[[route_grants]]` to dc.toml (see its sketch).
 #
+# office: the mesh at the size of an office (25 nodes, 2 relays). Five dual-stack nodes on the
+# Internet segment (p01-p05 .31-.35), two IPv6-only ones (v01, v02 ::41, ::42), and six
+# IPv4-only nodes behind each of three NAT routers: nata (.101, lana 192.0.2.0/26, a01-a06
+# .11-.16) and natb (.102, lanb 192.0.2.64/26, b01-b06 .75-.80) endpoint-independent, natc
+# (.103, lanc 192.0.2.128/26 via .129, c01-c06 .139-.144) symmetric. relay1 and relay2 carry
+# the pairs that cannot go direct (symmetric <-> NATed, IPv4-only <-> IPv6-only).
+#
 # hostile: everyone public on one segment (nodes dual-stack, as in lan), with relay1, plus the
 # attacker `hostile` .66 / ::66. No ntmtun runs there: tests send forged, replayed and malformed
 # datagrams from it (scripts/hostile.py), from its own address or spoofing another host's.
@@ -176,11 +184,12 @@ RELAY_PORT=7447
 ENROLL_TOKEN=lab-enrollment-token
 METRICS_PORT=9100 # every daemon, on its namespace's loopback
 
-TOPOLOGIES="lan nat-nat same-nat public-nat symmetric v4-v6 roam relay-failover hostile gateways fed"
+TOPOLOGIES="lan nat-nat same-nat public-nat symmetric v4-v6 roam relay-failover hostile gateways fed office"
 # Host numbers on the Internet segments (segment 1: 198.51.100.N + 2001:db8:100::N, segment 2:
 # 203.0.113.N + 2001:db8:203::N).
 declare -A HOSTNUM=([core]=1 [dc]=10 [alice]=11 [bob]=12 [relay1]=20 [relay2]=21 [dns]=53
-    [nata]=101 [natb]=102 [hostile]=66 [dc2]=13)
+    [nata]=101 [natb]=102 [natc]=103 [hostile]=66 [dc2]=13
+    [p01]=31 [p02]=32 [p03]=33 [p04]=34 [p05]=35 [v01]=41 [v02]=42)
 SEG1_V4=198.51.100
 SEG1_V6=2001:db8:100:
 SEG2_V4=203.0.113
@@ -190,8 +199,24 @@ DNS_V6=2001:db8:100::53
 # The LANs behind the NAT routers.
 LANA_GW=192.0.2.1
 LANB_GW=192.0.2.65
+LANC_GW=192.0.2.129
 declare -A LANA_ADDR=([alice]=192.0.2.11 [bob]=192.0.2.12 [gwa]=192.0.2.11)
 declare -A LANB_ADDR=([bob]=192.0.2.76 [gwb]=192.0.2.76)
+# office: five public dual-stack nodes, two IPv6-only ones, and six behind each of three NATs
+# (nata and natb endpoint-independent, natc symmetric).
+OFFICE_PUBLIC="p01 p02 p03 p04 p05"
+OFFICE_V6ONLY="v01 v02"
+OFFICE_LANA="a01 a02 a03 a04 a05 a06"
+OFFICE_LANB="b01 b02 b03 b04 b05 b06"
+OFFICE_LANC="c01 c02 c03 c04 c05 c06"
+office_lan_addr() { # NODE -> its LAN address (a0N: 192.0.2.1N, b0N: .7N, c0N: .14N)
+    local k=${1:2:1}
+    case $1 in
+    a*) echo "192.0.2.$((10 + k))" ;;
+    b*) echo "192.0.2.$((74 + k))" ;;
+    c*) echo "192.0.2.$((138 + k))" ;;
+    esac
+}
 # gateways: the LANs behind the gateways (gateway .129/.161, plain host .130/.162)
 GWA_LAN=192.0.2.128/27
 GWB_LAN=192.0.2.160/27
@@ -256,6 +281,7 @@ topo_hosts() { # TOPO -> the host namespaces (besides PREFIX-sw)
     hostile) echo dc relay1 dns alice bob hostile ;;
     gateways) echo dc relay1 dns nata natb gwa gwb hosta hostb ;;
     fed) echo dc dc2 relay1 relay2 dns alice bob ;;
+    office) echo dc relay1 relay2 dns nata natb natc "$(topo_nodes office)" ;;
     *) return 1 ;;
     esac
 }
@@ -263,6 +289,7 @@ topo_hosts() { # TOPO -> the host namespaces (besides PREFIX-sw)
 topo_nodes() { # TOPO -> the ntmtun nodes it runs
     case $1 in
     gateways) echo gwa gwb ;;
+    office) echo $OFFICE_PUBLIC $OFFICE_V6ONLY $OFFICE_LANA $OFFICE_LANB $OFFICE_LANC ;;
     *) echo alice bob ;;
     esac
 }
@@ -270,14 +297,15 @@ topo_nodes() { # TOPO -> the ntmtun nodes it runs
 topo_relays() { # TOPO -> the relays it has
     case $1 in
     lan) ;;
-    relay-failover | fed) echo relay1 relay2 ;;
+    relay-failover | fed | office) echo relay1 relay2 ;;
     *) echo relay1 ;;
     esac
 }
 
 node_family() { # TOPO NODE -> 4 (IPv4-only), 6 (IPv6-only) or 46 (dual-stack)
     case $1:$2 in
-    lan:* | roam:* | hostile:* | public-nat:alice | fed:*) echo 46 ;;
+    lan:* | roam:* | hostile:* | public-nat:alice | fed:* | office:p*) echo 46 ;;
+    office:v*) echo 6 ;;
     v4-v6:alice) echo 4 ;;
     v4-v6:bob) echo 6 ;;
     *) echo 4 ;; # behind a NAT: IPv4-only LANs
@@ -738,8 +766,9 @@ up_wan() { # PREFIX RUN TOPO: every topology but lan
     new_ns "$prefix" sw
     add_bridge "$prefix" br0
     if [[ $topo == roam ]]; then add_bridge "$prefix" br1; fi
-    case $topo in nat-nat | symmetric | relay-failover | same-nat | gateways) add_bridge "$prefix" lana ;; esac
-    case $topo in nat-nat | symmetric | relay-failover | public-nat | gateways) add_bridge "$prefix" lanb ;; esac
+    case $topo in nat-nat | symmetric | relay-failover | same-nat | gateways | office) add_bridge "$prefix" lana ;; esac
+    case $topo in nat-nat | symmetric | relay-failover | public-nat | gateways | office) add_bridge "$prefix" lanb ;; esac
+    if [[ $topo == office ]]; then add_bridge "$prefix" lanc; fi
     if [[ $topo == gateways ]]; then
         add_bridge "$prefix" lanc
         add_bridge "$prefix" land
@@ -790,6 +819,16 @@ up_wan() { # PREFIX RUN TOPO: every topology but lan
         public_host "$prefix" "$run" alice node 46
         public_host "$prefix" "$run" bob node 46
         ;;
+    office)
+        for h in $OFFICE_PUBLIC; do public_host "$prefix" "$run" "$h" node 46; done
+        for h in $OFFICE_V6ONLY; do public_host "$prefix" "$run" "$h" node 6; done
+        nat_router "$prefix" "$run" nata lana "$LANA_GW" eim
+        nat_router "$prefix" "$run" natb lanb "$LANB_GW" eim
+        nat_router "$prefix" "$run" natc lanc "$LANC_GW" symmetric
+        for h in $OFFICE_LANA; do lan_host "$prefix" "$run" "$h" lana "$(office_lan_addr "$h")" "$LANA_GW" nata; done
+        for h in $OFFICE_LANB; do lan_host "$prefix" "$run" "$h" lanb "$(office_lan_addr "$h")" "$LANB_GW" natb; done
+        for h in $OFFICE_LANC; do lan_host "$prefix" "$run" "$h" lanc "$(office_lan_addr "$h")" "$LANC_GW" natc; done
+        ;;
     roam)
         core_router "$prefix" "$run"
         public_host "$prefix" "$run" alice node 46
@@ -801,7 +840,7 @@ up_wan() { # PREFIX RUN TOPO: every topology but lan
     esac
     # resolvers (bind-mounted over /etc/resolv.conf by `ip netns exec`)
     for h in $(topo_hosts "$topo"); do
-        if [[ $h == bob && $(node_family "$topo" bob) == 6 ]]; then
+        if [[ $(node_family "$topo" "$h") == 6 ]]; then
             set_resolver "$prefix" "$h" "$DNS_V6"
         else
             set_resolver "$prefix" "$h" "$DNS_V4"
@@ -1117,7 +1156,7 @@ EOT
     for n in "${NODES[@]}"; do
         start_node "$prefix" "$run" "$n"
     done
-    local secs=${NTMTUN_LAB_WAIT:-15}
+    local secs=${NTMTUN_LAB_WAIT:-$((15 + ${#NODES[@]}))}
     [[ $secs =~ ^[0-9]{1,3}$ ]] || die "NTMTUN_LAB_WAIT must be a number of seconds (1-999)"
     wait_registered "$prefix" "$run" "$secs"
     log "DC${relays[*]:+, relays (${relays[*]})} and nodes (${NODES[*]}) running and registered in lab '$prefix' ($topo)"

@@ -159,6 +159,7 @@ fn enrol(
         addrs: vec![dc],
         name: name.clone(),
         auth_key: TOKEN.into(),
+        incarnation: i as u64 + 1,
     };
     let mut offset = Duration::ZERO;
     let mut link = DcLink::new(id, Instant::now(), i as u64 * 7919 + 1);

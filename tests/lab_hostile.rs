@@ -713,6 +713,7 @@ fn access_is_refused_on_the_wire() {
         .map(|i| {
             let hello = ntmtun::proto::signal::encode(&ntmtun::proto::signal::PeerHello {
                 timestamp: u64::from(i),
+                incarnation: 1,
             })
             .unwrap();
             ntmtun::proto::handshake::Initiator::start(

@@ -70,6 +70,7 @@ pub fn register(k: usize, timestamp: u64) -> Vec<u8> {
         auth_key: crate::AUTH.into(),
         local_endpoints: vec![sa(NODES[k].2), sa("10.1.0.2:41641")],
         advertise_routes: Vec::new(),
+        incarnation: k as u64 + 1,
     })
     .expect("encode")
 }
@@ -362,6 +363,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 auth_key: auth.into(),
                 local_endpoints: Vec::new(),
                 advertise_routes: Vec::new(),
+                incarnation: 1,
             })
             .expect("encode"),
         );

@@ -90,6 +90,7 @@ pub fn peer_info(relay: bool) -> PeerInfo {
         endpoints: vec![sa(PEER_ADDR)],
         path: if relay { Path::Relay } else { Path::Direct },
         initiate: false,
+        incarnation: 1,
         relay: relay.then(|| RelayGrant {
             address: sa(crate::RELAY_ADDR),
             sid: GRANT_SID,
@@ -520,7 +521,10 @@ pub fn seeds() -> Vec<Vec<u8>> {
     };
     let hello = |ts: u64| {
         let mut b = vec![0];
-        b.extend(signal::encode(&PeerHello { timestamp: ts }).expect("encode"));
+        b.extend(signal::encode(&PeerHello {
+            timestamp: ts,
+            incarnation: 1,
+        }).expect("encode"));
         b
     };
     let mut out = Vec::new();

@@ -21,7 +21,7 @@ use crate::proto::signal::{
 use crate::proto::ticket::{Ticket, TicketKey};
 use crate::proto::wire::{self, Datagram, Kind, TransportHeader};
 use ipnet::Ipv4Net;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -35,6 +35,8 @@ const TICKET_RATE_BYTES: u64 = 1_000_000_000 / 8 * 10;
 /// The DC pings each relay this often and declares it dead after
 /// `RELAY_DEAD` without an answer.
 const RELAY_PING: Duration = Duration::from_secs(1);
+/// Most peers remembered per node for restart notices (`DcCore::met`).
+const MAX_MET: usize = 4096;
 const RELAY_DEAD: Duration = Duration::from_secs(3);
 
 /// A datagram to send.
@@ -97,6 +99,8 @@ pub(super) struct Online {
     /// The prefixes it advertised (the first `MAX_ADVERTISED_ROUTES`, as
     /// sent), authorised again on a reload exactly as at registration.
     advertised: Vec<Ipv4Net>,
+    /// Its process (`Register::incarnation`): a new one is a restart.
+    incarnation: u64,
 }
 
 impl Online {
@@ -134,6 +138,9 @@ pub struct DcCore {
     pub(super) settings: DcSettings,
     pub(super) store: Store,
     pub(super) online: HashMap<PublicKey, Online>,
+    /// Each node's peers: the pairs directed since this DC started (at most
+    /// `MAX_MET` per node). A restarted node's peers hear of it from here.
+    met: HashMap<PublicKey, HashSet<PublicKey>>,
     /// Our session index -> node key, for current and previous sessions.
     by_index: HashMap<u32, PublicKey>,
     /// Highest registration timestamp seen per key (replay guard).
@@ -199,6 +206,7 @@ impl DcCore {
             settings,
             store,
             online: HashMap::new(),
+            met: HashMap::new(),
             by_index: HashMap::new(),
             last_timestamp: HashMap::new(),
             indexes: IndexAlloc::new(index_seed),
@@ -610,6 +618,9 @@ impl DcCore {
             if routes_changed {
                 info!(node = %record.name, routes = ?granted, "granted routes");
             }
+            let restarted = old
+                .as_ref()
+                .is_some_and(|o| o.incarnation != 0 && reg.incarnation > o.incarnation);
             let previous = match old {
                 Some(old) => {
                     if let Some(p) = &old.previous {
@@ -644,9 +655,13 @@ impl DcCore {
                         .into_iter()
                         .take(MAX_ADVERTISED_ROUTES)
                         .collect(),
+                    incarnation: reg.incarnation,
                 },
             );
             let mut out = vec![Transmit { to: from, bytes }];
+            if restarted {
+                out.extend(self.redirect_peers_of(key, unix_now));
+            }
             if routes_changed {
                 out.extend(self.push_routes(Some(&key)));
             }
@@ -785,6 +800,7 @@ impl DcCore {
             path: Path::Direct,
             initiate: false,
             relay: None,
+            incarnation: node.incarnation,
         }
     }
 
@@ -809,7 +825,41 @@ impl DcCore {
         }
         info!(a = %name_a, b = %name_b, path = ?d.path, relay = info_b.relay.as_ref().map(|g| g.address.to_string()), "directing pair");
         self.stats.directions += 1;
+        for (x, y) in [(a, b), (b, a)] {
+            let met = self.met.entry(x).or_default();
+            if met.len() < MAX_MET {
+                met.insert(y);
+            }
+        }
         Some((info_b, info_a))
+    }
+
+    /// A node restarted (a new incarnation): its sessions are gone, so
+    /// every online peer it was directed to gets a fresh direction about it
+    /// (new endpoint, new incarnation: the peer forgets its sessions with
+    /// it), and the node one about each of them, so punching pairs start
+    /// again from both ends. Their next packets build a new tunnel instead
+    /// of going out on sessions nobody can open.
+    fn redirect_peers_of(&mut self, key: PublicKey, unix_now: u64) -> Vec<Transmit> {
+        let peers: Vec<PublicKey> = self
+            .met
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|p| self.online.contains_key(p))
+            .copied()
+            .collect();
+        if let Some(node) = self.online.get(&key) {
+            info!(name = %node.record.name, peers = peers.len(), "node restarted: directing its peers to it again");
+        }
+        let mut out = Vec::new();
+        for peer in peers {
+            if let Some((for_node, for_peer)) = self.direct_pair(key, peer, unix_now) {
+                out.extend(self.send(&peer, &FromDc::Direction(for_peer)));
+                out.extend(self.send(&key, &FromDc::Direction(for_node)));
+            }
+        }
+        out
     }
 
     /// Relay grants for a pair: (a's, b's). Reuses the pair's session while

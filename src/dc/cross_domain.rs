@@ -292,6 +292,7 @@ impl DcCore {
             path: crate::proto::signal::Path::Direct,
             initiate: false,
             relay: None,
+            incarnation: 0,
         };
         let reply = |dc: &mut DcCore, result, for_peer, peer_v4| {
             let msg = DcToDc::Answer {

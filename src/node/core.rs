@@ -54,7 +54,8 @@ pub struct NodeSettings {
     pub rekey: Duration,
     /// Resolvers whose queries are intercepted (empty: DNS interception off).
     pub resolvers: Vec<IpAddr>,
-    /// Wall clock at `start`, for handshake timestamps.
+    /// Wall clock at `start`, for handshake timestamps; also this process's
+    /// incarnation (`Register::incarnation`): a later start is a larger one.
     pub unix_nanos_at_start: u64,
     /// Seeds the random session indexes (`proto::link::IndexAlloc`).
     pub index_seed: u64,
@@ -147,6 +148,7 @@ impl NodeCore {
                 addrs: s.dc.clone(),
                 name: s.name.clone(),
                 auth_key: s.auth_key.clone(),
+                incarnation: s.unix_nanos_at_start,
             },
             now,
             s.index_seed.rotate_left(32),

@@ -712,7 +712,11 @@ fn handshakes_from_undirected_keys_are_dropped() {
         &PrivateKey::generate(),
         &net.nodes[0].core.public_key(),
         99,
-        &crate::proto::signal::encode(&crate::proto::signal::PeerHello { timestamp: 1 }).unwrap(),
+        &crate::proto::signal::encode(&crate::proto::signal::PeerHello {
+            timestamp: 1,
+            incarnation: 1,
+        })
+        .unwrap(),
     )
     .unwrap()
     .1;

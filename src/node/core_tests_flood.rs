@@ -15,7 +15,11 @@ const ATTACKER: &str = "198.51.100.67:9999";
 /// An initiation at `to`'s key from a fresh random key: its mac1 is valid
 /// (public keys are public), the rest is what a flooder would send.
 fn stranger_initiation(to: &crate::keys::PublicKey, index: u32) -> Vec<u8> {
-    let hello = signal::encode(&PeerHello { timestamp: 1 }).unwrap();
+    let hello = signal::encode(&PeerHello {
+        timestamp: 1,
+        incarnation: 1,
+    })
+    .unwrap();
     Initiator::start(
         Kind::HandshakeInit,
         &PrivateKey::generate(),

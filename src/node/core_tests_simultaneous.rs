@@ -53,16 +53,11 @@ fn all_at_once(net: &mut Net, within: Duration) -> Vec<(usize, usize)> {
     let pairs: Vec<(usize, usize)> = (0..n)
         .flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b)))
         .collect();
-    at_once(net, &pairs, within)
-}
-
-/// Like `all_at_once`, for the pairs (sender, receiver) given.
-fn at_once(net: &mut Net, pairs: &[(usize, usize)], within: Duration) -> Vec<(usize, usize)> {
     let mut expected = Vec::new();
     for n in &mut net.nodes {
         n.tun.clear();
     }
-    for &(a, b) in pairs {
+    for (a, b) in pairs {
         let pkt = first_packet(net, a, b);
         let _node = net.nodes[a].span();
         net.nodes[a].core.handle_tun(pkt.clone(), net.now);
@@ -166,7 +161,7 @@ fn a_settled_mesh_does_not_churn() {
 }
 
 #[test]
-fn both_ends_restarting_at_once_reconnect_at_the_first_packet() {
+fn restarted_nodes_are_reached_at_the_first_packet_both_ways() {
     for seed in 0..6 {
         let (mut net, keys) = mesh(300 + seed);
         assert!(all_at_once(&mut net, Duration::from_millis(1500)).is_empty());
@@ -179,17 +174,34 @@ fn both_ends_restarting_at_once_reconnect_at_the_first_packet() {
             net.nodes.insert(i, node);
         }
         net.advance(Duration::from_millis(500));
-        // The restarted pair both ways, and each restarted node to every
-        // other. (The other way, the others still hold sessions the
-        // restarted nodes forgot: their first packets go on those and are
-        // lost until path health notices, as with WireGuard.)
-        let pairs: Vec<(usize, usize)> = [1, 2]
-            .into_iter()
-            .flat_map(|a| (0..5).filter(move |&b| b != a).map(move |b| (a, b)))
-            .collect();
-        let lost = at_once(&mut net, &pairs, Duration::from_secs(4));
+        // Every pair, both ways: the others hear from the DC that p2 and
+        // c1 restarted and drop the sessions those two forgot.
+        let lost = all_at_once(&mut net, Duration::from_secs(4));
         assert!(lost.is_empty(), "seed {seed}: first packets lost {lost:?}");
         net.advance(Duration::from_secs(3));
         settled_on_one_session(&net).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
+}
+
+#[test]
+fn a_peer_that_died_and_came_back_is_reached_after_path_health_gave_up_on_it() {
+    let (mut net, keys) = mesh(400);
+    assert!(all_at_once(&mut net, Duration::from_millis(1500)).is_empty());
+    // c1 dies. p1 keeps sending to it: path health falls back to the relay and bans the
+    // direct path, the relay is silent too, p1 asks the DC and dials the dead endpoints.
+    net.nodes[2].online = false;
+    for _ in 0..20 {
+        let pkt = first_packet(&net, 0, 2);
+        net.nodes[0].core.handle_tun(pkt, net.now);
+        net.advance(Duration::from_millis(500));
+    }
+    // c1 comes back: a new process, a new port behind its NAT.
+    let (addr, nat) = (net.nodes[2].addr.to_string(), net.nodes[2].nat);
+    net.nodes.remove(2);
+    let j = net.add_node_full("c1", &addr, TOKEN, keys[2].clone(), nat);
+    let node = net.nodes.remove(j);
+    net.nodes.insert(2, node);
+    net.advance(Duration::from_millis(500));
+    let lost = all_at_once(&mut net, Duration::from_secs(4));
+    assert!(lost.is_empty(), "first packets lost {lost:?}");
 }

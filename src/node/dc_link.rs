@@ -48,6 +48,8 @@ pub struct DcIdentity {
     pub addrs: Vec<SocketAddr>,
     pub name: String,
     pub auth_key: String,
+    /// This process (`Register::incarnation`).
+    pub incarnation: u64,
 }
 
 pub struct DcLink {
@@ -164,6 +166,7 @@ impl DcLink {
             auth_key: self.id.auth_key.clone(),
             local_endpoints: local_endpoints.to_vec(),
             advertise_routes: self.advertise_routes.clone(),
+            incarnation: self.id.incarnation,
         };
         let payload = match signal::encode(&reg) {
             Ok(p) => p,
@@ -281,6 +284,7 @@ mod tests {
                 addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
                 name: "n".into(),
                 auth_key: "t".into(),
+                incarnation: 1,
             },
             Instant::now(),
             1,

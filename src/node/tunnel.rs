@@ -40,6 +40,7 @@ impl NodeCore {
             unix,
             key: &self.s.key,
             public: self.public,
+            incarnation: self.s.unix_nanos_at_start,
             keepalive: self.s.keepalive,
             rekey: self.s.rekey,
             counters: &self.counters,

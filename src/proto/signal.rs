@@ -32,6 +32,10 @@ pub struct Register {
     /// LAN prefixes the node offers to route for (node.toml
     /// `advertise_routes`); the DC grants or refuses each.
     pub advertise_routes: Vec<Ipv4Net>,
+    /// The node process's start time (unix nanoseconds): a new value tells
+    /// the DC the node restarted and its peers' sessions with it are gone;
+    /// a larger one is a later process.
+    pub incarnation: u64,
 }
 
 /// Payload of the DC's handshake response.
@@ -174,6 +178,10 @@ pub struct PeerInfo {
     /// Permission to use a relay: the path itself for `Path::Relay`, the
     /// fallback otherwise.
     pub relay: Option<RelayGrant>,
+    /// The peer's process, as it registered (`Register::incarnation`; 0:
+    /// unknown). A change means the peer restarted: sessions with it are
+    /// gone at its end.
+    pub incarnation: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +213,15 @@ pub struct RelayGrant {
 pub struct PeerHello {
     /// Strictly increasing per initiator (unix nanoseconds): replay guard.
     pub timestamp: u64,
+    /// The initiator's process (`Register::incarnation`).
+    pub incarnation: u64,
+}
+
+/// Payload of a node -> node handshake response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReply {
+    /// The responder's process (`Register::incarnation`).
+    pub incarnation: u64,
 }
 
 /// A domain a DC federates with, as told to its nodes.
@@ -306,6 +323,7 @@ mod tests {
             name: "alice".into(),
             auth_key: "tok".into(),
             local_endpoints: vec!["198.51.100.11:4000".parse().unwrap()],
+            incarnation: 9,
             advertise_routes: vec!["192.0.2.128/27".parse().unwrap()],
         };
         assert_eq!(decode::<Register>(&encode(&r).unwrap()).unwrap(), r);
@@ -326,6 +344,7 @@ mod tests {
                     ticket: vec![1; crate::proto::ticket::TICKET_LEN],
                     expires_unix: 99,
                 }),
+                incarnation: 3,
             }),
         };
         assert_eq!(decode::<FromDc>(&encode(&m).unwrap()).unwrap(), m);

@@ -32,7 +32,7 @@ pub const CMD_TIMEOUT_SECS: u64 = 60;
 /// The nodes of every topology.
 pub const NODES: [&str; 2] = ["alice", "bob"];
 /// The topologies `scripts/lab.sh up` builds.
-pub const TOPOLOGIES: [&str; 11] = [
+pub const TOPOLOGIES: [&str; 12] = [
     "lan",
     "nat-nat",
     "same-nat",
@@ -44,6 +44,7 @@ pub const TOPOLOGIES: [&str; 11] = [
     "hostile",
     "gateways",
     "fed",
+    "office",
 ];
 
 /// Fixed addresses of the lab (see the sketches at the top of scripts/lab.sh).
@@ -612,11 +613,16 @@ impl Lab {
 
     /// Wait (bounded) until every node reports `dc.state == "registered"`.
     pub fn wait_registered(&self, limit: Duration) {
+        self.wait_nodes_registered(&NODES, limit);
+    }
+
+    /// Wait (bounded) until each of `nodes` reports `dc.state == "registered"`.
+    pub fn wait_nodes_registered(&self, nodes: &[&str], limit: Duration) {
         let mut last = Vec::new();
         let ok = wait_for(limit, Duration::from_millis(200), || {
             last.clear();
             let mut all = true;
-            for n in NODES {
+            for n in nodes {
                 let state = match self.try_status_json(n) {
                     Ok(v) => v["dc"]["state"].as_str().unwrap_or("(none)").to_string(),
                     Err(e) => format!("(status failed: {})", e.lines().next().unwrap_or("")),
@@ -633,6 +639,15 @@ impl Lab {
                 self.logs_tail()
             );
         }
+    }
+
+    /// The ntmtun nodes of the topology (the host table's role `node`).
+    pub fn nodes(&self) -> Vec<String> {
+        self.hosts()
+            .into_iter()
+            .filter(|h| h.role == "node")
+            .map(|h| h.name)
+            .collect()
     }
 
     /// `lab.sh restart-dc`: stop the DC by PID and start it again with the same config/state.

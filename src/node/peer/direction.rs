@@ -25,6 +25,13 @@ impl Peer {
         self.name = info.name.clone();
         self.virtual_ip = info.virtual_ip;
         self.path = info.path;
+        // A later process of the peer than the one our sessions are with:
+        // it restarted. (The DC's word may also be older than a handshake
+        // we just made with the new process: then it changes nothing.)
+        if self.incarnation != 0 && info.incarnation > self.incarnation {
+            self.forget_sessions(env);
+            self.incarnation = 0;
+        }
         if self.offered != info.endpoints {
             // New candidates: upgrade probing starts over.
             self.upgrade = None;
@@ -51,6 +58,29 @@ impl Peer {
         if info.initiate && self.sessions.newest().is_none() && !self.dialer.in_flight() {
             self.initiate(env);
         }
+    }
+
+    /// The DC says the peer restarted: the sessions with it are gone at its
+    /// end, and records sent on them would be lost. Forget them and the
+    /// endpoint (a new process, maybe a new port); what is sent next waits
+    /// for a fresh handshake.
+    fn forget_sessions(&mut self, env: &mut Env) {
+        info!(peer = %self.name, "peer restarted: forgetting the sessions with it");
+        self.sessions.clear();
+        self.dialer.reset();
+        self.endpoint = None;
+        self.last_response = None;
+        self.pings.clear();
+        // Path health judged the old process's paths; the new one starts
+        // with a clean slate (a direct path banned after the old process
+        // died would keep the new one's records from moving us there).
+        self.awaiting_since = None;
+        self.suspected = None;
+        self.direct_banned_until = None;
+        self.last_switch = None;
+        self.reprobed = None;
+        self.upgrade = None;
+        env.dirty();
     }
 
     /// Re-derives the usable candidates after the virtual prefix or the
@@ -112,9 +142,17 @@ impl Peer {
             env.dirty();
             self.keepalive(env);
         }
-        // An initiation waiting for the relay goes out through it now.
-        if self.dialer.in_flight() && self.sessions.newest().is_none() {
-            self.initiate(env);
+        // An initiation waiting for the relay goes out through it now, if
+        // its targets include the relay: the same one (a new attempt would make the answer to the first, maybe
+        // already on its way over a direct path, arrive for nothing).
+        let due = self
+            .initiation_targets(self.dialer.attempts())
+            .contains(&relay_ep);
+        if due && self.sessions.newest().is_none() {
+            if let Some(message) = self.dialer.message() {
+                let message = message.to_vec();
+                env.send(relay_ep, &message);
+            }
         }
     }
 

@@ -50,6 +50,8 @@ pub struct Env<'a> {
     pub key: &'a PrivateKey,
     /// `key`'s public half.
     pub public: PublicKey,
+    /// This process (`Register::incarnation`), told to peers in handshakes.
+    pub incarnation: u64,
     pub keepalive: Option<Duration>,
     pub rekey: Duration,
     pub counters: &'a ControlCounters,

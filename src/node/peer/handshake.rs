@@ -7,7 +7,7 @@ use super::{Ask, Env, Peer, MAX_ENDPOINTS};
 use crate::dataplane::table::Endpoint;
 use crate::proto::handshake::Responder;
 use crate::proto::link::{CookieOutcome, Crossing, Response};
-use crate::proto::signal::{self, Path, PeerHello};
+use crate::proto::signal::{self, Path, PeerHello, PeerReply};
 use crate::proto::wire::Kind;
 use std::time::Duration;
 use tracing::{debug, info, warn};
@@ -37,7 +37,11 @@ impl Peer {
     pub(in crate::node) fn initiate(&mut self, env: &mut Env) {
         let index = env.index();
         let timestamp = self.dialer.timestamp(env.unix);
-        let Ok(payload) = signal::encode(&PeerHello { timestamp }) else {
+        let hello = PeerHello {
+            timestamp,
+            incarnation: env.incarnation,
+        };
+        let Ok(payload) = signal::encode(&hello) else {
             return;
         };
         let bytes = match self.dialer.start(env.key, index, &payload, env.now) {
@@ -58,7 +62,7 @@ impl Peer {
     /// Where a handshake initiation goes on attempt `attempts`: the direct
     /// candidates (unless the DC said only a relay can work), and the relay
     /// once bound if the DC chose it or direct attempts are not answering.
-    fn initiation_targets(&self, attempts: u32) -> Vec<Endpoint> {
+    pub(super) fn initiation_targets(&self, attempts: u32) -> Vec<Endpoint> {
         // Only a relay can work for a `Relay` pair, but without one (none
         // configured or alive) direct is still worth a try.
         let relay_only = self.path == Path::Relay && self.relay.is_some();
@@ -124,9 +128,15 @@ impl Peer {
             return;
         }
         let index = env.index();
-        match resp.reply(Kind::HandshakeResp, index, &[]) {
+        let Ok(reply) = signal::encode(&PeerReply {
+            incarnation: env.incarnation,
+        }) else {
+            return;
+        };
+        match resp.reply(Kind::HandshakeResp, index, &reply) {
             Ok((session, bytes)) => {
                 self.last_hello = hello.timestamp;
+                self.incarnation = self.incarnation.max(hello.incarnation);
                 info!(peer = %self.name, endpoint = %from, "tunnel up (responder)");
                 self.sessions.install(session, env.now, false);
                 env.dirty();
@@ -168,8 +178,11 @@ impl Peer {
         env: &mut Env,
     ) {
         match self.dialer.on_response(sender, receiver, noise) {
-            Response::Done(session, _) => {
+            Response::Done(session, reply) => {
                 info!(peer = %self.name, endpoint = %from, "tunnel up (initiator)");
+                if let Ok(r) = signal::decode::<PeerReply>(&reply) {
+                    self.incarnation = self.incarnation.max(r.incarnation);
+                }
                 if !self.keeps_endpoint(from, env.now) {
                     self.move_to(from, env.now);
                 }

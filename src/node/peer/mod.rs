@@ -72,6 +72,9 @@ pub struct Peer {
     name: String,
     virtual_ip: Ipv4Addr,
     key: PublicKey,
+    /// The peer's process our sessions are with, as its handshakes said
+    /// (`Register::incarnation`, its start time; 0: none yet).
+    incarnation: u64,
     /// The DC's decision and direct candidates (best first).
     path: Path,
     /// The candidates as the DC offered them; `candidates` leaves out those
@@ -137,6 +140,7 @@ impl Peer {
             name,
             virtual_ip,
             key,
+            incarnation: 0,
             path: Path::Direct,
             offered: Vec::new(),
             candidates: Vec::new(),

@@ -65,6 +65,8 @@ impl Peer {
             return;
         }
         let take = match (self.endpoint, from) {
+            // Anywhere is better than nowhere.
+            (None, _) => true,
             (_, Endpoint::Direct(_)) => {
                 self.direct_banned_until.is_none_or(|t| now >= t) && !self.keeps_endpoint(from, now)
             }
